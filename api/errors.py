@@ -1,0 +1,79 @@
+"""Every error leaves the API as {"error": {"message", "type", "param", "code"}}: domain
+errors, request validation (FastAPI's default 422 body is replaced), unknown routes,
+and unexpected failures, which carry a reference id instead of a stack trace."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from core.errors import ServiceError
+
+log = logging.getLogger("ftsvc.api")
+
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None, **extra: Any) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code, **extra}}
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    # ("body", "method", "supervised", ...) -> "method.supervised..."; list indexes as [i]
+    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or None
+
+
+async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+    extra: dict[str, Any] = dict(exc.extra)
+    if exc.details is not None:
+        extra["details"] = exc.details
+    return JSONResponse(
+        error_body(exc.message, exc.error_type, exc.param, exc.code, **extra), status_code=exc.status_code
+    )
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        message, param = "The request body is not valid JSON", None
+    else:
+        param = _param(tuple(first["loc"]))
+        message = f"{param}: {first['msg']}" if param else first["msg"]
+    details = [{"param": _param(tuple(e["loc"])), "message": e["msg"]} for e in errors]
+    return JSONResponse(
+        error_body(message, "invalid_request_error", param, "invalid_request", details=details), status_code=400
+    )
+
+
+async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(
+        error_body(str(exc.detail), "invalid_request_error", None, code),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    reference = secrets.token_hex(8)
+    log.error("unhandled error, reference %s", reference, exc_info=exc)
+    return JSONResponse(
+        error_body(f"Internal server error (reference {reference})", "server_error", None, "internal_error"),
+        status_code=500,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from api.deps import Limit, OrgDep, SessionDep
+from api.serializers import as_list, file_wire
+from api.upload import receive_upload
+from core import files
+from core.db import session_scope
+from core.errors import InvalidRequest
+from core.ids import new_id
+from core.settings import get_settings
+from core.storage import get_storage
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "purpose": {"type": "string", "enum": list(files.PURPOSES)},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _ingest(org: str, file_id: str, filename: str, purpose: str | None, stored: Any) -> dict[str, Any]:
+    storage = get_storage()
+    with session_scope() as session:
+        file = files.ingest_upload(session, storage, org, file_id, filename, purpose, stored)
+        body = file_wire(file)
+    if file.status == files.ERROR:
+        raise InvalidRequest(
+            f"{filename} is not a valid training file: {file.status_details}. The file is kept as {file_id} "
+            "with status 'error' so its problems can be read; it cannot be used for training.",
+            param="file",
+            code="invalid_file",
+            details=file.problems,
+            extra={"file": body},
+        )
+    return body
+
+
+@router.post("", openapi_extra=UPLOAD_BODY)
+async def upload_file(request: Request, org: OrgDep) -> dict[str, Any]:
+    """Upload a JSONL training file (multipart: `file`, `purpose=fine-tune`)."""
+    file_id = new_id("file")
+    upload = await receive_upload(request, get_storage(), f"files/{file_id}", get_settings().max_upload_bytes)
+    return await run_in_threadpool(_ingest, org, file_id, upload.filename, upload.fields.get("purpose"), upload.stored)
+
+
+@router.get("")
+def list_files(
+    session: SessionDep, org: OrgDep, after: str | None = None, limit: Limit = 20, purpose: str | None = None
+) -> dict[str, Any]:
+    rows, has_more = files.list_files(session, org, after, limit, purpose)
+    return as_list([file_wire(f) for f in rows], has_more)
+
+
+@router.get("/{file_id}")
+def get_file(file_id: str, session: SessionDep, org: OrgDep) -> dict[str, Any]:
+    return file_wire(files.get_file(session, org, file_id))
+
+
+@router.get("/{file_id}/content")
+def get_file_content(file_id: str, session: SessionDep, org: OrgDep) -> StreamingResponse:
+    file = files.get_file(session, org, file_id)
+    return StreamingResponse(
+        get_storage().iter_chunks(file.storage_key),
+        media_type="application/jsonl",
+        headers={"Content-Length": str(file.bytes), "Content-Disposition": f'attachment; filename="{file.filename}"'},
+    )
+
+
+@router.delete("/{file_id}")
+def delete_file(file_id: str, session: SessionDep, org: OrgDep) -> dict[str, Any]:
+    files.delete_file(session, get_storage(), org, file_id)
+    return {"id": file_id, "object": "file", "deleted": True}

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+
+from api.deps import Limit, OrgDep, SessionDep
+from api.serializers import artifact_headers, as_list, event_wire, job_wire, metric_wire
+from api.streams import job_event_stream
+from core import artifacts, events, jobs
+from core.models import JobEvent
+from core.paging import page
+from core.specs import JobSpec
+from core.storage import get_storage
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+
+
+@router.post("")
+def create_job(spec: JobSpec, session: SessionDep, org: OrgDep) -> dict[str, Any]:
+    return job_wire(jobs.submit_job(session, org, spec))
+
+
+@router.get("")
+def list_jobs(session: SessionDep, org: OrgDep, after: str | None = None, limit: Limit = 20) -> dict[str, Any]:
+    rows, has_more = jobs.list_jobs(session, org, after, limit)
+    return as_list([job_wire(j) for j in rows], has_more)
+
+
+@router.get("/{fine_tuning_job_id}")
+def get_job(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> dict[str, Any]:
+    return job_wire(jobs.get_job(session, org, fine_tuning_job_id))
+
+
+@router.post("/{fine_tuning_job_id}/cancel")
+def cancel_job(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> dict[str, Any]:
+    return job_wire(jobs.cancel_job(session, org, fine_tuning_job_id))
+
+
+@router.get("/{fine_tuning_job_id}/events")
+def list_events(
+    fine_tuning_job_id: str, session: SessionDep, org: OrgDep, after: str | None = None, limit: Limit = 20
+) -> dict[str, Any]:
+    """Newest first, as OpenAI pages them."""
+    job = jobs.get_job(session, org, fine_tuning_job_id)
+    rows, has_more = page(session, select(JobEvent).where(JobEvent.job_id == job.id), JobEvent, after, limit)
+    return as_list([event_wire(e) for e in rows], has_more)
+
+
+@router.get("/{fine_tuning_job_id}/events/stream", response_class=StreamingResponse)
+def stream_events(
+    fine_tuning_job_id: str, session: SessionDep, org: OrgDep, last_event_id: Annotated[str | None, Header()] = None
+) -> StreamingResponse:
+    """Server-Sent Events, oldest first, ending when the job ends. Reconnect with
+    `Last-Event-ID` to continue where a stream broke off."""
+    job = jobs.get_job(session, org, fine_tuning_job_id)
+    return StreamingResponse(
+        job_event_stream(job.id, last_event_id), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+@router.get("/{fine_tuning_job_id}/metrics")
+def list_metrics(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> dict[str, Any]:
+    """The whole time series (step, loss, learning rate, grad norm, tokens/s)."""
+    job = jobs.get_job(session, org, fine_tuning_job_id)
+    return {"object": "list", "data": [metric_wire(m) for m in events.metrics_for(session, job.id)], "has_more": False}
+
+
+@router.get("/{fine_tuning_job_id}/artifacts/{kind}", response_class=StreamingResponse)
+def download_artifact(fine_tuning_job_id: str, kind: str, session: SessionDep, org: OrgDep) -> StreamingResponse:
+    """The adapter as one .tar.gz (PEFT format: adapter_config.json, adapter_model.safetensors)."""
+    artifact = artifacts.get_artifact(session, org, fine_tuning_job_id, kind)
+    return StreamingResponse(
+        get_storage().iter_chunks(artifact.storage_key),
+        media_type="application/gzip",
+        headers=artifact_headers(artifact),
+    )

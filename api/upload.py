@@ -1,0 +1,116 @@
+"""Streaming multipart upload: the `file` part goes straight into storage while its
+size and sha256 are computed, so no upload is ever held in memory, and the size limit
+is enforced as bytes arrive (not after the whole body has been received)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath, PureWindowsPath
+
+from fastapi import Request
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from core.errors import InvalidRequest, PayloadTooLarge
+from core.storage import LocalStorage, ObjectWriter, StoredObject
+
+MAX_FIELD_BYTES = 4096  # for the small text fields beside the file (purpose)
+
+
+@dataclass
+class Upload:
+    stored: StoredObject
+    filename: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+def safe_filename(raw: str) -> str:
+    """Keep only the last path component, without control characters."""
+    name = PureWindowsPath(PurePosixPath(raw).name).name
+    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip()
+    return name[:255] or "upload"
+
+
+class _PartCollector:
+    """python-multipart callbacks: the `file` part to the writer, others to `fields`."""
+
+    def __init__(self, out: ObjectWriter, max_bytes: int) -> None:
+        self.out, self.max_bytes = out, max_bytes
+        self.fields: dict[str, str] = {}
+        self.filename: str | None = None
+        self._headers: dict[bytes, bytes] = {}
+        self._field, self._value = b"", b""
+        self._name: str | None = None
+        self._buffer = bytearray()
+        self._is_file = False
+
+    def callbacks(self) -> dict[str, object]:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _part_begin(self) -> None:
+        self._headers, self._buffer, self._is_file = {}, bytearray(), False
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        self._headers[self._field.lower()] = self._value
+        self._field, self._value = b"", b""
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        self._name = options.get(b"name", b"").decode("utf-8", "replace")
+        if self._name == "file":
+            if self.filename is not None:
+                raise InvalidRequest("Send exactly one 'file' part", param="file")
+            self._is_file = True
+            self.filename = safe_filename(options.get(b"filename", b"upload").decode("utf-8", "replace"))
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._is_file:
+            self.out.write(data[start:end])
+            if self.out.bytes > self.max_bytes:
+                raise PayloadTooLarge(f"The file is larger than the limit of {self.max_bytes} bytes", param="file")
+        else:
+            self._buffer += data[start:end]
+            if len(self._buffer) > MAX_FIELD_BYTES:
+                raise InvalidRequest(f"Form field {self._name!r} is too long", param=self._name)
+
+    def _part_end(self) -> None:
+        if not self._is_file and self._name:
+            self.fields[self._name] = self._buffer.decode("utf-8", "replace")
+
+
+async def receive_upload(request: Request, storage: LocalStorage, key: str, max_bytes: int) -> Upload:
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        raise InvalidRequest(
+            "Expected a multipart/form-data body with a 'file' part and a 'purpose' field "
+            "(curl -F file=@data.jsonl -F purpose=fine-tune)",
+            param="file",
+            code="invalid_content_type",
+        )
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
+        raise PayloadTooLarge(f"The request is larger than the file limit of {max_bytes} bytes", param="file")
+    with storage.writer(key) as out:
+        collector = _PartCollector(out, max_bytes)
+        parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+        if collector.filename is None:
+            raise InvalidRequest("The form has no 'file' part", param="file", code="missing_file")
+    return Upload(StoredObject(key, out.bytes, out.sha256), collector.filename, collector.fields)

@@ -1,0 +1,47 @@
+"""Domain errors. The API turns each into `{"error": {message, type, param, code}}`
+with its status; the worker records them on the job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    status_code = 400
+    error_type = "invalid_request_error"
+    default_code = "invalid_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code or self.default_code
+        self.details = details
+        self.extra = extra or {}
+
+
+class InvalidRequest(ServiceError):
+    pass
+
+
+class NotFound(ServiceError):
+    status_code = 404
+    default_code = "not_found"
+
+
+class Conflict(ServiceError):
+    status_code = 409
+    default_code = "conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    default_code = "file_too_large"

@@ -1,0 +1,131 @@
+"""Uploaded files: registered after their bytes are stored, validated once, and
+deleted only when no active job uses them."""
+
+from __future__ import annotations
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from core.datasets import validate_chat_jsonl
+from core.errors import Conflict, InvalidRequest, NotFound
+from core.models import File, Job
+from core.paging import page
+from core.states import ACTIVE
+from core.storage import LocalStorage, StoredObject
+
+PURPOSES = ("fine-tune",)
+PROCESSED, ERROR = "processed", "error"
+
+__all__ = ["File", "PROCESSED", "ERROR", "register_upload", "get_file", "list_files", "delete_file"]
+
+
+def check_purpose(purpose: str | None) -> str:
+    if purpose not in PURPOSES:
+        raise InvalidRequest(
+            f"purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}", param="purpose", code="invalid_purpose"
+        )
+    return purpose
+
+
+def register_upload(
+    session: Session,
+    storage: LocalStorage,
+    org_id: str,
+    file_id: str,
+    filename: str,
+    purpose: str,
+    stored: StoredObject,
+) -> File:
+    """Validate stored bytes and record the file, as `processed` or as `error` with
+    the first problems and their line numbers."""
+    with storage.open(stored.key) as stream:
+        report = validate_chat_jsonl(stream)
+    file = File(
+        id=file_id,
+        organization_id=org_id,
+        filename=filename,
+        purpose=purpose,
+        bytes=stored.bytes,
+        sha256=stored.sha256,
+        storage_key=stored.key,
+        status=PROCESSED if report.ok else ERROR,
+        status_details=None if report.ok else report.summary(),
+        problems=report.problems_json(),
+        n_examples=report.n_examples,
+    )
+    session.add(file)
+    session.flush()
+    return file
+
+
+def get_file(session: Session, org_id: str, file_id: str, param: str = "file_id") -> File:
+    file = session.scalar(select(File).where(File.id == file_id, File.organization_id == org_id))
+    if file is None:
+        raise NotFound(f"No file with id {file_id!r}", param=param)
+    return file
+
+
+def list_files(
+    session: Session, org_id: str, after: str | None, limit: int, purpose: str | None = None
+) -> tuple[list[File], bool]:
+    stmt = select(File).where(File.organization_id == org_id)
+    if purpose:
+        stmt = stmt.where(File.purpose == purpose)
+    return page(session, stmt, File, after, limit)
+
+
+def delete_file(session: Session, storage: LocalStorage, org_id: str, file_id: str) -> None:
+    """Delete the row, commit, then the bytes: a crash in between leaves at worst
+    unreferenced bytes, never a row whose bytes are gone."""
+    file = get_file(session, org_id, file_id)
+    job_id = active_job_using(session, file_id)
+    if job_id is not None:
+        raise Conflict(f"File {file_id} is used by active job {job_id}; cancel it or wait", code="file_in_use")
+    session.delete(file)
+    session.commit()
+    storage.delete(file.storage_key)
+
+
+def active_job_using(session: Session, file_id: str) -> str | None:
+    stmt = select(Job.id).where(
+        or_(Job.training_file == file_id, Job.validation_file == file_id),
+        Job.status.in_([s.value for s in ACTIVE]),
+    )
+    return session.scalar(stmt.limit(1))
+
+
+def ingest_upload(
+    session: Session,
+    storage: LocalStorage,
+    org_id: str,
+    file_id: str,
+    filename: str,
+    purpose: str | None,
+    stored: StoredObject,
+) -> File:
+    """Register stored bytes as a file; on any failure the bytes are removed again, so
+    an upload leaves either a file row with its bytes or nothing."""
+    try:
+        file = register_upload(session, storage, org_id, file_id, filename, check_purpose(purpose), stored)
+        session.commit()
+    except BaseException:
+        storage.delete(stored.key)
+        raise
+    return file
+
+
+def register_result(session: Session, org_id: str, file_id: str, filename: str, stored: StoredObject) -> File:
+    """A file the service produced (a job's metrics CSV)."""
+    file = File(
+        id=file_id,
+        organization_id=org_id,
+        filename=filename,
+        purpose="fine-tune-results",
+        bytes=stored.bytes,
+        sha256=stored.sha256,
+        storage_key=stored.key,
+        status=PROCESSED,
+        problems=[],
+    )
+    session.add(file)
+    return file

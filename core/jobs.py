@@ -1,0 +1,131 @@
+"""Fine-tuning jobs: their states, the only allowed transitions, and the operations the
+API offers on them. Every read is scoped by organization here, not in the routes."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from core import files, registry
+from core.errors import Conflict, InvalidRequest, NotFound
+from core.events import add_event
+from core.ids import new_id, now
+from core.models import Job
+from core.paging import page
+from core.queue import enqueue_job
+from core.specs import JobSpec
+from core.states import TERMINAL, TRANSITIONS, JobStatus
+
+
+def transition(
+    session: Session,
+    job_id: str,
+    to: JobStatus,
+    *,
+    message: str | None = None,
+    level: str = "info",
+    **values: Any,
+) -> bool:
+    """Move a job to `to` if, and only if, its current state allows it.
+
+    One conditional UPDATE, so two racing writers (a cancel and a worker's claim, say)
+    cannot both win; returns False when the job was not in a state that may move to
+    `to`. An event records every transition.
+    """
+    sources = [s.value for s, targets in TRANSITIONS.items() if to in targets]
+    values["status"] = to.value
+    if to in TERMINAL:
+        values.setdefault("finished_at", now())
+    result = session.execute(update(Job).where(Job.id == job_id, Job.status.in_(sources)).values(**values))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    add_event(session, job_id, message or f"Job {to.value}", level=level)  # type: ignore[arg-type]
+    return True
+
+
+def get_job(session: Session, org_id: str, job_id: str) -> Job:
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.organization_id == org_id))
+    if job is None:
+        raise NotFound(f"No fine-tuning job with id {job_id!r}", param="fine_tuning_job_id")
+    return job
+
+
+def list_jobs(session: Session, org_id: str, after: str | None, limit: int) -> tuple[list[Job], bool]:
+    return page(session, select(Job).where(Job.organization_id == org_id), Job, after, limit)
+
+
+def _usable_file(session: Session, org_id: str, file_id: str, param: str) -> files.File:
+    file = files.get_file(session, org_id, file_id, param=param)
+    if file.purpose != "fine-tune":
+        raise InvalidRequest(f"File {file_id} has purpose {file.purpose!r}, not 'fine-tune'", param=param)
+    if file.status != files.PROCESSED:
+        raise InvalidRequest(
+            f"File {file_id} failed validation and cannot be used: {file.status_details}",
+            param=param,
+            code="invalid_file",
+            details=file.problems,
+        )
+    return file
+
+
+def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
+    """Validate the references of a spec, store the job and move it to `queued`.
+
+    The caller commits and then enqueues the job id: a message must never name a job
+    that is not yet visible to the worker.
+    """
+    registry.resolve_model(spec.model)
+    training = _usable_file(session, org_id, spec.training_file, "training_file")
+    if spec.validation_file:
+        _usable_file(session, org_id, spec.validation_file, "validation_file")
+    seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
+    resolved = spec.resolved(training.n_examples, seed)
+    job = Job(
+        id=new_id("ftjob"),
+        organization_id=org_id,
+        model=spec.model,
+        training_file=spec.training_file,
+        validation_file=spec.validation_file,
+        status=JobStatus.VALIDATING_FILES.value,
+        spec=resolved.model_dump(mode="json", exclude={"hyperparameters"}),
+        seed=seed,
+        suffix=spec.suffix,
+        metadata_=spec.metadata,
+        result_files=[],
+    )
+    session.add(job)
+    session.flush()
+    add_event(session, job.id, f"Created fine-tuning job {job.id}")
+    transition(session, job.id, JobStatus.QUEUED, message="Validated training files; job queued")
+    session.refresh(job)
+    return job
+
+
+def submit_job(session: Session, org_id: str, spec: JobSpec) -> Job:
+    """Create, commit, then publish the id: the worker never gets a message for a job
+    it cannot read. If the broker is unreachable the job stays queued and says so."""
+    job = create_job(session, org_id, spec)
+    session.commit()
+    if not enqueue_job(job.id):
+        add_event(session, job.id, "The queue broker could not be reached; the job waits in the queue", level="warn")
+        session.commit()
+    return job
+
+
+def cancel_job(session: Session, org_id: str, job_id: str) -> Job:
+    """Cancel at once; a running worker sees the state at its next step and stops."""
+    job = get_job(session, org_id, job_id)
+    if not transition(session, job.id, JobStatus.CANCELLED, message="Job cancelled by the user"):
+        session.refresh(job)
+        raise Conflict(f"Job {job_id} is already {job.status} and cannot be cancelled", code="job_not_cancellable")
+    session.refresh(job)
+    return job
+
+
+def fine_tuned_model_name(job: Job) -> str:
+    """OpenAI's naming: ft:<base>:<org>[:<suffix>]:<job id>."""
+    parts = ["ft", job.model, job.organization_id] + ([job.suffix] if job.suffix else []) + [job.id]
+    return ":".join(parts)

@@ -1,0 +1,116 @@
+"""ORM models. Every top-level row carries its organization; the integer `pk` orders
+rows for cursor paging, the string `id` is the public, prefixed id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from core.ids import now
+
+# Until API keys exist every request acts for this organization.
+LOCAL_ORG = "org-local"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class File(Base):
+    __tablename__ = "files"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    organization_id: Mapped[str] = mapped_column(String(64), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    purpose: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    status_details: Mapped[str | None] = mapped_column(Text, nullable=True)
+    problems: Mapped[list[Any]] = mapped_column(default=list)
+    n_examples: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    organization_id: Mapped[str] = mapped_column(String(64), index=True)
+    model: Mapped[str] = mapped_column(String(255))
+    # Plain ids, not foreign keys: as with OpenAI, a file may be deleted once no active
+    # job uses it, and finished jobs keep naming it.
+    training_file: Mapped[str] = mapped_column(String(64), index=True)
+    validation_file: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    # The request as validated by core.specs.JobSpec, with "auto" values resolved.
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    seed: Mapped[int] = mapped_column(BigInteger)
+    suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", nullable=True)
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    trained_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    result_files: Mapped[list[Any]] = mapped_column(default=list)
+    # What the worker actually ran with (device, compute dtype, ...), set at start.
+    runtime: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class JobEvent(Base):
+    __tablename__ = "job_events"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    level: Mapped[str] = mapped_column(String(8))
+    type: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+
+
+class JobMetric(Base):
+    __tablename__ = "job_metrics"
+    __table_args__ = (UniqueConstraint("job_id", "step", "split"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    split: Mapped[str] = mapped_column(String(16), default="train")
+    epoch: Mapped[float | None] = mapped_column(nullable=True)
+    loss: Mapped[float | None] = mapped_column(nullable=True)
+    learning_rate: Mapped[float | None] = mapped_column(nullable=True)
+    grad_norm: Mapped[float | None] = mapped_column(nullable=True)
+    tokens_per_second: Mapped[float | None] = mapped_column(nullable=True)
+    mean_token_accuracy: Mapped[float | None] = mapped_column(nullable=True)
+    tokens_seen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
+class Artifact(Base):
+    """An immutable published output of a job (the adapter archive, ...)."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("job_id", "kind"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(255))
+    storage_key: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
+__all__ = ["Artifact", "Base", "File", "Job", "JobEvent", "JobMetric", "LOCAL_ORG"]

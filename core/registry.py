@@ -1,0 +1,56 @@
+"""Base models: a directory under the models root, or a Hugging Face hub id that the
+worker downloads where it has network."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import InvalidRequest
+from core.settings import get_settings
+
+LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    # What `from_pretrained` is given: a local directory or the hub id itself.
+    source: str
+    local: bool
+    created_at: int = 0
+
+
+def _local_dir(name: str) -> Path | None:
+    if not LOCAL_NAME.match(name) or ".." in name:
+        return None
+    path = get_settings().models_root / name  # type: ignore[operator]
+    return path if (path / "config.json").is_file() else None
+
+
+def list_models() -> list[ModelRef]:
+    root = get_settings().models_root
+    if root is None or not root.is_dir():
+        return []
+    return [
+        ModelRef(p.name, str(p), True, int(p.stat().st_mtime))
+        for p in sorted(root.iterdir())
+        if _local_dir(p.name) is not None
+    ]
+
+
+def resolve_model(name: str) -> ModelRef:
+    local = _local_dir(name)
+    if local is not None:
+        return ModelRef(name, str(local), True)
+    if HUB_ID.match(name) and get_settings().allow_hub_models:
+        return ModelRef(name, name, False)
+    known = ", ".join(m.name for m in list_models()) or "none"
+    raise InvalidRequest(
+        f"Unknown model {name!r}: not a directory under the models root (local models: {known})"
+        + (" and not a Hugging Face hub id of the form owner/name" if get_settings().allow_hub_models else ""),
+        param="model",
+        code="model_not_found",
+    )

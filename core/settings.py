@@ -1,0 +1,50 @@
+"""Service settings. The defaults are the embedded single-machine mode: a SQLite file,
+a broker that needs no server (kombu's SQLAlchemy transport on another SQLite file) and
+local directories for artifacts and models, all under one data directory."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FTSVC_", extra="ignore")
+
+    data_dir: Path = Path("var")
+    # Empty means "derive from data_dir"; set them to run on Postgres and Redis.
+    database_url: str = ""
+    broker_url: str = ""
+    models_root: Path | None = None
+    storage_root: Path | None = None
+
+    max_upload_bytes: int = 1 << 30
+    # Hub ids ("org/name") are accepted and downloaded by the worker; machines without
+    # network can switch them off so a typo fails at submission, not in the worker.
+    allow_hub_models: bool = True
+    training_queue: str = "training"
+    # How often an SSE stream polls the database for new events.
+    event_poll_seconds: float = 0.5
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        self.data_dir = self.data_dir.resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'ftsvc.db'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+        self.models_root = (self.models_root or self.data_dir / "models").resolve()
+        self.storage_root = (self.storage_root or self.data_dir / "storage").resolve()
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

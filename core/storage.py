@@ -1,0 +1,99 @@
+"""Artifact storage on a local directory. Objects are written under a temporary name
+while their size and sha256 are computed, then published with an atomic rename, so a
+reader never sees a partial object and a failed write leaves nothing behind."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK = 1 << 20
+
+
+@dataclass
+class StoredObject:
+    key: str
+    bytes: int
+    sha256: str
+
+
+class ObjectWriter:
+    """Accepts chunks; knows the running size and digest of what it has written."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self._digest = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._handle.write(chunk)
+        self._digest.update(chunk)
+        self.bytes += len(chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._tmp = root / ".tmp"
+
+    def path(self, key: str) -> Path:
+        resolved = (self.root / key).resolve()
+        if self.root.resolve() not in resolved.parents:
+            raise ValueError(f"storage key escapes the storage root: {key!r}")
+        return resolved
+
+    @contextmanager
+    def writer(self, key: str) -> Iterator[ObjectWriter]:
+        """Write an object; it is published only if the block exits without error."""
+        final = self.path(key)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                writer = ObjectWriter(handle)
+                yield writer
+                handle.flush()
+                os.fsync(handle.fileno())
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp_name, final)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+
+    def put_file(self, key: str, source: Path) -> StoredObject:
+        with source.open("rb") as src, self.writer(key) as out:
+            while chunk := src.read(CHUNK):
+                out.write(chunk)
+        return StoredObject(key=key, bytes=out.bytes, sha256=out.sha256)
+
+    def open(self, key: str) -> BinaryIO:
+        return self.path(key).open("rb")
+
+    def iter_chunks(self, key: str) -> Iterator[bytes]:
+        with self.open(key) as handle:
+            while chunk := handle.read(CHUNK):
+                yield chunk
+
+    def delete(self, key: str) -> None:
+        target = self.path(key)
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+
+
+def get_storage() -> LocalStorage:
+    from core.settings import get_settings
+
+    return LocalStorage(get_settings().storage_root)  # type: ignore[arg-type]

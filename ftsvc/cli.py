@@ -1,0 +1,97 @@
+"""`ftsvc`: run the service, a worker or the API alone, migrate, build the tiny model."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+
+from core.settings import get_settings
+
+
+def worker_command(concurrency: int = 1) -> list[str]:
+    # One job per child process: the child exits after its job, so GPU and host memory
+    # are returned in full before the next job loads its model.
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "-Q",
+        get_settings().training_queue,
+        "--concurrency",
+        str(concurrency),
+        "--max-tasks-per-child",
+        "1",
+        "--loglevel",
+        "INFO",
+    ]
+
+
+def cmd_migrate(_: argparse.Namespace) -> None:
+    from core.migrate import upgrade_database
+
+    upgrade_database()
+
+
+def cmd_tiny_model(_: argparse.Namespace) -> None:
+    from worker.tiny_model import ensure_tiny_llama
+
+    print(ensure_tiny_llama(get_settings().models_root))  # type: ignore[arg-type]
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    os.execv(sys.executable, worker_command(args.concurrency))
+
+
+def cmd_api(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, log_level="info")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    """The embedded single-machine service: migrate, make sure the tiny model exists,
+    then one worker process beside the API."""
+    settings = get_settings()
+    cmd_migrate(args)
+    cmd_tiny_model(args)
+    worker = subprocess.Popen(worker_command())
+    print(f"ftsvc: API on http://{args.host}:{args.port}/v1  data in {settings.data_dir}", flush=True)
+    try:
+        cmd_api(args)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="ftsvc", description=__doc__)
+    sub = parser.add_subparsers(required=True)
+    for name, func, help_ in (
+        ("serve", cmd_serve, "API and one worker (embedded default: SQLite, serverless broker)"),
+        ("api", cmd_api, "the HTTP API only"),
+        ("worker", cmd_worker, "a Celery training worker only"),
+        ("migrate", cmd_migrate, "upgrade the database schema"),
+        ("make-tiny-model", cmd_tiny_model, "write the tiny test Llama into the models root"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        p.set_defaults(func=func)
+        if name in ("serve", "api"):
+            p.add_argument("--host", default=os.environ.get("FTSVC_HOST", "127.0.0.1"))
+            p.add_argument("--port", type=int, default=int(os.environ.get("FTSVC_PORT", "8000")))
+        if name == "worker":
+            p.add_argument("--concurrency", type=int, default=1)
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""Celery entry point: `celery -A worker.celery_app worker -Q training`."""
+
+from core.queue import get_celery
+
+app = get_celery()
+
+import worker.tasks  # noqa: E402,F401  (registers the tasks on the app)

@@ -1,0 +1,69 @@
+"""Publishing a finished job: the adapter as one .tar.gz artifact, the metrics as a
+CSV result file (OpenAI's results-file shape), and the move to `succeeded`, all in one
+transaction. Objects are written first (atomically); if the job can no longer succeed
+(it was cancelled meanwhile) they are removed again."""
+
+from __future__ import annotations
+
+import csv
+import io
+import tarfile
+from pathlib import Path
+
+from core import artifacts, events, files
+from core.db import session_scope
+from core.ids import new_id
+from core.jobs import fine_tuned_model_name, transition
+from core.models import Job
+from core.states import JobStatus
+from core.storage import LocalStorage, StoredObject
+
+CSV_COLUMNS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")
+
+
+def _archive_adapter(storage: LocalStorage, job_id: str, adapter_dir: Path) -> StoredObject:
+    key = f"artifacts/{job_id}/adapter.tar.gz"
+    with storage.writer(key) as out:
+        with tarfile.open(fileobj=out, mode="w|gz") as tar:  # type: ignore[call-overload]
+            for path in sorted(adapter_dir.iterdir()):
+                tar.add(path, arcname=path.name)
+    return StoredObject(key, out.bytes, out.sha256)
+
+
+def _metrics_csv(storage: LocalStorage, job_id: str, key: str) -> StoredObject:
+    with session_scope() as session:
+        rows: dict[int, dict[str, object]] = {}
+        for m in events.metrics_for(session, job_id):
+            row = rows.setdefault(m.step, {"step": m.step})
+            row[f"{m.split}_loss"] = m.loss
+            row[f"{m.split}_mean_token_accuracy"] = m.mean_token_accuracy
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows[step] for step in sorted(rows))
+    with storage.writer(key) as out:
+        out.write(text.getvalue().encode())
+    return StoredObject(key, out.bytes, out.sha256)
+
+
+def publish_success(storage: LocalStorage, job: Job, adapter_dir: Path, trained_tokens: int) -> bool:
+    adapter = _archive_adapter(storage, job.id, adapter_dir)
+    results_id = new_id("file")
+    results = _metrics_csv(storage, job.id, f"files/{results_id}")
+    with session_scope() as session:
+        succeeded = transition(
+            session,
+            job.id,
+            JobStatus.SUCCEEDED,
+            message=f"Job succeeded: adapter published ({adapter.bytes} bytes, sha256 {adapter.sha256[:12]}...)",
+            fine_tuned_model=fine_tuned_model_name(job),
+            trained_tokens=trained_tokens,
+            result_files=[results_id],
+        )
+        if succeeded:
+            artifacts.record_artifact(session, job.id, artifacts.ADAPTER, f"{job.id}-adapter.tar.gz", adapter)
+            files.register_result(session, job.organization_id, results_id, "step_metrics.csv", results)
+    if not succeeded:
+        storage.delete(adapter.key)
+        storage.delete(results.key)
+    return succeeded

@@ -1,0 +1,76 @@
+"""Trainer callbacks: metrics and events into the job's record as training runs, and a
+cooperative stop when the job is cancelled (checked at every step)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from worker.reporting import JobReporter
+
+
+class JobProgressCallback(TrainerCallback):
+    def __init__(self, reporter: JobReporter) -> None:
+        self.reporter = reporter
+        self.cancelled = False
+        self._last_time = time.perf_counter()
+        self._last_tokens = 0
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
+        self.reporter.event(
+            f"Training started: {state.max_steps} steps",
+            data={"max_steps": state.max_steps, "epochs": args.num_train_epochs},
+        )
+        self._last_time = time.perf_counter()
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **_: Any,
+    ) -> None:
+        if not logs or "loss" not in logs:  # the end-of-training summary has no loss
+            return
+        now, tokens = time.perf_counter(), state.num_input_tokens_seen
+        rate = (tokens - self._last_tokens) / max(now - self._last_time, 1e-9)
+        self._last_time, self._last_tokens = now, tokens
+        self.reporter.metric(
+            state.global_step,
+            {
+                "epoch": state.epoch,
+                "loss": logs["loss"],
+                "learning_rate": logs.get("learning_rate"),
+                "grad_norm": logs.get("grad_norm"),
+                "mean_token_accuracy": logs.get("mean_token_accuracy"),
+                "tokens_per_second": round(rate, 1),
+                "tokens_seen": tokens,
+            },
+        )
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float] | None = None,
+        **_: Any,
+    ) -> None:
+        if metrics and "eval_loss" in metrics:
+            self.reporter.metric(
+                state.global_step,
+                {
+                    "epoch": state.epoch,
+                    "loss": metrics["eval_loss"],
+                    "mean_token_accuracy": metrics.get("eval_mean_token_accuracy"),
+                },
+                split="valid",
+            )
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
+        if self.reporter.cancelled():
+            self.cancelled = True
+            control.should_training_stop = True

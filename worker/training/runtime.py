@@ -1,0 +1,53 @@
+"""Where a job runs: device and compute dtype, resolved from the spec's "auto"."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from core.specs import Quantization
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: str
+    device_name: str
+    compute_dtype: str
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.compute_dtype]
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def describe(self) -> dict[str, str]:
+        import bitsandbytes
+        import peft
+        import transformers
+        import trl
+
+        versions = {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+            "trl": trl.__version__,
+            "bitsandbytes": bitsandbytes.__version__,
+        }
+        return {**asdict(self), **versions}
+
+
+def pick_runtime(quantization: Quantization) -> Runtime:
+    """bf16 compute on GPUs that have it (the QLoRA recipe), fp16 on older GPUs, and
+    float32 on CPU, where bf16 matmuls are slow on most processors."""
+    if torch.cuda.is_available():
+        index = torch.cuda.current_device()
+        auto = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        dtype = auto if quantization.compute_dtype == "auto" else quantization.compute_dtype
+        return Runtime(f"cuda:{index}", torch.cuda.get_device_name(index), dtype)
+    dtype = "float32" if quantization.compute_dtype == "auto" else quantization.compute_dtype
+    return Runtime("cpu", "cpu", dtype)
