@@ -5,6 +5,7 @@ and unexpected failures, which carry a reference id instead of a stack trace."""
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from typing import Any
 
@@ -16,6 +17,7 @@ from starlette.exceptions import HTTPException
 from core.errors import ServiceError
 
 log = logging.getLogger("ftsvc.api")
+FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None, **extra: Any) -> dict:
@@ -23,8 +25,9 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
 
 
 def _param(loc: tuple[Any, ...]) -> str | None:
-    # ("body", "method", "supervised", ...) -> "method.supervised..."; list indexes as [i]
-    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+    # ("body", "method", "supervised", ...) -> "method.supervised..."; list indexes as [i].
+    # Union branches add parts such as "constrained-int" or "literal['auto']": not fields.
+    parts = [p for p in loc[1:] if isinstance(p, int) or FIELD_NAME.match(p)]
     text = ""
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))

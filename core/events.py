@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from core.ids import new_id
 from core.models import JobEvent, JobMetric
+from core.paging import page
 
 Level = Literal["info", "warn", "error"]
 
@@ -50,3 +51,8 @@ def events_after(session: Session, job_id: str, after_pk: int, limit: int = 500)
 def metrics_for(session: Session, job_id: str) -> list[JobMetric]:
     stmt = select(JobMetric).where(JobMetric.job_id == job_id).order_by(JobMetric.split, JobMetric.step)
     return list(session.scalars(stmt))
+
+
+def list_events(session: Session, job_id: str, after: str | None, limit: int) -> tuple[list[JobEvent], bool]:
+    """Newest first, as OpenAI pages them."""
+    return page(session, select(JobEvent).where(JobEvent.job_id == job_id), JobEvent, after, limit)

@@ -4,14 +4,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
 
 from api.deps import Limit, OrgDep, SessionDep
 from api.serializers import artifact_headers, as_list, event_wire, job_wire, metric_wire
 from api.streams import job_event_stream
 from core import artifacts, events, jobs
-from core.models import JobEvent
-from core.paging import page
 from core.specs import JobSpec
 from core.storage import get_storage
 
@@ -45,7 +42,7 @@ def list_events(
 ) -> dict[str, Any]:
     """Newest first, as OpenAI pages them."""
     job = jobs.get_job(session, org, fine_tuning_job_id)
-    rows, has_more = page(session, select(JobEvent).where(JobEvent.job_id == job.id), JobEvent, after, limit)
+    rows, has_more = events.list_events(session, job.id, after, limit)
     return as_list([event_wire(e) for e in rows], has_more)
 
 

@@ -1,0 +1,98 @@
+"""Test environment: the real Postgres and Redis on this machine (override with
+TEST_DATABASE_URL / TEST_BROKER_URL), a database built by the Alembic migrations, the
+tiny model, and a real Celery worker process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(tempfile.mkdtemp(prefix="ftsvc-tests-"))
+DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/ftsvc_test")
+BROKER_URL = os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
+
+# Settings are read from the environment once per process: set them before any import.
+os.environ.update(
+    FTSVC_DATA_DIR=str(DATA_DIR),
+    FTSVC_DATABASE_URL=DATABASE_URL,
+    FTSVC_BROKER_URL=BROKER_URL,
+    FTSVC_EVENT_POLL_SECONDS="0.1",
+    HF_HUB_OFFLINE="1",
+    TOKENIZERS_PARALLELISM="false",
+)
+
+
+def _recreate_database() -> None:
+    import sqlalchemy as sa
+
+    url = sa.make_url(DATABASE_URL)
+    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{url.database}"'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def database() -> None:
+    from core.migrate import upgrade_database
+
+    _recreate_database()
+    upgrade_database()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def broker() -> None:
+    import redis
+
+    redis.Redis.from_url(BROKER_URL).flushdb()
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    from core.settings import get_settings
+    from worker.tiny_model import ensure_tiny_llama
+
+    return ensure_tiny_llama(get_settings().models_root)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def worker(tiny_model: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker process on the test broker and database."""
+    from core.queue import get_celery
+    from ftsvc.cli import worker_command
+
+    log_path = DATA_DIR / "worker.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(worker_command(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while not get_celery().control.ping(timeout=0.5):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the Celery worker did not start:\n{log_path.read_text()[-4000:]}")
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    if "--show-worker-log" in sys.argv:
+        print(log_path.read_text())
+
+
+@pytest.fixture
+def client():  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    with TestClient(create_app(), raise_server_exceptions=False) as test_client:
+        yield test_client

@@ -1,0 +1,69 @@
+"""Small helpers the tests share: uploads, job polling, error-body checks."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def jsonl(*rows: Any) -> bytes:
+    return b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in rows)
+
+
+def chat(user: str = "Hi", assistant: str = "Hello!") -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}
+
+
+def upload(client: TestClient, content: bytes, filename: str = "data.jsonl", purpose: str = "fine-tune"):  # type: ignore[no-untyped-def]
+    return client.post("/v1/files", files={"file": (filename, content)}, data={"purpose": purpose})
+
+
+def upload_ok(client: TestClient, content: bytes, filename: str = "data.jsonl") -> str:
+    response = upload(client, content, filename)
+    assert response.status_code == 200, response.text
+    return response.json()["id"]
+
+
+def assert_error(response: Any, status: int, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """Every error has the OpenAI shape; returns the inner error object."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) >= {"message", "type", "param", "code"}
+    assert error["message"] and "Traceback" not in error["message"]
+    if param is not None:
+        assert error["param"] == param, error
+    if code is not None:
+        assert error["code"] == code, error
+    return error
+
+
+def wait_for(client: TestClient, job_id: str, statuses: set[str], timeout: float = 240) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/v1/fine_tuning/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return job
+        assert job["status"] not in TERMINAL, f"job ended as {job['status']}: {job['error']}"
+        assert time.monotonic() < deadline, f"job still {job['status']} after {timeout}s"
+        time.sleep(0.2)
+
+
+def all_events(client: TestClient, job_id: str) -> list[dict[str, Any]]:
+    """Every event of a job, oldest first, following the cursor."""
+    events: list[dict[str, Any]] = []
+    after = None
+    while True:
+        params = {"limit": 100} | ({"after": after} if after else {})
+        page = client.get(f"/v1/fine_tuning/jobs/{job_id}/events", params=params).json()
+        events.extend(page["data"])
+        if not page["has_more"]:
+            return events[::-1]
+        after = page["data"][-1]["id"]

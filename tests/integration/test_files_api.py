@@ -1,0 +1,106 @@
+"""The files API against the real Postgres: uploads, validation errors with line
+numbers, limits enforced while streaming, and deletion rules."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from sqlalchemy import func, select
+
+from core.db import session_scope
+from core.models import File
+from core.settings import get_settings
+from tests.helpers import EXAMPLES, assert_error, chat, jsonl, upload, upload_ok
+
+
+def file_rows() -> int:
+    with session_scope() as session:
+        return session.scalar(select(func.count()).select_from(File)) or 0
+
+
+def stored_objects() -> set[str]:
+    root = get_settings().storage_root / "files"  # type: ignore[operator]
+    return {p.name for p in root.iterdir()} if root.exists() else set()
+
+
+def test_upload_reports_size_digest_and_examples(client) -> None:  # type: ignore[no-untyped-def]
+    content = (EXAMPLES / "chat.jsonl").read_bytes()
+    body = upload(client, content, "chat.jsonl").json()
+    assert body["object"] == "file" and body["id"].startswith("file-")
+    assert (body["status"], body["purpose"], body["filename"]) == ("processed", "fine-tune", "chat.jsonl")
+    assert body["bytes"] == len(content)
+    assert body["sha256"] == hashlib.sha256(content).hexdigest()
+    assert body["examples"] == 36
+    assert client.get(f"/v1/files/{body['id']}").json() == body
+    assert client.get(f"/v1/files/{body['id']}/content").content == content
+    listed = client.get("/v1/files", params={"limit": 100}).json()
+    assert listed["object"] == "list" and body["id"] in [f["id"] for f in listed["data"]]
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "field"),
+    [
+        (jsonl(chat(), b"{oops"), 2, None),
+        (jsonl(chat(), chat(), b'"just a string"'), 3, None),
+        (jsonl({"prompt": "p", "completion": "c"}), 1, "messages"),
+        (
+            jsonl(chat(), {"messages": [{"role": "wizard", "content": "x"}, {"role": "assistant", "content": "y"}]}),
+            2,
+            "messages[0].role",
+        ),
+        (jsonl({"messages": [{"role": "user", "content": "only a question"}]}), 1, "messages"),
+        (b"", None, None),
+    ],
+    ids=["malformed-json", "not-an-object", "missing-messages", "unknown-role", "no-assistant", "empty-file"],
+)
+def test_invalid_files_get_400_with_line_and_field(client, content: bytes, line, field) -> None:  # type: ignore[no-untyped-def]
+    response = upload(client, content)
+    error = assert_error(response, 400, param="file", code="invalid_file")
+    first = error["details"][0]
+    assert (first["line"], first["field"]) == (line, field)
+    if line is not None:
+        assert f"line {line}" in error["message"]
+    # Kept as an `error` file so its problems can be read again, never as usable data.
+    kept = client.get(f"/v1/files/{error['file']['id']}").json()
+    assert kept["status"] == "error" and kept["problems"] == error["details"]
+
+
+def test_a_file_over_the_limit_is_refused_while_streaming_and_nothing_is_stored(client) -> None:  # type: ignore[no-untyped-def]
+    settings = get_settings()
+    before_rows, before_objects = file_rows(), stored_objects()
+    limit, settings.max_upload_bytes = settings.max_upload_bytes, 2048
+    try:
+        big = jsonl(*[chat("x" * 100, "y" * 100) for _ in range(100)])
+        assert_error(upload(client, big), 413, param="file", code="file_too_large")
+    finally:
+        settings.max_upload_bytes = limit
+    assert file_rows() == before_rows
+    assert stored_objects() == before_objects
+    assert not any((settings.storage_root / ".tmp").iterdir())  # type: ignore[operator]
+
+
+def test_bad_form_requests(client) -> None:  # type: ignore[no-untyped-def]
+    assert_error(upload(client, jsonl(chat()), purpose="assistants"), 400, param="purpose", code="invalid_purpose")
+    no_file = client.post("/v1/files", data={"purpose": "fine-tune"}, files={"other": ("x", b"y")})
+    assert_error(no_file, 400, param="file", code="missing_file")
+    not_multipart = client.post("/v1/files", json={"purpose": "fine-tune"})
+    assert_error(not_multipart, 400, param="file", code="invalid_content_type")
+
+
+def test_unknown_ids_are_404(client) -> None:  # type: ignore[no-untyped-def]
+    for path in ("/v1/files/file-nope", "/v1/files/file-nope/content"):
+        assert_error(client.get(path), 404, code="not_found")
+    assert_error(client.delete("/v1/files/file-nope"), 404, code="not_found")
+    assert_error(client.get("/v1/files", params={"after": "file-nope"}), 404, param="after")
+
+
+def test_delete_removes_row_and_bytes(client) -> None:  # type: ignore[no-untyped-def]
+    file_id = upload_ok(client, jsonl(chat()))
+    with session_scope() as session:
+        key = session.scalar(select(File.storage_key).where(File.id == file_id))
+    path = get_settings().storage_root / key  # type: ignore[operator]
+    assert path.exists()
+    assert client.delete(f"/v1/files/{file_id}").json() == {"id": file_id, "object": "file", "deleted": True}
+    assert not path.exists()
+    assert_error(client.get(f"/v1/files/{file_id}"), 404)

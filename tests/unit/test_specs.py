@@ -1,0 +1,54 @@
+import pytest
+from pydantic import ValidationError
+
+from core.specs import Hyperparameters, JobSpec, resolve_auto
+
+
+def spec(**extra):  # type: ignore[no-untyped-def]
+    return JobSpec.model_validate({"model": "tiny-llama", "training_file": "file-x", **extra})
+
+
+def test_defaults_follow_the_qlora_recipe() -> None:
+    q = spec().qlora
+    assert (q.quantization.bits, q.quantization.quant_type, q.quantization.double_quant) == (4, "nf4", True)
+    assert q.quantization.compute_dtype == "auto"
+    assert (q.lora.r, q.lora.alpha, q.lora.target_modules) == (16, 32, "all-linear")
+    assert q.training.learning_rate == 2e-4
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}}, "n_epochs"),
+        ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 1000}}}}, "batch_size"),
+        ({"qlora": {"lora": {"r": 0}}}, "r"),
+        ({"qlora": {"lora": {"dropout": 1.5}}}, "dropout"),
+        ({"qlora": {"quantization": {"bits": 8}}}, "bits"),
+        ({"qlora": {"quantization": {"quant_type": "int4"}}}, "quant_type"),
+        ({"qlora": {"training": {"learning_rate": 0}}}, "learning_rate"),
+        ({"qlora": {"training": {"max_seq_length": 4}}}, "max_seq_length"),
+        ({"qlora": {"lora": {"rank": 8}}}, "rank"),
+        ({"suffix": "has spaces"}, "suffix"),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+    ],
+)
+def test_out_of_range_and_unknown_fields_are_refused(body: dict, loc: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        spec(**body)
+    assert loc in {str(part) for part in info.value.errors()[0]["loc"]}
+
+
+def test_auto_rule() -> None:
+    auto = Hyperparameters()
+    assert resolve_auto(auto, 36, 2048) == Hyperparameters(n_epochs=9, batch_size=8, learning_rate_multiplier=1.0)
+    assert resolve_auto(auto, 10_000, 512) == Hyperparameters(n_epochs=1, batch_size=16, learning_rate_multiplier=1.0)
+    assert resolve_auto(auto, 2, 8192).batch_size == 1
+    fixed = Hyperparameters(n_epochs=2, batch_size=3, learning_rate_multiplier=0.5)
+    assert resolve_auto(fixed, 36, 2048) == fixed
+
+
+def test_resolved_merges_legacy_hyperparameters_and_sets_the_seed() -> None:
+    resolved = spec(hyperparameters={"n_epochs": 4}).resolved(n_examples=100, seed=7)
+    assert resolved.seed == 7
+    assert resolved.hyperparameters is None
+    assert resolved.hparams.n_epochs == 4 and resolved.hparams.batch_size != "auto"
