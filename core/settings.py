@@ -7,7 +7,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     training_queue: str = "training"
     # How often an SSE stream polls the database for new events.
     event_poll_seconds: float = 0.5
+
+    @field_validator("models_root", "storage_root", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # FTSVC_MODELS_ROOT= (empty) means the default, not the current directory.
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

@@ -1,0 +1,85 @@
+"""The embedded default, started the way the README's run command starts it (SQLite,
+the serverless SQLAlchemy broker, local storage, the tiny model built on first run),
+driven by the README's own curl walk-through."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def walkthrough() -> str:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- walkthrough:start -->")[1].split("<!-- walkthrough:end -->")[0]
+    return re.search(r"```bash\n(.*?)```", block, re.S).group(1)  # type: ignore[union-attr]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_readme_walkthrough_on_the_embedded_service(tmp_path: Path) -> None:
+    port = free_port()
+    # Only the data directory is set: everything else takes the embedded defaults.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FTSVC_")}
+    env["FTSVC_DATA_DIR"] = str(tmp_path / "var")
+    log = (tmp_path / "serve.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ftsvc.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the service did not come up"
+                time.sleep(0.5)
+        (tmp_path / "examples").symlink_to(ROOT / "examples")
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", walkthrough()],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env | {"FT": f"http://127.0.0.1:{port}/v1"},
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr + result.stdout + (tmp_path / "serve.log").read_text()[-3000:]
+        out = result.stdout
+        assert "\nsucceeded\n" in out
+        assert "adapter_model.safetensors" in out and "adapter_config.json" in out
+        digest = hashlib.sha256((tmp_path / "adapter.tar.gz").read_bytes()).hexdigest()
+        assert f"x-artifact-sha256: {digest}" in out.lower()
+        assert (tmp_path / "var" / "ftsvc.db").exists() and (tmp_path / "var" / "broker.db").exists()
+        assert (tmp_path / "var" / "models" / "tiny-llama" / "model.safetensors").exists()
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+    assert server.returncode == 0
