@@ -29,6 +29,8 @@ def file_wire(f: File) -> dict[str, Any]:
         "status": f.status,
         "status_details": f.status_details,
         "sha256": f.sha256,
+        "format": f.format,
+        "file_type": f.file_type,
         "examples": f.n_examples,
         "problems": f.problems,
     }

@@ -1,25 +1,44 @@
-"""Training-file validation: streamed line by line, so memory stays bounded whatever
-the file size, and every problem names its line and field."""
+"""Dataset files: JSONL, JSON arrays, CSV and Parquet, read row by row and validated
+against a format (core.formats), so every problem names its line (or row) and field.
+
+JSONL, CSV and Parquet are streamed, so memory stays bounded whatever the file size; a
+JSON array is parsed whole (the format offers no way to stream it with the standard
+library), so large datasets belong in JSONL or Parquet.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
+
+from core.formats import FORMATS, REGISTRY, Example, Format, decode_json_cells, describe_keys, detect
 
 MAX_PROBLEMS = 100
-ROLES = ("system", "user", "assistant")
+FileType = Literal["jsonl", "json", "csv", "parquet"]
+FILE_TYPES: tuple[FileType, ...] = ("jsonl", "json", "csv", "parquet")
+_EXTENSIONS: dict[str, FileType] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+PARQUET_BATCH_ROWS = 1024
 
 
 @dataclass
 class Problem:
-    line: int | None
+    line: int | None  # line in the file (JSONL, CSV); None for Parquet and JSON arrays
     field: str | None
     message: str
+    row: int | None = None  # 1-based example number in any file type
 
     def __str__(self) -> str:
-        where = f"line {self.line}" if self.line is not None else "file"
+        where = f"line {self.line}" if self.line is not None else (f"row {self.row}" if self.row else "file")
         if self.field:
             where += f", field {self.field}"
         return f"{where}: {self.message}"
@@ -30,6 +49,8 @@ class ValidationReport:
     n_examples: int = 0
     problems: list[Problem] = field(default_factory=list)
     truncated: bool = False  # more problems existed than were kept
+    format: str | None = None
+    file_type: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -51,52 +72,157 @@ class ValidationReport:
         return f"{len(self.problems)} problem(s){more}; first: {self.problems[0]}"
 
 
-def _chat_problems(example: Any) -> Iterable[tuple[str | None, str]]:
-    if not isinstance(example, dict):
-        yield None, "each line must be a JSON object"
-        return
-    messages = example.get("messages")
-    if "messages" not in example:
-        yield "messages", 'missing; each line needs a "messages" list'
-        return
-    if not isinstance(messages, list) or not messages:
-        yield "messages", "must be a non-empty list of {role, content} objects"
-        return
-    has_assistant = False
-    for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            yield where, "must be an object with role and content"
-            continue
-        role = message.get("role")
-        if role not in ROLES:
-            yield f"{where}.role", f"unknown role {role!r}; expected one of {', '.join(ROLES)}"
-        if not isinstance(message.get("content"), str):
-            yield f"{where}.content", "must be a string"
-        has_assistant |= role == "assistant"
-    if not has_assistant:
-        yield "messages", "needs at least one assistant message to train on"
+@dataclass
+class RawRow:
+    line: int | None
+    row: int
+    data: Any = None
+    problem: str | None = None
 
 
-def validate_chat_jsonl(stream: BinaryIO) -> ValidationReport:
-    """Validate a JSONL chat file: one {"messages": [...]} object per line."""
-    report = ValidationReport()
+class FileLevelError(Exception):
+    """The file as a whole cannot be read (not Parquet, not a JSON array, ...)."""
+
+
+def detect_file_type(filename: str, head: bytes) -> FileType:
+    name = filename.lower()
+    for ext, file_type in _EXTENSIONS.items():
+        if name.endswith(ext):
+            return file_type
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if stripped.startswith(b"["):
+        return "json"
+    if stripped.startswith(b"{") or name.endswith(".json"):
+        return "jsonl"
+    return "csv"
+
+
+def _jsonl_rows(stream: BinaryIO) -> Iterator[RawRow]:
+    row = 0
     for line_no, raw in enumerate(stream, start=1):
         if not raw.strip():
             continue
+        row += 1
         try:
-            example = json.loads(raw.decode("utf-8"))
+            yield RawRow(line_no, row, json.loads(raw.decode("utf-8")))
         except UnicodeDecodeError as exc:
-            report.add(Problem(line_no, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"))
-            continue
+            yield RawRow(line_no, row, problem=f"not valid UTF-8 ({exc.reason} at byte {exc.start})")
         except json.JSONDecodeError as exc:
-            report.add(Problem(line_no, None, f"invalid JSON: {exc.msg} at column {exc.colno}"))
-            continue
-        problems = list(_chat_problems(example))
-        for field_name, message in problems:
-            report.add(Problem(line_no, field_name, message))
-        if not problems:
-            report.n_examples += 1
+            yield RawRow(line_no, row, problem=f"invalid JSON: {exc.msg} at column {exc.colno}")
+
+
+def _json_array_rows(stream: BinaryIO) -> Iterator[RawRow]:
+    try:
+        items = json.load(stream)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FileLevelError(f"not a valid JSON document: {exc}") from exc
+    if not isinstance(items, list):
+        raise FileLevelError("a .json file must hold an array of examples (use JSONL for one example per line)")
+    for row, item in enumerate(items, start=1):
+        yield RawRow(None, row, item)
+
+
+def _csv_rows(stream: BinaryIO, fmt: Format | None) -> Iterator[RawRow]:
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    reader = csv.DictReader(text)
+    try:
+        header = reader.fieldnames or []
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise FileLevelError(f"cannot read the CSV header: {exc}") from exc
+    fmt = fmt or detect(dict.fromkeys(header))
+    missing = [key for key in fmt.keys if key not in header] if fmt else []
+    if fmt is None or missing:
+        wanted = f"format {fmt.name} needs {', '.join(fmt.keys)}" if fmt else f"known formats need: {describe_keys()}"
+        raise FileLevelError(f"the CSV columns are {', '.join(header) or 'none'}; {wanted}")
+    row = 0
+    try:
+        for record in reader:
+            row += 1
+            yield RawRow(reader.line_num, row, decode_json_cells(fmt, dict(record)))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        yield RawRow(reader.line_num, row + 1, problem=f"cannot read this CSV record: {exc}")
+
+
+def _parquet_rows(stream: BinaryIO) -> Iterator[RawRow]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(stream)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise FileLevelError(f"not a Parquet file: {exc}") from exc
+    row = 0
+    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        for item in batch.to_pylist():
+            row += 1
+            yield RawRow(None, row, item)
+
+
+def read_rows(stream: BinaryIO, file_type: FileType, fmt: Format | None = None) -> Iterator[RawRow]:
+    if file_type == "jsonl":
+        return _jsonl_rows(stream)
+    if file_type == "json":
+        return _json_array_rows(stream)
+    if file_type == "csv":
+        return _csv_rows(stream, fmt)
+    return _parquet_rows(stream)
+
+
+def validate(stream: BinaryIO, file_type: FileType, format_name: str = "auto") -> ValidationReport:
+    """Check every row; the format is the one named, or the first row's."""
+    report = ValidationReport(file_type=file_type)
+    explicit = REGISTRY[format_name] if format_name != "auto" else None
+    file_format, format_origin = explicit, "named at upload"
+    try:
+        for raw in read_rows(stream, file_type, explicit):
+            where = (raw.line, raw.row)
+            if raw.problem is not None:
+                report.add(Problem(where[0], None, raw.problem, where[1]))
+                continue
+            if not isinstance(raw.data, dict):
+                report.add(Problem(where[0], None, "each example must be a JSON object", where[1]))
+                continue
+            row_format = detect(raw.data)
+            if file_format is None:
+                if row_format is None:
+                    report.add(
+                        Problem(
+                            where[0], None, f"no known format; expected the keys of one of: {describe_keys()}", where[1]
+                        )
+                    )
+                    continue
+                file_format = row_format
+                format_origin = f"detected from {'line' if raw.line else 'row'} {raw.line or raw.row}"
+            elif explicit is None and row_format is not None and row_format is not file_format:
+                report.add(
+                    Problem(
+                        where[0],
+                        None,
+                        f"this example is in format {row_format.name}, but the file "
+                        f"is in format {file_format.name} ({format_origin})",
+                        where[1],
+                    )
+                )
+                continue
+            problems = list(file_format.problems(raw.data))
+            for field_name, message in problems:
+                report.add(Problem(where[0], field_name, message, where[1]))
+            report.n_examples += not problems
+    except FileLevelError as exc:
+        report.add(Problem(None, None, str(exc)))
+    report.format = file_format.name if file_format else None
     if report.n_examples == 0 and report.ok:
         report.add(Problem(None, None, "the file contains no examples"))
     return report
+
+
+def iter_examples(stream: BinaryIO, file_type: FileType, format_name: str) -> Iterator[Example]:
+    """The examples of a validated file, in order."""
+    fmt = REGISTRY[format_name]
+    for raw in read_rows(stream, file_type, fmt):
+        yield fmt.to_example(raw.data)
+
+
+__all__ = ["FILE_TYPES", "FORMATS", "Problem", "ValidationReport", "detect_file_type", "iter_examples", "validate"]

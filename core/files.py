@@ -6,8 +6,9 @@ from __future__ import annotations
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from core.datasets import validate_chat_jsonl
+from core.datasets import detect_file_type, validate
 from core.errors import Conflict, InvalidRequest, NotFound
+from core.formats import FORMATS
 from core.models import File, Job
 from core.paging import page
 from core.states import ACTIVE
@@ -27,6 +28,18 @@ def check_purpose(purpose: str | None) -> str:
     return purpose
 
 
+def check_format(format_name: str | None) -> str:
+    if format_name in (None, ""):
+        return "auto"
+    if format_name not in ("auto", *FORMATS):
+        raise InvalidRequest(
+            f"format must be auto or one of {', '.join(FORMATS)}; got {format_name!r}",
+            param="format",
+            code="invalid_format",
+        )
+    return format_name
+
+
 def register_upload(
     session: Session,
     storage: LocalStorage,
@@ -35,11 +48,14 @@ def register_upload(
     filename: str,
     purpose: str,
     stored: StoredObject,
+    format_name: str = "auto",
 ) -> File:
     """Validate stored bytes and record the file, as `processed` or as `error` with
-    the first problems and their line numbers."""
+    the first problems and their line (or row) numbers."""
     with storage.open(stored.key) as stream:
-        report = validate_chat_jsonl(stream)
+        file_type = detect_file_type(filename, stream.read(512))
+        stream.seek(0)
+        report = validate(stream, file_type, format_name)
     file = File(
         id=file_id,
         organization_id=org_id,
@@ -52,6 +68,8 @@ def register_upload(
         status_details=None if report.ok else report.summary(),
         problems=report.problems_json(),
         n_examples=report.n_examples,
+        format=report.format,
+        file_type=file_type,
     )
     session.add(file)
     session.flush()
@@ -102,11 +120,14 @@ def ingest_upload(
     filename: str,
     purpose: str | None,
     stored: StoredObject,
+    format_name: str | None = None,
 ) -> File:
     """Register stored bytes as a file; on any failure the bytes are removed again, so
     an upload leaves either a file row with its bytes or nothing."""
     try:
-        file = register_upload(session, storage, org_id, file_id, filename, check_purpose(purpose), stored)
+        file = register_upload(
+            session, storage, org_id, file_id, filename, check_purpose(purpose), stored, check_format(format_name)
+        )
         session.commit()
     except BaseException:
         storage.delete(stored.key)

@@ -33,6 +33,9 @@ class File(Base):
     status_details: Mapped[str | None] = mapped_column(Text, nullable=True)
     problems: Mapped[list[Any]] = mapped_column(default=list)
     n_examples: Mapped[int] = mapped_column(Integer, default=0)
+    # Detected (or named at upload) dataset format and file type; None when unreadable.
+    format: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    file_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
 
@@ -57,6 +60,8 @@ class Job(Base):
     trained_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     result_files: Mapped[list[Any]] = mapped_column(default=list)
+    # Token statistics of the training data under the base model's tokenizer.
+    statistics: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     # What the worker actually ran with (device, compute dtype, ...), set at start.
     runtime: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     worker: Mapped[str | None] = mapped_column(String(255), nullable=True)

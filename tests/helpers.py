@@ -22,8 +22,15 @@ def chat(user: str = "Hi", assistant: str = "Hello!") -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}
 
 
-def upload(client: TestClient, content: bytes, filename: str = "data.jsonl", purpose: str = "fine-tune"):  # type: ignore[no-untyped-def]
-    return client.post("/v1/files", files={"file": (filename, content)}, data={"purpose": purpose})
+def upload(  # type: ignore[no-untyped-def]
+    client: TestClient,
+    content: bytes,
+    filename: str = "data.jsonl",
+    purpose: str = "fine-tune",
+    data_format: str | None = None,
+):
+    data = {"purpose": purpose} | ({"format": data_format} if data_format else {})
+    return client.post("/v1/files", files={"file": (filename, content)}, data=data)
 
 
 def upload_ok(client: TestClient, content: bytes, filename: str = "data.jsonl") -> str:

@@ -12,6 +12,7 @@ from api.upload import receive_upload
 from core import files
 from core.db import session_scope
 from core.errors import InvalidRequest
+from core.formats import FORMATS
 from core.ids import new_id
 from core.settings import get_settings
 from core.storage import get_storage
@@ -29,6 +30,7 @@ UPLOAD_BODY = {
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
                         "purpose": {"type": "string", "enum": list(files.PURPOSES)},
+                        "format": {"type": "string", "enum": ["auto", *FORMATS], "default": "auto"},
                     },
                 }
             }
@@ -37,10 +39,12 @@ UPLOAD_BODY = {
 }
 
 
-def _ingest(org: str, file_id: str, filename: str, purpose: str | None, stored: Any) -> dict[str, Any]:
+def _ingest(org: str, file_id: str, filename: str, fields: dict[str, str], stored: Any) -> dict[str, Any]:
     storage = get_storage()
     with session_scope() as session:
-        file = files.ingest_upload(session, storage, org, file_id, filename, purpose, stored)
+        file = files.ingest_upload(
+            session, storage, org, file_id, filename, fields.get("purpose"), stored, fields.get("format")
+        )
         body = file_wire(file)
     if file.status == files.ERROR:
         raise InvalidRequest(
@@ -56,10 +60,11 @@ def _ingest(org: str, file_id: str, filename: str, purpose: str | None, stored: 
 
 @router.post("", openapi_extra=UPLOAD_BODY)
 async def upload_file(request: Request, org: OrgDep) -> dict[str, Any]:
-    """Upload a JSONL training file (multipart: `file`, `purpose=fine-tune`)."""
+    """Upload a dataset (multipart: `file`, `purpose=fine-tune`, optional `format`):
+    JSONL, JSON array, CSV or Parquet in any of the formats the README lists."""
     file_id = new_id("file")
     upload = await receive_upload(request, get_storage(), f"files/{file_id}", get_settings().max_upload_bytes)
-    return await run_in_threadpool(_ingest, org, file_id, upload.filename, upload.fields.get("purpose"), upload.stored)
+    return await run_in_threadpool(_ingest, org, file_id, upload.filename, upload.fields, upload.stored)
 
 
 @router.get("")
@@ -80,7 +85,7 @@ def get_file_content(file_id: str, session: SessionDep, org: OrgDep) -> Streamin
     file = files.get_file(session, org, file_id)
     return StreamingResponse(
         get_storage().iter_chunks(file.storage_key),
-        media_type="application/jsonl",
+        media_type="application/octet-stream",
         headers={"Content-Length": str(file.bytes), "Content-Disposition": f'attachment; filename="{file.filename}"'},
     )
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 13:22:06.694360
+Create Date: 2026-11-28 13:33:28.995321
 """
 
 from collections.abc import Sequence
@@ -32,6 +32,8 @@ def upgrade() -> None:
         sa.Column("status_details", sa.Text(), nullable=True),
         sa.Column("problems", sa.JSON(), nullable=False),
         sa.Column("n_examples", sa.Integer(), nullable=False),
+        sa.Column("format", sa.String(length=32), nullable=True),
+        sa.Column("file_type", sa.String(length=16), nullable=True),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("pk"),
     )
@@ -56,6 +58,7 @@ def upgrade() -> None:
         sa.Column("trained_tokens", sa.BigInteger(), nullable=True),
         sa.Column("error", sa.JSON(), nullable=True),
         sa.Column("result_files", sa.JSON(), nullable=False),
+        sa.Column("statistics", sa.JSON(), nullable=True),
         sa.Column("runtime", sa.JSON(), nullable=True),
         sa.Column("worker", sa.String(length=255), nullable=True),
         sa.Column("created_at", sa.BigInteger(), nullable=False),

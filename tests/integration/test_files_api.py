@@ -43,7 +43,7 @@ def test_upload_reports_size_digest_and_examples(client) -> None:  # type: ignor
     [
         (jsonl(chat(), b"{oops"), 2, None),
         (jsonl(chat(), chat(), b'"just a string"'), 3, None),
-        (jsonl({"prompt": "p", "completion": "c"}), 1, "messages"),
+        (jsonl({"msgs": [{"role": "user", "content": "x"}]}), 1, None),
         (
             jsonl(chat(), {"messages": [{"role": "wizard", "content": "x"}, {"role": "assistant", "content": "y"}]}),
             2,
@@ -52,7 +52,7 @@ def test_upload_reports_size_digest_and_examples(client) -> None:  # type: ignor
         (jsonl({"messages": [{"role": "user", "content": "only a question"}]}), 1, "messages"),
         (b"", None, None),
     ],
-    ids=["malformed-json", "not-an-object", "missing-messages", "unknown-role", "no-assistant", "empty-file"],
+    ids=["malformed-json", "not-an-object", "unknown-format", "unknown-role", "no-assistant", "empty-file"],
 )
 def test_invalid_files_get_400_with_line_and_field(client, content: bytes, line, field) -> None:  # type: ignore[no-untyped-def]
     response = upload(client, content)
@@ -104,3 +104,57 @@ def test_delete_removes_row_and_bytes(client) -> None:  # type: ignore[no-untype
     assert client.delete(f"/v1/files/{file_id}").json() == {"id": file_id, "object": "file", "deleted": True}
     assert not path.exists()
     assert_error(client.get(f"/v1/files/{file_id}"), 404)
+
+
+QA = {
+    "context": "Paris is the capital of France.",
+    "question": "Capital of France?",
+    "answers": {"text": ["Paris"], "answer_start": [0]},
+}
+
+
+@pytest.mark.parametrize(
+    ("filename", "content", "where", "field", "words"),
+    [
+        (
+            "mixed.jsonl",
+            jsonl(chat(), {"prompt": "p", "completion": "c"}),
+            ("line", 2),
+            None,
+            "format prompt_completion",
+        ),
+        (
+            "qa.jsonl",
+            jsonl(QA, dict(QA, answers={"text": ["Paris"], "answer_start": [5]})),
+            ("line", 2),
+            "answers.answer_start[0]",
+            "does not point at the answer text",
+        ),
+        ("pc.jsonl", jsonl({"prompt": "p", "completion": ""}), ("line", 1), "completion", "must not be empty"),
+        ("table.csv", b"question,reply\nq,a\n", None, None, "the CSV columns are question, reply"),
+        ("data.parquet", b"this is not parquet", None, None, "not a Parquet file"),
+        ("data.json", b'[{"text": "fine"}, {"text": 7}]', ("row", 2), "text", "must be a string"),
+    ],
+    ids=["mixed-formats", "qa-answer-start", "empty-completion", "csv-columns", "not-parquet", "json-array-row"],
+)
+def test_format_problems_through_the_api(client, filename, content, where, field, words) -> None:  # type: ignore[no-untyped-def]
+    error = assert_error(upload(client, content, filename), 400, param="file", code="invalid_file")
+    first = error["details"][0]
+    assert words in first["message"] and first["field"] == field
+    if where:
+        assert first[where[0]] == where[1] and f"{where[0]} {where[1]}" in error["message"]
+
+
+def test_a_named_format_and_every_file_type_through_the_api(client) -> None:  # type: ignore[no-untyped-def]
+    for path in sorted(EXAMPLES.glob("*")):
+        body = upload(client, path.read_bytes(), path.name).json()
+        assert body["status"] == "processed", (path.name, body)
+        assert (
+            body["examples"] > 0
+            and body["file_type"]
+            == {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}[path.suffix]
+        )
+    refused = upload(client, jsonl(chat()), data_format="text")
+    error = assert_error(refused, 400, param="file", code="invalid_file")
+    assert error["details"][0]["field"] == "text"
+    assert_error(upload(client, jsonl(chat()), data_format="yaml"), 400, param="format", code="invalid_format")

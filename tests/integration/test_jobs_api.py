@@ -60,8 +60,9 @@ def test_create_resolves_the_spec_and_cancel_is_immediate_for_queued_jobs(client
     assert stream.rstrip().endswith('data: {"status": "cancelled"}')
     # A reconnect with Last-Event-ID gets only what came after that event.
     second_id = stream.split("id: ")[2].split("\n")[0]
-    resumed = client_module.get(f"/v1/fine_tuning/jobs/{job['id']}/events/stream",
-                                headers={"Last-Event-ID": second_id}).text
+    resumed = client_module.get(
+        f"/v1/fine_tuning/jobs/{job['id']}/events/stream", headers={"Last-Event-ID": second_id}
+    ).text
     assert resumed.count("event: message") == len(messages) - 2
     assert_error(
         client_module.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts/adapter"), 404, code="artifact_not_ready"

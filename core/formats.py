@@ -1,0 +1,200 @@
+"""Dataset formats: how each is recognised, what makes a row valid, and how a row
+becomes the one shape training uses (a conversation, or raw text).
+
+- chat: {"messages": [{"role", "content", "weight"?}, ...]}
+- prompt_completion: {"prompt", "completion"}
+- instruction (Alpaca): {"instruction", "input"?, "output"}
+- qa (extractive, SQuAD style): {"context", "question", "answers": {"text": [...], "answer_start": [...]}}
+- text: {"text"} for continued pre-training (every token is trained)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FormatName = Literal["chat", "prompt_completion", "instruction", "qa", "text"]
+FORMATS: tuple[FormatName, ...] = ("chat", "prompt_completion", "instruction", "qa", "text")
+ROLES = ("system", "user", "assistant")
+# The assistant's reply to a QA example whose answer list is empty (SQuAD 2 style).
+UNANSWERABLE_REPLY = "The context does not contain the answer."
+
+Problems = Iterator[tuple[str | None, str]]
+
+
+@dataclass
+class Message:
+    role: str
+    content: str
+    # Assistant turns only: 1 = trained on, 0 = context only.
+    weight: int = 1
+
+
+@dataclass
+class Example:
+    """What training consumes: a conversation, or (format text) raw text."""
+
+    messages: list[Message] = field(default_factory=list)
+    text: str | None = None
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _need_text(row: dict[str, Any], key: str, *, allow_empty: bool = False) -> Problems:
+    if key not in row or row[key] is None:
+        yield key, "missing"
+    elif not _is_text(row[key]):
+        yield key, f"must be a string, not {type(row[key]).__name__}"
+    elif not allow_empty and not row[key].strip():
+        yield key, "must not be empty"
+
+
+# -- chat ------------------------------------------------------------------------------------
+def _chat_problems(row: dict[str, Any]) -> Problems:
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        yield "messages", "must be a non-empty list of {role, content} objects"
+        return
+    trained = 0
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            yield where, "must be an object with role and content"
+            continue
+        role = message.get("role")
+        if role not in ROLES:
+            yield f"{where}.role", f"unknown role {role!r}; expected one of {', '.join(ROLES)}"
+        if not _is_text(message.get("content")):
+            yield f"{where}.content", "must be a string"
+        weight = message.get("weight", 1)
+        if "weight" in message and role != "assistant":
+            yield f"{where}.weight", "only assistant messages take a weight"
+        elif weight not in (0, 1) or isinstance(weight, bool):
+            yield f"{where}.weight", "must be 0 or 1"
+        trained += role == "assistant" and weight == 1
+    if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
+        yield "messages", "needs at least one assistant message to train on"
+    elif not trained:
+        yield "messages", "every assistant message has weight 0: nothing to train on"
+
+
+def _chat_example(row: dict[str, Any]) -> Example:
+    return Example(
+        [
+            Message(m["role"], m["content"], int(m.get("weight", 1)) if m["role"] == "assistant" else 0)
+            for m in row["messages"]
+        ]
+    )
+
+
+# -- prompt / completion ----------------------------------------------------------------------
+def _prompt_completion_problems(row: dict[str, Any]) -> Problems:
+    yield from _need_text(row, "prompt", allow_empty=True)
+    yield from _need_text(row, "completion")
+
+
+def _prompt_completion_example(row: dict[str, Any]) -> Example:
+    return Example([Message("user", row["prompt"], 0), Message("assistant", row["completion"])])
+
+
+# -- instruction (Alpaca) -----------------------------------------------------------------------
+def _instruction_problems(row: dict[str, Any]) -> Problems:
+    yield from _need_text(row, "instruction")
+    if row.get("input") is not None and not _is_text(row["input"]):
+        yield "input", "must be a string"
+    yield from _need_text(row, "output")
+
+
+def _instruction_example(row: dict[str, Any]) -> Example:
+    prompt = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
+    return Example([Message("user", prompt, 0), Message("assistant", row["output"])])
+
+
+# -- extractive QA (SQuAD style) ----------------------------------------------------------------
+def _qa_problems(row: dict[str, Any]) -> Problems:
+    yield from _need_text(row, "context")
+    yield from _need_text(row, "question")
+    answers = row.get("answers")
+    if not isinstance(answers, dict):
+        yield "answers", 'must be an object {"text": [...], "answer_start": [...]}'
+        return
+    texts, starts = answers.get("text"), answers.get("answer_start")
+    if not isinstance(texts, list) or not all(_is_text(t) for t in texts):
+        yield "answers.text", "must be a list of strings"
+        return
+    if not isinstance(starts, list) or len(starts) != len(texts):
+        yield "answers.answer_start", "must be a list of offsets, one per answer text"
+        return
+    context = row.get("context") if _is_text(row.get("context")) else ""
+    for i, (text, start) in enumerate(zip(texts, starts, strict=True)):
+        if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+            yield f"answers.answer_start[{i}]", "must be a non-negative integer"
+        elif context[start : start + len(text)] != text:
+            found = context[start : start + len(text)]
+            yield (
+                f"answers.answer_start[{i}]",
+                f"does not point at the answer text: the context has {found!r} there, not {text!r}",
+            )
+
+
+def _qa_example(row: dict[str, Any]) -> Example:
+    texts = row["answers"]["text"]
+    prompt = f"{row['context']}\n\nQuestion: {row['question']}"
+    return Example([Message("user", prompt, 0), Message("assistant", texts[0] if texts else UNANSWERABLE_REPLY)])
+
+
+# -- raw text ------------------------------------------------------------------------------------
+def _text_problems(row: dict[str, Any]) -> Problems:
+    yield from _need_text(row, "text")
+
+
+def _text_example(row: dict[str, Any]) -> Example:
+    return Example(text=row["text"])
+
+
+@dataclass(frozen=True)
+class Format:
+    name: FormatName
+    keys: tuple[str, ...]  # the columns that identify the format (and a CSV must have)
+    problems: Callable[[dict[str, Any]], Problems]
+    to_example: Callable[[dict[str, Any]], Example]
+    json_columns: tuple[str, ...] = ()  # nested values that CSV cells carry as JSON
+
+
+REGISTRY: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format("chat", ("messages",), _chat_problems, _chat_example, ("messages",)),
+        Format("prompt_completion", ("prompt", "completion"), _prompt_completion_problems, _prompt_completion_example),
+        Format("instruction", ("instruction", "output"), _instruction_problems, _instruction_example),
+        Format("qa", ("context", "question", "answers"), _qa_problems, _qa_example, ("answers",)),
+        Format("text", ("text",), _text_problems, _text_example),
+    )
+}
+
+
+def detect(row: dict[str, Any]) -> Format | None:
+    """The format whose identifying keys the row has (the most specific first)."""
+    for name in ("chat", "qa", "instruction", "prompt_completion", "text"):
+        if all(key in row for key in REGISTRY[name].keys):
+            return REGISTRY[name]
+    return None
+
+
+def decode_json_cells(fmt: Format, row: dict[str, Any]) -> dict[str, Any]:
+    """CSV cells are strings: nested columns (messages, answers) arrive as JSON text."""
+    for column in fmt.json_columns:
+        if isinstance(row.get(column), str):
+            try:
+                row[column] = json.loads(row[column])
+            except json.JSONDecodeError:
+                pass  # left as a string; the format's checks report it
+    return row
+
+
+def describe_keys() -> str:
+    return "; ".join(f"{f.name}: {', '.join(f.keys)}" for f in REGISTRY.values())
