@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from core.errors import ServiceError
+from core.specs import ADAPTER_TYPES
 
 log = logging.getLogger("ftsvc.api")
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -26,8 +27,9 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
 
 def _param(loc: tuple[Any, ...]) -> str | None:
     # ("body", "method", "supervised", ...) -> "method.supervised..."; list indexes as [i].
-    # Union branches add parts such as "constrained-int" or "literal['auto']": not fields.
-    parts = [p for p in loc[1:] if isinstance(p, int) or FIELD_NAME.match(p)]
+    # Union branches add parts such as "constrained-int", "literal['auto']" or the
+    # adapter's type tag: they are not fields the client sent.
+    parts = [p for p in loc[1:] if isinstance(p, int) or (FIELD_NAME.match(p) and p not in ADAPTER_TYPES)]
     text = ""
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
@@ -43,6 +45,13 @@ async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
     )
 
 
+def _message(error: dict[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        tag = next((p for p in error["loc"] if p in ADAPTER_TYPES), None)
+        return f"not a parameter of the {tag} adapter" if tag else "unknown field"
+    return error["msg"].removeprefix("Value error, ")
+
+
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
     first = errors[0]
@@ -50,8 +59,8 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
         message, param = "The request body is not valid JSON", None
     else:
         param = _param(tuple(first["loc"]))
-        message = f"{param}: {first['msg']}" if param else first["msg"]
-    details = [{"param": _param(tuple(e["loc"])), "message": e["msg"]} for e in errors]
+        message = f"{param}: {_message(first)}" if param else _message(first)
+    details = [{"param": _param(tuple(e["loc"])), "message": _message(e)} for e in errors]
     return JSONResponse(
         error_body(message, "invalid_request_error", param, "invalid_request", details=details), status_code=400
     )

@@ -61,6 +61,7 @@ def job_wire(j: Job) -> dict[str, Any]:
         "estimated_finish": None,
         "integrations": [],
         "qlora": spec["qlora"],
+        "statistics": j.statistics,
         "runtime": j.runtime,
     }
 

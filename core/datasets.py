@@ -13,6 +13,7 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from core.formats import FORMATS, REGISTRY, Example, Format, decode_json_cells, describe_keys, detect
@@ -70,6 +71,15 @@ class ValidationReport:
             return f"{self.n_examples} examples"
         more = " (and more)" if self.truncated else ""
         return f"{len(self.problems)} problem(s){more}; first: {self.problems[0]}"
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """A validated dataset in storage, as training reads it."""
+
+    path: Path
+    file_type: FileType
+    format: str
 
 
 @dataclass

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core import files, registry
+from core.datasets import iter_examples
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.events import add_event
 from core.ids import new_id, now
@@ -18,6 +19,8 @@ from core.paging import page
 from core.queue import enqueue_job
 from core.specs import JobSpec
 from core.states import TERMINAL, TRANSITIONS, JobStatus
+from core.storage import get_storage
+from core.tokenization import prepare_tokenizer, statistics
 
 
 def transition(
@@ -71,6 +74,37 @@ def _usable_file(session: Session, org_id: str, file_id: str, param: str) -> fil
     return file
 
 
+def _check_format(spec: JobSpec, file: files.File, param: str) -> None:
+    named = spec.qlora.data.format
+    if named != "auto" and named != file.format:
+        raise InvalidRequest(
+            f"qlora.data.format is {named!r} but {param} {file.id} was validated as {file.format!r}; upload it "
+            f"again with format={named} or leave qlora.data.format at auto",
+            param="qlora.data.format",
+            code="format_mismatch",
+        )
+
+
+def _preflight(spec: JobSpec, training: files.File) -> tuple[dict[str, Any], list[str]]:
+    """Load the base model's tokenizer, check its template and EOS, and compute the
+    training data's token statistics; refuse data with nothing left to train on."""
+    prepared = prepare_tokenizer(registry.resolve_model(spec.model))
+    training_spec, data = spec.qlora.training, spec.qlora.data
+    with get_storage().open(training.storage_key) as stream:
+        examples = iter_examples(stream, training.file_type, training.format)  # type: ignore[arg-type]
+        stats = statistics(prepared, examples, training_spec.max_seq_length, data.train_on_inputs)
+    if stats["trainable_tokens"] == 0:
+        raise InvalidRequest(
+            f"None of the {stats['examples']} examples of {training.id} has a trained token left after "
+            f"truncation to max_seq_length={training_spec.max_seq_length} (longest example: "
+            f"{stats['tokens_max']} tokens); raise qlora.training.max_seq_length or shorten the prompts",
+            param="qlora.training.max_seq_length",
+            code="no_trainable_tokens",
+        )
+    stats |= {"chat_template": prepared.template_source, "eos_appended": prepared.append_eos}
+    return stats, prepared.notes()
+
+
 def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
     """Validate the references of a spec, store the job and move it to `queued`.
 
@@ -79,10 +113,15 @@ def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
     """
     registry.resolve_model(spec.model)
     training = _usable_file(session, org_id, spec.training_file, "training_file")
+    _check_format(spec, training, "training_file")
     if spec.validation_file:
-        _usable_file(session, org_id, spec.validation_file, "validation_file")
+        _check_format(spec, _usable_file(session, org_id, spec.validation_file, "validation_file"), "validation_file")
+    stats, notes = _preflight(spec, training)
     seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
-    resolved = spec.resolved(training.n_examples, seed)
+    trainable = stats["examples"] - stats["examples_without_trainable_tokens"]
+    if spec.qlora.data.validation_split:
+        trainable -= max(1, round(trainable * spec.qlora.data.validation_split))
+    resolved = spec.resolved(max(trainable, 1), seed)
     job = Job(
         id=new_id("ftjob"),
         organization_id=org_id,
@@ -95,10 +134,21 @@ def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
         suffix=spec.suffix,
         metadata_=spec.metadata,
         result_files=[],
+        statistics=stats,
     )
     session.add(job)
     session.flush()
     add_event(session, job.id, f"Created fine-tuning job {job.id}")
+    add_event(
+        session,
+        job.id,
+        f"Training data: {stats['examples']} examples, {stats['tokens_total']} tokens "
+        f"({stats['trainable_tokens']} trained), {stats['truncated_examples']} truncated at "
+        f"max_seq_length={stats['max_seq_length']}",
+        data=stats,
+    )
+    for note in notes:
+        add_event(session, job.id, note, level="warn")
     transition(session, job.id, JobStatus.QUEUED, message="Validated training files; job queued")
     session.refresh(job)
     return job

@@ -6,9 +6,18 @@ which the official client sends with `extra_body`. Defaults follow the QLoRA rec
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 Auto = Literal["auto"]
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -43,14 +52,134 @@ class Quantization(_Strict):
     compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
 
 
+TargetModules = (
+    Literal["all-linear"] | Annotated[list[Annotated[str, StringConstraints(pattern=r"^[\w.]+$")]], Field(min_length=1)]
+)
+Dropout = Annotated[float, Field(ge=0, lt=1)]
+Rank = Annotated[int, Field(ge=1, le=1024)]
+VirtualTokens = Annotated[int, Field(ge=1, le=1024)]
+
+
 class Lora(_Strict):
-    r: Annotated[int, Field(ge=1, le=1024)] = 16
+    """LoRA (and QLoRA on a 4-bit base); DoRA and rsLoRA as flags."""
+
+    type: Literal["lora"] = "lora"
+    r: Rank = 16
     alpha: Annotated[int, Field(ge=1, le=4096)] = 32
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
-    target_modules: (
-        Literal["all-linear"]
-        | Annotated[list[Annotated[str, StringConstraints(pattern=r"^[\w.]+$")]], Field(min_length=1)]
-    ) = "all-linear"
+    dropout: Dropout = 0.05
+    target_modules: TargetModules = "all-linear"
+    use_dora: bool = False
+    use_rslora: bool = False
+
+
+class AdaLora(_Strict):
+    """LoRA whose rank budget is reallocated during training by importance."""
+
+    type: Literal["adalora"]
+    init_r: Rank = 12
+    target_r: Rank = 8
+    alpha: Annotated[int, Field(ge=1, le=4096)] = 32
+    dropout: Dropout = 0.05
+    target_modules: TargetModules = "all-linear"
+    # Fractions of all steps: budget warm-up before pruning starts, final fine-tuning after it ends.
+    tinit_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    tfinal_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    delta_t: Annotated[int, Field(ge=1)] = 1
+
+    @model_validator(mode="after")
+    def _ranks(self) -> AdaLora:
+        if self.target_r > self.init_r:
+            raise ValueError("target_r must not exceed init_r")
+        if self.tinit_fraction + self.tfinal_fraction >= 1:
+            raise ValueError("tinit_fraction + tfinal_fraction must leave steps for budget allocation")
+        return self
+
+
+class IA3(_Strict):
+    """Learned rescaling vectors for keys, values and the feed-forward input."""
+
+    type: Literal["ia3"]
+    target_modules: Annotated[list[str], Field(min_length=1)] = ["k_proj", "v_proj", "down_proj"]
+    feedforward_modules: list[str] = ["down_proj"]
+
+    @model_validator(mode="after")
+    def _feedforward_subset(self) -> IA3:
+        if not set(self.feedforward_modules) <= set(self.target_modules):
+            raise ValueError("feedforward_modules must be a subset of target_modules")
+        return self
+
+
+class LoHa(_Strict):
+    """Low-rank Hadamard product (LyCORIS)."""
+
+    type: Literal["loha"]
+    r: Rank = 8
+    alpha: Annotated[int, Field(ge=1, le=4096)] = 16
+    rank_dropout: Dropout = 0.0
+    module_dropout: Dropout = 0.0
+    target_modules: TargetModules = "all-linear"
+
+
+class LoKr(_Strict):
+    """Low-rank Kronecker product (LyCORIS)."""
+
+    type: Literal["lokr"]
+    r: Rank = 8
+    alpha: Annotated[int, Field(ge=1, le=4096)] = 16
+    rank_dropout: Dropout = 0.0
+    module_dropout: Dropout = 0.0
+    target_modules: TargetModules = "all-linear"
+    decompose_both: bool = False
+
+
+class PromptTuning(_Strict):
+    """Trained soft-prompt embeddings prepended to every input."""
+
+    type: Literal["prompt_tuning"]
+    num_virtual_tokens: VirtualTokens = 20
+    # Initialise the soft prompt from the embeddings of this text (else randomly).
+    init_text: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = None
+
+
+class PrefixTuning(_Strict):
+    """Trained key/value prefixes at every layer."""
+
+    type: Literal["prefix_tuning"]
+    num_virtual_tokens: VirtualTokens = 20
+    prefix_projection: bool = False
+    encoder_hidden_size: Annotated[int, Field(ge=1, le=65536)] = 512
+
+
+class PTuning(_Strict):
+    """Soft prompts produced by a small trained encoder (P-tuning)."""
+
+    type: Literal["p_tuning"]
+    num_virtual_tokens: VirtualTokens = 20
+    encoder_hidden_size: Annotated[int, Field(ge=1, le=65536)] = 128
+    encoder_reparameterization_type: Literal["MLP", "LSTM"] = "MLP"
+
+
+def _adapter_type(value: Any) -> str:
+    # An adapter object without "type" is LoRA, the default method.
+    return value.get("type", "lora") if isinstance(value, dict) else value.type
+
+
+Adapter = Annotated[
+    Annotated[Lora, Tag("lora")]
+    | Annotated[AdaLora, Tag("adalora")]
+    | Annotated[IA3, Tag("ia3")]
+    | Annotated[LoHa, Tag("loha")]
+    | Annotated[LoKr, Tag("lokr")]
+    | Annotated[PromptTuning, Tag("prompt_tuning")]
+    | Annotated[PrefixTuning, Tag("prefix_tuning")]
+    | Annotated[PTuning, Tag("p_tuning")],
+    Discriminator(_adapter_type),
+]
+ADAPTER_TYPES = ("lora", "adalora", "ia3", "loha", "lokr", "prompt_tuning", "prefix_tuning", "p_tuning")
+PROMPT_LEARNING = ("prompt_tuning", "prefix_tuning", "p_tuning")
+# peft 0.21's LoHa and LoKr cannot wrap bitsandbytes 4-bit layers: they train on the
+# unquantized base (quantization null).
+NEEDS_UNQUANTIZED = ("loha", "lokr")
 
 
 class Training(_Strict):
@@ -61,12 +190,43 @@ class Training(_Strict):
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
     max_steps: Annotated[int, Field(ge=1)] | None = None
     logging_steps: Annotated[int, Field(ge=1)] = 1
+    # Evaluate on the validation data every N steps (and always at the end); null: once per epoch.
+    eval_steps: Annotated[int, Field(ge=1)] | None = None
+
+
+class Data(_Strict):
+    # "auto": the format the training file was validated as.
+    format: Literal["auto", "chat", "prompt_completion", "instruction", "qa", "text"] = "auto"
+    # False: loss on the assistant's tokens only (prompts, system and user turns masked).
+    train_on_inputs: bool = False
+    # Concatenate examples into rows without padding (position ids restart per example,
+    # so no example attends to another). "auto": on, except for prompt-learning methods.
+    packing: bool | Literal["auto"] = "auto"
+    # Hold out this fraction of the training file (chosen with the job's seed) for evaluation.
+    validation_split: Annotated[float, Field(gt=0, lt=0.5)] | None = None
 
 
 class QLoRA(_Strict):
-    quantization: Quantization = Quantization()
-    lora: Lora = Lora()
+    # null: no quantization (the base in the compute dtype), for adapters that need it.
+    quantization: Quantization | None = Quantization()
+    adapter: Adapter = Lora()
     training: Training = Training()
+    data: Data = Data()
+
+    @model_validator(mode="after")
+    def _adapter_fits_packing(self) -> QLoRA:
+        if self.data.packing is True and self.adapter.type in PROMPT_LEARNING:
+            raise ValueError(f"{self.adapter.type} needs one example per row: set qlora.data.packing to false")
+        return self
+
+    @model_validator(mode="after")
+    def _adapter_fits_quantization(self) -> QLoRA:
+        if self.adapter.type in NEEDS_UNQUANTIZED:
+            if "quantization" not in self.model_fields_set:
+                self.quantization = None
+            elif self.quantization is not None:
+                raise ValueError(f"{self.adapter.type} cannot wrap 4-bit layers (peft); set qlora.quantization to null")
+        return self
 
 
 class JobSpec(_Strict):
@@ -80,6 +240,12 @@ class JobSpec(_Strict):
     # OpenAI's legacy top-level field; accepted and merged into `method`.
     hyperparameters: Hyperparameters | None = None
     qlora: QLoRA = QLoRA()
+
+    @model_validator(mode="after")
+    def _one_validation_source(self) -> JobSpec:
+        if self.validation_file and self.qlora.data.validation_split:
+            raise ValueError("give either validation_file or qlora.data.validation_split, not both")
+        return self
 
     @field_validator("metadata")
     @classmethod

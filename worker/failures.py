@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.errors import ServiceError
+
 
 class JobFailure(Exception):
     code = "internal_error"
@@ -39,6 +41,8 @@ class FailureReport:
 def classify(exc: BaseException) -> FailureReport:
     if isinstance(exc, JobFailure):
         return FailureReport(exc.code, exc.message, exc.param, exc.user_error)
+    if isinstance(exc, ServiceError):  # a domain check that failed while training
+        return FailureReport(exc.code, exc.message, exc.param, True)
     import torch
 
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):

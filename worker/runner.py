@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from core import registry
+from core.datasets import DataFile
 from core.db import session_scope
 from core.ids import now
 from core.jobs import transition
@@ -19,7 +20,7 @@ from core.models import File, Job
 from core.specs import JobSpec
 from core.states import JobStatus
 from core.storage import get_storage
-from worker.failures import classify
+from worker.failures import DataError, classify
 from worker.reporting import JobReporter
 
 log = logging.getLogger("ftsvc.worker")
@@ -41,12 +42,14 @@ def _claim(job_id: str) -> Job | None:
         return session.scalar(select(Job).where(Job.id == job_id))
 
 
-def _file_path(file_id: str | None) -> Path | None:
+def _data_file(file_id: str | None) -> DataFile | None:
     if file_id is None:
         return None
     with session_scope() as session:
-        key = session.scalar(select(File.storage_key).where(File.id == file_id))
-    return get_storage().path(key) if key else None
+        file = session.scalar(select(File).where(File.id == file_id))
+    if file is None:
+        raise DataError(f"File {file_id} was deleted before training started", param="training_file")
+    return DataFile(get_storage().path(file.storage_key), file.file_type, file.format)  # type: ignore[arg-type]
 
 
 def execute_job(job_id: str) -> None:
@@ -59,21 +62,15 @@ def execute_job(job_id: str) -> None:
     try:
         # Imported here so that a failure to import the stack also ends the job cleanly.
         from worker.publish import publish_success
-        from worker.training.recipe import QLoRARecipe
+        from worker.training.recipe import JobData, Recipe
         from worker.training.runtime import pick_runtime
 
         spec = JobSpec.model_validate(job.spec)
-        runtime = pick_runtime(spec.qlora.quantization)
+        quantization = spec.qlora.quantization
+        runtime = pick_runtime(quantization.compute_dtype if quantization else "auto")
         reporter.update(runtime=runtime.describe())
-        recipe = QLoRARecipe(
-            spec,
-            registry.resolve_model(spec.model),
-            _file_path(job.training_file),  # type: ignore[arg-type]
-            _file_path(job.validation_file),
-            workdir,
-            runtime,
-            reporter,
-        )
+        data = JobData(_data_file(job.training_file), _data_file(job.validation_file))  # type: ignore[arg-type]
+        recipe = Recipe(spec, registry.resolve_model(spec.model), data, workdir, runtime, reporter)
         result = recipe.run()
         if result.cancelled:
             reporter.event(f"Training stopped at step {result.steps} after the job was cancelled")

@@ -1,15 +1,15 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from api.deps import Limit, OrgDep, SessionDep
 from api.serializers import as_list, file_wire
 from api.upload import receive_upload
-from core import files
+from core import files, previews
 from core.db import session_scope
 from core.errors import InvalidRequest
 from core.formats import FORMATS
@@ -88,6 +88,21 @@ def get_file_content(file_id: str, session: SessionDep, org: OrgDep) -> Streamin
         media_type="application/octet-stream",
         headers={"Content-Length": str(file.bytes), "Content-Disposition": f'attachment; filename="{file.filename}"'},
     )
+
+
+@router.get("/{file_id}/preview")
+def preview_file(
+    file_id: str,
+    session: SessionDep,
+    org: OrgDep,
+    model: Annotated[str, Query(min_length=1)],
+    n: Annotated[int, Query(ge=1, le=50)] = 5,
+    max_seq_length: Annotated[int, Query(ge=16, le=131072)] = 2048,
+    train_on_inputs: bool = False,
+) -> dict[str, Any]:
+    """The first `n` examples rendered through `model`'s chat template; the tokens the
+    loss is computed on are wrapped in [[ ]] (and flagged in `segments`)."""
+    return previews.preview_file(session, get_storage(), org, file_id, model, n, max_seq_length, train_on_inputs)
 
 
 @router.delete("/{file_id}")

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 13:33:28.995321
+Create Date: 2026-11-28 13:37:34.506860
 """
 
 from collections.abc import Sequence

@@ -44,7 +44,7 @@ def test_create_resolves_the_spec_and_cancel_is_immediate_for_queued_jobs(client
         "double_quant": True,
         "compute_dtype": "auto",
     }
-    assert job["qlora"]["lora"]["target_modules"] == "all-linear"
+    assert job["qlora"]["adapter"]["target_modules"] == "all-linear"
 
     # The file is in use by an active job: it cannot be deleted.
     assert_error(client_module.delete(f"/v1/files/{training_file}"), 409, code="file_in_use")
@@ -89,7 +89,7 @@ def test_create_resolves_the_spec_and_cancel_is_immediate_for_queued_jobs(client
             "invalid_request",
         ),
         ({"method": {"type": "dpo"}}, 400, "method.type", "invalid_request"),
-        ({"qlora": {"lora": {"r": 0}}}, 400, "qlora.lora.r", "invalid_request"),
+        ({"qlora": {"adapter": {"r": 0}}}, 400, "qlora.adapter.r", "invalid_request"),
         ({"qlora": {"training": {"max_steps": 0}}}, 400, "qlora.training.max_steps", "invalid_request"),
         ({"qlora": {"quantization": {"quant_type": "int8"}}}, 400, "qlora.quantization.quant_type", "invalid_request"),
         ({"learning_rate": 0.1}, 400, "learning_rate", "invalid_request"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ def test_upload_train_download_and_load_with_peft(client, worker, tiny_model: Pa
             "seed": 1,
             "suffix": "e2e",
             "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 4}}},
-            "qlora": {"lora": {"r": 8, "alpha": 16}, "training": {"learning_rate": 0.01}},
+            "qlora": {"adapter": {"r": 8, "alpha": 16}, "training": {"learning_rate": 0.01}},
         },
     )
     assert created.status_code == 200, created.text
@@ -111,7 +112,8 @@ def test_cancelling_a_running_job_stops_it_within_a_few_steps(client, worker) ->
 def test_a_model_that_cannot_load_fails_the_job_with_a_clear_error(client, worker, tiny_model: Path) -> None:  # type: ignore[no-untyped-def]
     broken = tiny_model.parent / "broken-llama"
     broken.mkdir(exist_ok=True)
-    (broken / "config.json").write_text((tiny_model / "config.json").read_text())  # no tokenizer, no weights
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(tiny_model / name, broken / name)  # everything but the weights
     training = upload_ok(client, (EXAMPLES / "chat.jsonl").read_bytes(), "chat.jsonl")
     created = client.post("/v1/fine_tuning/jobs", json={"model": "broken-llama", "training_file": training}).json()
     job = wait_for(client, created["id"], {"failed"})

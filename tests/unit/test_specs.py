@@ -12,7 +12,7 @@ def test_defaults_follow_the_qlora_recipe() -> None:
     q = spec().qlora
     assert (q.quantization.bits, q.quantization.quant_type, q.quantization.double_quant) == (4, "nf4", True)
     assert q.quantization.compute_dtype == "auto"
-    assert (q.lora.r, q.lora.alpha, q.lora.target_modules) == (16, 32, "all-linear")
+    assert (q.adapter.r, q.adapter.alpha, q.adapter.target_modules) == (16, 32, "all-linear")
     assert q.training.learning_rate == 2e-4
 
 
@@ -21,13 +21,13 @@ def test_defaults_follow_the_qlora_recipe() -> None:
     [
         ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}}}, "n_epochs"),
         ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 1000}}}}, "batch_size"),
-        ({"qlora": {"lora": {"r": 0}}}, "r"),
-        ({"qlora": {"lora": {"dropout": 1.5}}}, "dropout"),
+        ({"qlora": {"adapter": {"r": 0}}}, "r"),
+        ({"qlora": {"adapter": {"dropout": 1.5}}}, "dropout"),
         ({"qlora": {"quantization": {"bits": 8}}}, "bits"),
         ({"qlora": {"quantization": {"quant_type": "int4"}}}, "quant_type"),
         ({"qlora": {"training": {"learning_rate": 0}}}, "learning_rate"),
         ({"qlora": {"training": {"max_seq_length": 4}}}, "max_seq_length"),
-        ({"qlora": {"lora": {"rank": 8}}}, "rank"),
+        ({"qlora": {"adapter": {"rank": 8}}}, "rank"),
         ({"suffix": "has spaces"}, "suffix"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
     ],

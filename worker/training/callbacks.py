@@ -15,6 +15,7 @@ class JobProgressCallback(TrainerCallback):
     def __init__(self, reporter: JobReporter) -> None:
         self.reporter = reporter
         self.cancelled = False
+        self.last_eval_step = -1
         self._last_time = time.perf_counter()
         self._last_tokens = 0
 
@@ -59,6 +60,7 @@ class JobProgressCallback(TrainerCallback):
         metrics: dict[str, float] | None = None,
         **_: Any,
     ) -> None:
+        self.last_eval_step = state.global_step
         if metrics and "eval_loss" in metrics:
             self.reporter.metric(
                 state.global_step,

@@ -1,40 +1,61 @@
-"""Training data as a `datasets.Dataset` of chat conversations. Lines are read one at a
-time and written to Arrow by `Dataset.from_generator`, so memory stays bounded; only
-role and content are kept, so extra keys with varying types cannot break the schema."""
+"""Training data as `datasets.Dataset`s of token ids and loss masks, encoded by
+core.tokenization (the same code the API previews with). Examples are read and encoded
+one at a time and written to Arrow by `Dataset.from_generator`, so memory stays bounded."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
 
+from core.datasets import DataFile, iter_examples
+from core.errors import ServiceError
+from core.tokenization import PreparedTokenizer
 from worker.failures import DataError
 
 
-def _conversations(path: str) -> Iterator[dict[str, Any]]:
-    with open(path, "rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                example = json.loads(raw)
-                messages = [{"role": m["role"], "content": m["content"]} for m in example["messages"]]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise DataError(f"line {line_no}: cannot read the conversation ({exc})", param="training_file") from exc
-            yield {"messages": messages}
+def _encoded(
+    prepared: PreparedTokenizer, source: DataFile, max_length: int, train_on_inputs: bool
+) -> Iterator[dict[str, Any]]:
+    with source.path.open("rb") as stream:
+        for example in iter_examples(stream, source.file_type, source.format):
+            encoded = prepared.encode(example, max_length, train_on_inputs)
+            if encoded.trained_tokens:  # nothing to learn from an example truncated to its prompt
+                yield {"input_ids": encoded.input_ids, "completion_mask": encoded.completion_mask}
 
 
-def load_chat_dataset(path: Path, cache_dir: Path) -> Dataset:
+def encoded_dataset(
+    prepared: PreparedTokenizer, source: DataFile, max_length: int, train_on_inputs: bool, cache_dir: Path
+) -> Dataset:
     try:
-        dataset = Dataset.from_generator(_conversations, gen_kwargs={"path": str(path)}, cache_dir=str(cache_dir))
+        dataset = Dataset.from_generator(
+            _encoded,
+            cache_dir=str(cache_dir),
+            gen_kwargs={
+                "prepared": prepared,
+                "source": source,
+                "max_length": max_length,
+                "train_on_inputs": train_on_inputs,
+            },
+        )
     except Exception as exc:  # datasets wraps what the generator raised
-        cause = exc if isinstance(exc, DataError) else exc.__cause__
-        if isinstance(cause, DataError):
-            raise cause from exc
+        if isinstance(exc.__cause__, ServiceError | DataError):
+            raise exc.__cause__ from exc
         raise
     if len(dataset) == 0:
-        raise DataError("the file contains no conversations", param="training_file")
+        raise DataError(
+            f"no example of {source.path.name} has a trained token within max_seq_length={max_length}",
+            param="qlora.training.max_seq_length",
+        )
     return dataset
+
+
+def hold_out(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Split off a validation fraction, chosen with the job's seed (at least one example)."""
+    if len(dataset) < 2:
+        raise DataError("validation_split needs at least two training examples", param="qlora.data.validation_split")
+    size = max(1, round(len(dataset) * fraction))
+    split = dataset.train_test_split(test_size=size, seed=seed)
+    return split["train"], split["test"]

@@ -1,8 +1,9 @@
-"""The QLoRA recipe: setup (tokenizer, data, 4-bit model, LoRA) -> train -> save.
+"""The recipe: setup (tokenizer, data, 4-bit model, adapter) -> train -> save.
 
-The same code runs on CPU (tests, bitsandbytes 0.50 runs NF4 there) and on CUDA; only
+The same code runs on CPU (tests; bitsandbytes 0.50 runs NF4 there) and on CUDA; only
 the runtime (device, compute dtype) differs. Built from transformers, peft and TRL's
-SFTTrainer rather than a hand-written loop."""
+SFTTrainer rather than a hand-written loop; the data arrive already tokenized with
+their loss masks (core.tokenization), so TRL only batches them."""
 
 from __future__ import annotations
 
@@ -10,23 +11,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from jinja2 import TemplateError
-from peft import LoraConfig, prepare_model_for_kbit_training
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    BitsAndBytesConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from datasets import Dataset
+from peft import prepare_model_for_kbit_training
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedModel, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
+from core.datasets import DataFile
+from core.errors import ServiceError
 from core.registry import ModelRef
-from core.specs import JobSpec
+from core.specs import PROMPT_LEARNING, JobSpec
+from core.tokenization import PreparedTokenizer, prepare_tokenizer
 from worker.failures import DataError, ModelLoadError
 from worker.reporting import JobReporter
+from worker.training.adapters import AdaLoraBudgetCallback, peft_config, planned_steps
 from worker.training.callbacks import JobProgressCallback
-from worker.training.data import load_chat_dataset
+from worker.training.data import encoded_dataset, hold_out
 from worker.training.runtime import Runtime
 
 
@@ -38,77 +37,94 @@ class TrainResult:
     cancelled: bool
 
 
-def _load_kwargs() -> dict[str, object]:
-    # Never run code shipped with a model, and read only safetensors weights.
-    return {"trust_remote_code": False}
+@dataclass
+class JobData:
+    training: DataFile
+    validation: DataFile | None
 
 
-class QLoRARecipe:
+def uses_packing(spec: JobSpec) -> bool:
+    """Padding-free batches ("packing"): examples of a batch are concatenated into one
+    row whose position ids restart per example, which transformers turns into a
+    block-diagonal attention mask, so no example sees another. Prompt-learning methods
+    prepend virtual tokens per row, so they need one example per row."""
+    packing = spec.qlora.data.packing
+    return spec.qlora.adapter.type not in PROMPT_LEARNING if packing == "auto" else packing
+
+
+class Recipe:
     def __init__(
-        self,
-        spec: JobSpec,
-        model_ref: ModelRef,
-        training_path: Path,
-        validation_path: Path | None,
-        workdir: Path,
-        runtime: Runtime,
-        reporter: JobReporter,
+        self, spec: JobSpec, model_ref: ModelRef, data: JobData, workdir: Path, runtime: Runtime, reporter: JobReporter
     ) -> None:
-        self.spec, self.model_ref, self.runtime, self.reporter = spec, model_ref, runtime, reporter
-        self.training_path, self.validation_path, self.workdir = training_path, validation_path, workdir
+        self.spec, self.model_ref, self.data, self.runtime = spec, model_ref, data, runtime
+        self.workdir, self.reporter = workdir, reporter
         self.progress = JobProgressCallback(reporter)
 
     # -- setup ---------------------------------------------------------------------------
-    def load_tokenizer(self) -> PreTrainedTokenizerBase:
+    def load_tokenizer(self) -> PreparedTokenizer:
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self.model_ref.source, **_load_kwargs())
-        except Exception as exc:
-            raise ModelLoadError(f"Cannot load the tokenizer of {self.model_ref.name}: {exc}", param="model") from exc
-        if tokenizer.chat_template is None:
-            raise DataError(f"{self.model_ref.name} has no chat template to format conversations with", param="model")
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        return tokenizer
+            prepared = prepare_tokenizer(self.model_ref)
+        except ServiceError as exc:
+            raise ModelLoadError(exc.message, param="model") from exc
+        for note in prepared.notes():
+            self.reporter.event(note, level="warn")
+        return prepared
+
+    def load_datasets(self, prepared: PreparedTokenizer) -> tuple[Dataset, Dataset | None]:
+        data, training = self.spec.qlora.data, self.spec.qlora.training
+        cache = self.workdir / "datasets"
+
+        def encode(source: DataFile) -> Dataset:
+            return encoded_dataset(prepared, source, training.max_seq_length, data.train_on_inputs, cache)
+
+        train = encode(self.data.training)
+        valid = encode(self.data.validation) if self.data.validation else None
+        if data.validation_split:
+            train, valid = hold_out(train, data.validation_split, self.spec.seed)  # type: ignore[arg-type]
+        return train, valid
 
     def load_model(self) -> PreTrainedModel:
         q = self.spec.qlora.quantization
-        quantization = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type=q.quant_type,
-            bnb_4bit_use_double_quant=q.double_quant,
-            bnb_4bit_compute_dtype=self.runtime.torch_dtype,
+        quantization = (
+            None
+            if q is None
+            else BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type=q.quant_type,
+                bnb_4bit_use_double_quant=q.double_quant,
+                bnb_4bit_compute_dtype=self.runtime.torch_dtype,
+            )
         )
-        device = self.runtime.device
         try:
             model = AutoModelForCausalLM.from_pretrained(
                 self.model_ref.source,
                 quantization_config=quantization,
                 dtype=self.runtime.torch_dtype,
-                device_map={"": device},
+                device_map={"": self.runtime.device},
                 use_safetensors=True,
-                **_load_kwargs(),
+                trust_remote_code=False,
             )
         except torch.OutOfMemoryError:
             raise
         except Exception as exc:
-            raise ModelLoadError(f"Cannot load {self.model_ref.name} in 4 bits: {exc}", param="model") from exc
+            how = "in 4 bits" if q else f"in {self.runtime.compute_dtype}"
+            raise ModelLoadError(f"Cannot load {self.model_ref.name} {how}: {exc}", param="model") from exc
+        if q is None:
+            model.gradient_checkpointing_enable()
+            model.enable_input_require_grads()
+            return model
         # Casts norms to fp32 and enables gradient checkpointing: the QLoRA recipe.
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
 
-    def lora_config(self) -> LoraConfig:
-        lora = self.spec.qlora.lora
-        return LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-
-    def training_args(self, has_validation: bool, assistant_only: bool) -> SFTConfig:
+    def training_args(self, has_validation: bool) -> SFTConfig:
         hp, training = self.spec.hparams, self.spec.qlora.training
         dtype = self.runtime.compute_dtype
+        if not has_validation:
+            evaluation = {"eval_strategy": "no"}
+        elif training.eval_steps:
+            evaluation = {"eval_strategy": "steps", "eval_steps": training.eval_steps}
+        else:
+            evaluation = {"eval_strategy": "epoch"}
         return SFTConfig(
             output_dir=str(self.workdir / "trainer"),
             num_train_epochs=hp.n_epochs,  # type: ignore[arg-type]
@@ -125,49 +141,60 @@ class QLoRARecipe:
             bf16=dtype == "bfloat16" and self.runtime.on_cuda,
             fp16=dtype == "float16" and self.runtime.on_cuda,
             use_cpu=not self.runtime.on_cuda,
-            max_length=training.max_seq_length,
-            assistant_only_loss=assistant_only,
-            packing=False,
+            # Examples arrive truncated to max_seq_length with their loss masks.
+            max_length=None,
+            completion_only_loss=True,
+            padding_free=uses_packing(self.spec),
             gradient_checkpointing=True,
             include_num_input_tokens_seen="non_padding",
-            eval_strategy="epoch" if has_validation else "no",
             save_strategy="no",
             report_to=[],
             disable_tqdm=True,
             dataloader_num_workers=0,
+            **evaluation,
         )
 
     # -- train and save --------------------------------------------------------------------
     def run(self) -> TrainResult:
-        tokenizer = self.load_tokenizer()
-        cache = self.workdir / "datasets"
-        train_dataset = load_chat_dataset(self.training_path, cache)
-        eval_dataset = load_chat_dataset(self.validation_path, cache) if self.validation_path else None
-        # Templates that mark assistant turns let the loss skip prompts; others train on all.
-        assistant_only = "{% generation %}" in (tokenizer.chat_template or "")
+        prepared = self.load_tokenizer()
+        train, valid = self.load_datasets(prepared)
+        adapter = self.spec.qlora.adapter
         self.reporter.event(
-            f"Loaded {len(train_dataset)} training conversations"
-            + (f" and {len(eval_dataset)} validation conversations" if eval_dataset is not None else "")
-            + ("; loss on assistant tokens only" if assistant_only else "; loss on all tokens"),
+            f"Loaded {len(train)} training examples"
+            + (f" and {len(valid)} validation examples" if valid is not None else "")
+            + ("; loss on all tokens" if self.spec.qlora.data.train_on_inputs else "; loss on completions only")
+            + ("; padding-free batches" if uses_packing(self.spec) else "; padded batches"),
         )
         model = self.load_model()
-        self.reporter.event(f"Loaded {self.model_ref.name} in 4 bits on {self.runtime.device_name}")
-        try:  # SFTTrainer applies the chat template and tokenizes here
+        self.reporter.event(
+            f"Loaded {self.model_ref.name} {'in 4 bits' if self.spec.qlora.quantization else 'unquantized'} "
+            f"on {self.runtime.device_name}; training a {adapter.type} adapter"
+        )
+        callbacks: list[TrainerCallback] = [self.progress]
+        if adapter.type == "adalora":
+            callbacks.append(AdaLoraBudgetCallback())
+        try:
             trainer = SFTTrainer(
                 model=model,
-                args=self.training_args(eval_dataset is not None, assistant_only),
-                train_dataset=train_dataset,
-                eval_dataset=eval_dataset,
-                processing_class=tokenizer,
-                peft_config=self.lora_config(),
-                callbacks=[self.progress],
+                args=self.training_args(valid is not None),
+                train_dataset=train,
+                eval_dataset=valid,
+                processing_class=prepared.tokenizer,
+                peft_config=peft_config(adapter, self.model_ref.source, planned_steps(self.spec, len(train))),
+                callbacks=callbacks,
             )
-        except (ValueError, TemplateError) as exc:
-            raise DataError(f"Cannot prepare the training data: {exc}", param="training_file") from exc
+        except ValueError as exc:
+            raise DataError(f"Cannot prepare training: {exc}", param="qlora") from exc
         trainer.train()
+        if (
+            valid is not None
+            and not self.progress.cancelled
+            and self.progress.last_eval_step != trainer.state.global_step
+        ):
+            trainer.evaluate()  # the final evaluation, when the schedule did not end on one
         adapter_dir = self.workdir / "adapter"
         trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
-        tokenizer.save_pretrained(adapter_dir)
+        prepared.tokenizer.save_pretrained(adapter_dir)
         return TrainResult(
             adapter_dir, int(trainer.state.num_input_tokens_seen), trainer.state.global_step, self.progress.cancelled
         )

@@ -6,8 +6,6 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from core.specs import Quantization
-
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
@@ -41,13 +39,13 @@ class Runtime:
         return {**asdict(self), **versions}
 
 
-def pick_runtime(quantization: Quantization) -> Runtime:
+def pick_runtime(compute_dtype: str = "auto") -> Runtime:
     """bf16 compute on GPUs that have it (the QLoRA recipe), fp16 on older GPUs, and
     float32 on CPU, where bf16 matmuls are slow on most processors."""
     if torch.cuda.is_available():
         index = torch.cuda.current_device()
         auto = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        dtype = auto if quantization.compute_dtype == "auto" else quantization.compute_dtype
-        return Runtime(f"cuda:{index}", torch.cuda.get_device_name(index), dtype)
-    dtype = "float32" if quantization.compute_dtype == "auto" else quantization.compute_dtype
-    return Runtime("cpu", "cpu", dtype)
+        return Runtime(
+            f"cuda:{index}", torch.cuda.get_device_name(index), auto if compute_dtype == "auto" else compute_dtype
+        )
+    return Runtime("cpu", "cpu", "float32" if compute_dtype == "auto" else compute_dtype)

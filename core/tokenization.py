@@ -1,0 +1,196 @@
+"""Examples to token ids and a loss mask, with the base model's own tokenizer and chat
+template. The worker trains on exactly this, and the API uses it for the statistics
+and pre-flight checks at job creation and for previews, so what a user previews is
+what the model learns.
+
+The trained spans of a conversation are found by rendering it through the template up
+to each assistant turn (with and without the generation prompt) and mapping those
+character spans onto the tokens of the full rendering, which works with any template
+that renders a conversation as a prefix of its continuation (all common ones do).
+
+transformers is imported lazily: the API loads it only for these paths.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import InvalidRequest
+from core.formats import Example, Message
+from core.registry import ModelRef
+
+# Used when a tokenizer ships no chat template (README, "Chat template and EOS"): ChatML
+# turns, each closed by the tokenizer's own EOS token so the model learns to stop.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + eos_token + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+_PROBE = [Message("user", "ping", 0), Message("assistant", "pong", 1)]
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    completion_mask: list[int]
+    full_length: int  # before truncation
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(self.completion_mask)
+
+    @property
+    def truncated(self) -> bool:
+        return self.full_length > len(self.input_ids)
+
+
+@dataclass
+class PreparedTokenizer:
+    """A tokenizer with the template and EOS handling a job trains with."""
+
+    tokenizer: Any
+    template_source: str  # "model" or "default"
+    append_eos: bool  # the template does not close assistant turns with EOS: we add it
+    eos_ids: frozenset[int] = field(default_factory=frozenset)
+
+    def notes(self) -> list[str]:
+        notes = []
+        if self.template_source == "default":
+            notes.append("The tokenizer has no chat template; the service's default (ChatML with EOS) is used")
+        if self.append_eos:
+            eos = self.tokenizer.eos_token
+            notes.append(f"The chat template does not end assistant turns with EOS; {eos!r} is appended to each")
+        return notes
+
+    # -- rendering -----------------------------------------------------------------------
+    def _render(self, messages: list[Message], add_generation_prompt: bool = False) -> str:
+        return self.tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in messages],
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+        )
+
+    def _assistant_spans(self, messages: list[Message]) -> tuple[str, list[tuple[int, int, int]]]:
+        """The full rendering and, per assistant turn, (start, end, weight) in characters."""
+        text = self._render(messages)
+        spans = []
+        for i, message in enumerate(messages):
+            if message.role != "assistant":
+                continue
+            prompt = self._render(messages[:i], add_generation_prompt=True)
+            upto = self._render(messages[: i + 1])
+            if not (text.startswith(upto) and upto.startswith(prompt)):
+                raise InvalidRequest(
+                    "The model's chat template does not render a conversation as a prefix of its "
+                    "continuation, so assistant turns cannot be located for loss masking",
+                    param="model",
+                    code="unsupported_chat_template",
+                )
+            spans.append((len(prompt), len(upto), message.weight))
+        return text, spans
+
+    def encode(self, example: Example, max_length: int, train_on_inputs: bool = False) -> Encoded:
+        tok = self.tokenizer
+        if example.text is not None:  # raw text: every token is trained, EOS closes the document
+            ids = tok(example.text, add_special_tokens=True)["input_ids"] + [tok.eos_token_id]
+            mask = [1] * len(ids)
+        else:
+            text, spans = self._assistant_spans(example.messages)
+            encoding = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            ids, mask = [], []
+            offsets = encoding["offset_mapping"]
+            for k, (token, (start, _)) in enumerate(zip(encoding["input_ids"], offsets, strict=True)):
+                span = next((s for s in spans if s[0] <= start < s[1]), None)
+                ids.append(token)
+                mask.append(span[2] if span else 0)
+                leaving = span and (k + 1 == len(offsets) or offsets[k + 1][0] >= span[1])
+                if leaving and self.append_eos and span[2]:  # type: ignore[index]
+                    ids.append(tok.eos_token_id)
+                    mask.append(1)
+        if train_on_inputs:
+            mask = [1] * len(ids)
+        return Encoded(ids[:max_length], mask[:max_length], len(ids))
+
+    def segments(self, encoded: Encoded) -> list[dict[str, Any]]:
+        """Consecutive tokens grouped by whether they are trained, as text."""
+        groups: list[tuple[int, list[int]]] = []
+        for token, trained in zip(encoded.input_ids, encoded.completion_mask, strict=True):
+            if groups and groups[-1][0] == trained:
+                groups[-1][1].append(token)
+            else:
+                groups.append((trained, [token]))
+        return [{"text": self.tokenizer.decode(ids), "trained": bool(t), "tokens": len(ids)} for t, ids in groups]
+
+
+def _eos_ids(tokenizer: Any, model_ref: ModelRef) -> frozenset[int]:
+    """EOS as the model sees it: the tokenizer's and the generation config's."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    generation_config = Path(model_ref.source) / "generation_config.json"
+    if model_ref.local and generation_config.is_file():
+        configured = json.loads(generation_config.read_text()).get("eos_token_id")
+        ids |= set(configured) if isinstance(configured, list) else {configured} if configured is not None else set()
+    return frozenset(ids)
+
+
+def prepare_tokenizer(model_ref: ModelRef) -> PreparedTokenizer:
+    """Load the tokenizer, give it a template if it has none, and check that trained
+    assistant turns end with a token the model treats as EOS (adding it if not)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_ref.source, trust_remote_code=False)
+    except Exception as exc:
+        raise InvalidRequest(
+            f"Cannot load the tokenizer of {model_ref.name}: {exc}", param="model", code="model_load_failed"
+        ) from exc
+    if tokenizer.eos_token_id is None:
+        raise InvalidRequest(
+            f"The tokenizer of {model_ref.name} defines no EOS token, so a fine-tuned model could not learn to stop",
+            param="model",
+            code="no_eos_token",
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    source = "model"
+    if not tokenizer.chat_template:
+        tokenizer.chat_template, source = DEFAULT_CHAT_TEMPLATE, "default"
+    prepared = PreparedTokenizer(tokenizer, source, append_eos=False, eos_ids=_eos_ids(tokenizer, model_ref))
+    probe = prepared.encode(Example(_PROBE), max_length=1 << 16)
+    trained = [t for t, m in zip(probe.input_ids, probe.completion_mask, strict=True) if m]
+    prepared.append_eos = not (set(trained) & prepared.eos_ids)
+    return prepared
+
+
+def statistics(
+    prepared: PreparedTokenizer, examples: Iterable[Example], max_length: int, train_on_inputs: bool
+) -> dict[str, Any]:
+    """Token counts of a dataset under a job's tokenizer and max_seq_length."""
+    lengths = array("I")
+    truncated = trainable = untrainable = 0
+    for example in examples:
+        encoded = prepared.encode(example, max_length, train_on_inputs)
+        lengths.append(encoded.full_length)
+        truncated += encoded.truncated
+        trainable += encoded.trained_tokens
+        untrainable += encoded.trained_tokens == 0
+    ordered = sorted(lengths)
+    n = len(ordered)
+    return {
+        "examples": n,
+        "tokens_total": sum(ordered),
+        "tokens_min": ordered[0] if n else 0,
+        "tokens_mean": round(sum(ordered) / n, 1) if n else 0,
+        "tokens_p95": ordered[min(n - 1, math.ceil(0.95 * n) - 1)] if n else 0,
+        "tokens_max": ordered[-1] if n else 0,
+        "max_seq_length": max_length,
+        "truncated_examples": truncated,
+        "trainable_tokens": trainable,
+        "examples_without_trainable_tokens": untrainable,
+    }

@@ -1,0 +1,117 @@
+"""The adapter methods of the spec as peft's own config classes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from peft import (
+    AdaLoraConfig,
+    IA3Config,
+    LoHaConfig,
+    LoKrConfig,
+    LoraConfig,
+    PeftConfig,
+    PrefixTuningConfig,
+    PromptEncoderConfig,
+    PromptTuningConfig,
+)
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from core.specs import Adapter, JobSpec
+
+CAUSAL_LM = "CAUSAL_LM"
+
+
+def planned_steps(spec: JobSpec, n_examples: int) -> int:
+    """Optimizer steps the Trainer will take (AdaLoRA's budget schedule needs it upfront)."""
+    hp, training = spec.hparams, spec.qlora.training
+    if training.max_steps:
+        return training.max_steps
+    batches = math.ceil(n_examples / hp.batch_size)  # type: ignore[operator]
+    return max(1, math.ceil(batches / training.gradient_accumulation_steps) * hp.n_epochs)  # type: ignore[operator]
+
+
+def peft_config(adapter: Adapter, model_source: str, total_steps: int) -> PeftConfig:
+    a: Any = adapter
+    if a.type == "lora":
+        return LoraConfig(
+            r=a.r,
+            lora_alpha=a.alpha,
+            lora_dropout=a.dropout,
+            target_modules=a.target_modules,
+            use_dora=a.use_dora,
+            use_rslora=a.use_rslora,
+            bias="none",
+            task_type=CAUSAL_LM,
+        )
+    if a.type == "adalora":
+        return AdaLoraConfig(
+            init_r=a.init_r,
+            target_r=a.target_r,
+            lora_alpha=a.alpha,
+            lora_dropout=a.dropout,
+            target_modules=a.target_modules,
+            total_step=total_steps,
+            deltaT=a.delta_t,
+            tinit=int(a.tinit_fraction * total_steps),
+            tfinal=int(a.tfinal_fraction * total_steps),
+            task_type=CAUSAL_LM,
+        )
+    if a.type == "ia3":
+        return IA3Config(
+            target_modules=a.target_modules, feedforward_modules=a.feedforward_modules, task_type=CAUSAL_LM
+        )
+    if a.type == "loha":
+        return LoHaConfig(
+            r=a.r,
+            alpha=a.alpha,
+            rank_dropout=a.rank_dropout,
+            module_dropout=a.module_dropout,
+            target_modules=a.target_modules,
+            task_type=CAUSAL_LM,
+        )
+    if a.type == "lokr":
+        return LoKrConfig(
+            r=a.r,
+            alpha=a.alpha,
+            rank_dropout=a.rank_dropout,
+            module_dropout=a.module_dropout,
+            target_modules=a.target_modules,
+            decompose_both=a.decompose_both,
+            task_type=CAUSAL_LM,
+        )
+    if a.type == "prompt_tuning":
+        init = (
+            {
+                "prompt_tuning_init": "TEXT",
+                "prompt_tuning_init_text": a.init_text,
+                "tokenizer_name_or_path": model_source,
+            }
+            if a.init_text
+            else {"prompt_tuning_init": "RANDOM"}
+        )
+        return PromptTuningConfig(num_virtual_tokens=a.num_virtual_tokens, task_type=CAUSAL_LM, **init)
+    if a.type == "prefix_tuning":
+        return PrefixTuningConfig(
+            num_virtual_tokens=a.num_virtual_tokens,
+            prefix_projection=a.prefix_projection,
+            encoder_hidden_size=a.encoder_hidden_size,
+            task_type=CAUSAL_LM,
+        )
+    return PromptEncoderConfig(
+        num_virtual_tokens=a.num_virtual_tokens,
+        encoder_hidden_size=a.encoder_hidden_size,
+        encoder_reparameterization_type=a.encoder_reparameterization_type,
+        task_type=CAUSAL_LM,
+    )
+
+
+class AdaLoraBudgetCallback(TrainerCallback):
+    """AdaLoRA reallocates ranks from the gradients after each optimizer step; the
+    Trainer has no hook of its own for it (peft's documented training-loop call)."""
+
+    def on_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: Any = None, **_: Any
+    ) -> None:
+        model.base_model.update_and_allocate(state.global_step)
