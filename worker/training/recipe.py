@@ -52,6 +52,12 @@ def uses_packing(spec: JobSpec) -> bool:
     return spec.qlora.adapter.type not in PROMPT_LEARNING if packing == "auto" else packing
 
 
+def uses_checkpointing(spec: JobSpec) -> bool:
+    """Gradient checkpointing trades recomputation for activation memory; peft's prefix
+    tuning feeds past key/values that checkpointing cannot replay."""
+    return spec.qlora.adapter.type != "prefix_tuning"
+
+
 class Recipe:
     def __init__(
         self, spec: JobSpec, model_ref: ModelRef, data: JobData, workdir: Path, runtime: Runtime, reporter: JobReporter
@@ -109,12 +115,14 @@ class Recipe:
         except Exception as exc:
             how = "in 4 bits" if q else f"in {self.runtime.compute_dtype}"
             raise ModelLoadError(f"Cannot load {self.model_ref.name} {how}: {exc}", param="model") from exc
+        checkpointing = uses_checkpointing(self.spec)
         if q is None:
-            model.gradient_checkpointing_enable()
-            model.enable_input_require_grads()
+            if checkpointing:
+                model.gradient_checkpointing_enable()
+                model.enable_input_require_grads()
             return model
         # Casts norms to fp32 and enables gradient checkpointing: the QLoRA recipe.
-        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
 
     def training_args(self, has_validation: bool) -> SFTConfig:
         hp, training = self.spec.hparams, self.spec.qlora.training
@@ -145,7 +153,7 @@ class Recipe:
             max_length=None,
             completion_only_loss=True,
             padding_free=uses_packing(self.spec),
-            gradient_checkpointing=True,
+            gradient_checkpointing=uses_checkpointing(self.spec),
             include_num_input_tokens_seen="non_padding",
             save_strategy="no",
             report_to=[],

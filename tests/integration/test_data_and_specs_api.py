@@ -1,0 +1,113 @@
+"""Job creation with the base model's tokenizer: statistics, pre-flight refusals, adapter
+parameter checks, and the preview endpoint. No worker: created jobs are cancelled."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import EXAMPLES, assert_error, chat, jsonl, upload_ok
+
+
+@pytest.fixture(scope="module")
+def chat_file(client_module) -> str:  # type: ignore[no-untyped-def]
+    return upload_ok(client_module, (EXAMPLES / "chat.jsonl").read_bytes(), "chat.jsonl")
+
+
+@pytest.fixture(scope="module")
+def client_module(tiny_model):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    with TestClient(create_app(), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def create(client, **body):  # type: ignore[no-untyped-def]
+    response = client.post("/v1/fine_tuning/jobs", json={"model": "tiny-llama", **body})
+    if response.status_code == 200:
+        client.post(f"/v1/fine_tuning/jobs/{response.json()['id']}/cancel")
+    return response
+
+
+def test_statistics_are_computed_with_the_models_tokenizer(client_module, chat_file) -> None:  # type: ignore[no-untyped-def]
+    job = create(client_module, training_file=chat_file, qlora={"training": {"max_seq_length": 48}}).json()
+    stats = job["statistics"]
+    assert stats["examples"] == 36 and stats["max_seq_length"] == 48
+    assert stats["tokens_min"] <= stats["tokens_mean"] <= stats["tokens_p95"] <= stats["tokens_max"]
+    assert stats["tokens_total"] > stats["trainable_tokens"] > 0
+    assert 0 < stats["truncated_examples"] < 36  # the system-prompt examples are longer than 48 tokens
+    assert stats["chat_template"] == "model" and stats["eos_appended"] is False
+    events = client_module.get(f"/v1/fine_tuning/jobs/{job['id']}/events", params={"limit": 100}).json()["data"]
+    assert any(e["message"].startswith("Training data: 36 examples") for e in events)
+
+
+def test_nothing_left_to_train_after_truncation_is_refused(client_module) -> None:  # type: ignore[no-untyped-def]
+    long_prompts = upload_ok(client_module, jsonl(*[chat("word " * 100, "ok") for _ in range(3)]))
+    error = assert_error(
+        create(client_module, training_file=long_prompts, qlora={"training": {"max_seq_length": 32}}),
+        400,
+        "qlora.training.max_seq_length",
+        "no_trainable_tokens",
+    )
+    assert "None of the 3 examples" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("qlora", "param", "words"),
+    [
+        ({"adapter": {"type": "ia3", "r": 8}}, "qlora.adapter.r", "not a parameter of the ia3 adapter"),
+        (
+            {"adapter": {"type": "prompt_tuning", "target_modules": ["q_proj"]}},
+            "qlora.adapter.target_modules",
+            "not a parameter of the prompt_tuning adapter",
+        ),
+        (
+            {"adapter": {"type": "lora", "num_virtual_tokens": 8}},
+            "qlora.adapter.num_virtual_tokens",
+            "not a parameter of the lora adapter",
+        ),
+        ({"adapter": {"type": "adalora", "init_r": 4, "target_r": 8}}, "qlora.adapter", "target_r"),
+        ({"adapter": {"type": "ia3", "feedforward_modules": ["up_proj"]}}, "qlora.adapter", "subset"),
+        ({"adapter": {"type": "vera"}}, "qlora.adapter", "does not match any of the expected tags"),
+        ({"adapter": {"type": "loha"}, "quantization": {"bits": 4}}, "qlora", "quantization to null"),
+        ({"adapter": {"type": "p_tuning"}, "data": {"packing": True}}, "qlora", "packing to false"),
+        ({"data": {"format": "qa"}}, "qlora.data.format", "validated as 'chat'"),
+        ({"data": {"validation_split": 0.7}}, "qlora.data.validation_split", "less than 0.5"),
+    ],
+)
+def test_adapter_and_data_options_that_do_not_apply_are_refused(client_module, chat_file, qlora, param, words) -> None:  # type: ignore[no-untyped-def]
+    error = assert_error(create(client_module, training_file=chat_file, qlora=qlora), 400, param)
+    assert words in error["message"]
+
+
+def test_validation_file_and_split_are_exclusive(client_module, chat_file) -> None:  # type: ignore[no-untyped-def]
+    error = assert_error(
+        create(
+            client_module, training_file=chat_file, validation_file=chat_file, qlora={"data": {"validation_split": 0.1}}
+        ),
+        400,
+    )
+    assert "either validation_file or qlora.data.validation_split" in error["message"]
+
+
+def test_loha_defaults_to_an_unquantized_base(client_module, chat_file) -> None:  # type: ignore[no-untyped-def]
+    job = create(client_module, training_file=chat_file, qlora={"adapter": {"type": "loha"}}).json()
+    assert job["qlora"]["quantization"] is None and job["qlora"]["adapter"]["type"] == "loha"
+
+
+def test_preview_marks_what_is_trained(client_module) -> None:  # type: ignore[no-untyped-def]
+    file_id = upload_ok(client_module, (EXAMPLES / "qa_persian.jsonl").read_bytes(), "qa_persian.jsonl")
+    preview = client_module.get(f"/v1/files/{file_id}/preview", params={"model": "tiny-llama", "n": 2}).json()
+    assert preview["format"] == "qa" and len(preview["data"]) == 2
+    first = preview["data"][0]
+    assert first["marked"].endswith("[[تهران<|eot_id|>]]")
+    assert "Question: پایتخت ایران کدام شهر است؟" in first["marked"]
+    assert first["trained_tokens"] == sum(s["tokens"] for s in first["segments"] if s["trained"])
+    everything = client_module.get(
+        f"/v1/files/{file_id}/preview", params={"model": "tiny-llama", "n": 1, "train_on_inputs": True}
+    ).json()
+    assert everything["data"][0]["trained_tokens"] == everything["data"][0]["tokens"]
+    assert_error(client_module.get(f"/v1/files/{file_id}/preview", params={"model": "nope"}), 400, "model")
+    assert_error(client_module.get(f"/v1/files/{file_id}/preview"), 400, "model")
+    assert_error(client_module.get("/v1/files/file-nope/preview", params={"model": "tiny-llama"}), 404)
