@@ -206,12 +206,44 @@ class Data(_Strict):
     validation_split: Annotated[float, Field(gt=0, lt=0.5)] | None = None
 
 
+class Performance(_Strict):
+    """How training runs fast; none of these changes what is computed. "auto" is
+    resolved by the worker for its device (README, "Speed") and reported on the job."""
+
+    # Micro-batches packed to this many tokens of whole examples (best-fit) instead of
+    # batch_size examples, with gradient accumulation to the requested effective batch.
+    # null: batches of batch_size examples.
+    tokens_per_step: Annotated[int, Field(ge=64, le=1_048_576)] | Literal["auto"] | None = "auto"
+    gradient_checkpointing: bool | Literal["auto"] = "auto"
+    # Liger kernel's fused RMSNorm, RoPE and SwiGLU (CUDA only).
+    liger_kernel: bool | Literal["auto"] = "auto"
+    optimizer: Literal["auto", "adamw_torch", "adamw_torch_fused", "paged_adamw_32bit", "paged_adamw_8bit"] = "auto"
+
+
 class QLoRA(_Strict):
     # null: no quantization (the base in the compute dtype), for adapters that need it.
     quantization: Quantization | None = Quantization()
     adapter: Adapter = Lora()
     training: Training = Training()
     data: Data = Data()
+    performance: Performance = Performance()
+
+    @model_validator(mode="after")
+    def _performance_fits(self) -> QLoRA:
+        budget, kind = self.performance.tokens_per_step, self.adapter.type
+        if isinstance(budget, int):
+            if kind in (*PROMPT_LEARNING, "adalora"):
+                raise ValueError(
+                    f"{kind} cannot train on token-budget batches: set qlora.performance.tokens_per_step to null"
+                )
+            if budget < self.training.max_seq_length:
+                raise ValueError(
+                    "qlora.performance.tokens_per_step must hold the longest example: at least "
+                    f"max_seq_length ({self.training.max_seq_length})"
+                )
+        if self.performance.gradient_checkpointing is True and kind == "prefix_tuning":
+            raise ValueError("prefix_tuning cannot use gradient checkpointing (peft)")
+        return self
 
     @model_validator(mode="after")
     def _adapter_fits_packing(self) -> QLoRA:

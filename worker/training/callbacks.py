@@ -8,11 +8,11 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from worker.reporting import JobReporter
+from worker.reporting import Reporter
 
 
 class JobProgressCallback(TrainerCallback):
-    def __init__(self, reporter: JobReporter) -> None:
+    def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
         self.cancelled = False
         self.last_eval_step = -1

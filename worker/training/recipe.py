@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from datasets import Dataset
 from peft import prepare_model_for_kbit_training
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedModel, TrainerCallback
+from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedModel, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from core.datasets import DataFile
@@ -22,11 +23,12 @@ from core.registry import ModelRef
 from core.specs import PROMPT_LEARNING, JobSpec
 from core.tokenization import PreparedTokenizer, prepare_tokenizer
 from worker.failures import DataError, ModelLoadError
-from worker.reporting import JobReporter
+from worker.reporting import Reporter
 from worker.training.adapters import AdaLoraBudgetCallback, peft_config, planned_steps
 from worker.training.callbacks import JobProgressCallback
 from worker.training.data import encoded_dataset, hold_out
 from worker.training.runtime import Runtime
+from worker.training.speed import Speed, resolve_speed
 
 
 @dataclass
@@ -35,6 +37,7 @@ class TrainResult:
     trained_tokens: int
     steps: int
     cancelled: bool
+    speed: Speed
 
 
 @dataclass
@@ -52,15 +55,9 @@ def uses_packing(spec: JobSpec) -> bool:
     return spec.qlora.adapter.type not in PROMPT_LEARNING if packing == "auto" else packing
 
 
-def uses_checkpointing(spec: JobSpec) -> bool:
-    """Gradient checkpointing trades recomputation for activation memory; peft's prefix
-    tuning feeds past key/values that checkpointing cannot replay."""
-    return spec.qlora.adapter.type != "prefix_tuning"
-
-
 class Recipe:
     def __init__(
-        self, spec: JobSpec, model_ref: ModelRef, data: JobData, workdir: Path, runtime: Runtime, reporter: JobReporter
+        self, spec: JobSpec, model_ref: ModelRef, data: JobData, workdir: Path, runtime: Runtime, reporter: Reporter
     ) -> None:
         self.spec, self.model_ref, self.data, self.runtime = spec, model_ref, data, runtime
         self.workdir, self.reporter = workdir, reporter
@@ -89,7 +86,7 @@ class Recipe:
             train, valid = hold_out(train, data.validation_split, self.spec.seed)  # type: ignore[arg-type]
         return train, valid
 
-    def load_model(self) -> PreTrainedModel:
+    def load_model(self, checkpointing: bool) -> PreTrainedModel:
         q = self.spec.qlora.quantization
         quantization = (
             None
@@ -115,7 +112,6 @@ class Recipe:
         except Exception as exc:
             how = "in 4 bits" if q else f"in {self.runtime.compute_dtype}"
             raise ModelLoadError(f"Cannot load {self.model_ref.name} {how}: {exc}", param="model") from exc
-        checkpointing = uses_checkpointing(self.spec)
         if q is None:
             if checkpointing:
                 model.gradient_checkpointing_enable()
@@ -124,22 +120,40 @@ class Recipe:
         # Casts norms to fp32 and enables gradient checkpointing: the QLoRA recipe.
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
 
-    def training_args(self, has_validation: bool) -> SFTConfig:
+    def training_args(self, has_validation: bool, speed: Speed, mean_tokens: float) -> SFTConfig:
         hp, training = self.spec.hparams, self.spec.qlora.training
         dtype = self.runtime.compute_dtype
         if not has_validation:
-            evaluation = {"eval_strategy": "no"}
+            evaluation: dict[str, Any] = {"eval_strategy": "no"}
         elif training.eval_steps:
             evaluation = {"eval_strategy": "steps", "eval_steps": training.eval_steps}
         else:
             evaluation = {"eval_strategy": "epoch"}
+        if speed.tokens_per_step:
+            # One row of whole examples packed best-fit to the token budget per micro-step,
+            # accumulated to about the requested effective batch (in tokens).
+            wanted = hp.batch_size * training.gradient_accumulation_steps * mean_tokens  # type: ignore[operator]
+            batching: dict[str, Any] = {
+                "packing": True,
+                "packing_strategy": "bfd",
+                "max_length": speed.tokens_per_step,
+                "per_device_train_batch_size": 1,
+                "per_device_eval_batch_size": 1,
+                "gradient_accumulation_steps": max(1, round(wanted / speed.tokens_per_step)),
+            }
+        else:
+            # Examples arrive truncated to max_seq_length; padding-free needs no max_length.
+            batching = {
+                "padding_free": uses_packing(self.spec),
+                "max_length": None,
+                "per_device_train_batch_size": hp.batch_size,
+                "per_device_eval_batch_size": hp.batch_size,
+                "gradient_accumulation_steps": training.gradient_accumulation_steps,
+            }
         return SFTConfig(
             output_dir=str(self.workdir / "trainer"),
             num_train_epochs=hp.n_epochs,  # type: ignore[arg-type]
-            per_device_train_batch_size=hp.batch_size,  # type: ignore[arg-type]
-            per_device_eval_batch_size=hp.batch_size,  # type: ignore[arg-type]
             learning_rate=training.learning_rate * hp.learning_rate_multiplier,  # type: ignore[operator]
-            gradient_accumulation_steps=training.gradient_accumulation_steps,
             warmup_steps=training.warmup_ratio,  # a float below 1 is a ratio of all steps
             lr_scheduler_type=training.lr_scheduler,
             max_steps=training.max_steps or -1,
@@ -149,60 +163,84 @@ class Recipe:
             bf16=dtype == "bfloat16" and self.runtime.on_cuda,
             fp16=dtype == "float16" and self.runtime.on_cuda,
             use_cpu=not self.runtime.on_cuda,
-            # Examples arrive truncated to max_seq_length with their loss masks.
-            max_length=None,
             completion_only_loss=True,
-            padding_free=uses_packing(self.spec),
-            gradient_checkpointing=uses_checkpointing(self.spec),
+            gradient_checkpointing=speed.gradient_checkpointing,
+            use_liger_kernel=speed.liger_kernel,
+            optim=speed.optimizer,
             include_num_input_tokens_seen="non_padding",
             save_strategy="no",
             report_to=[],
             disable_tqdm=True,
             dataloader_num_workers=0,
+            **batching,
             **evaluation,
         )
+
+    def resolve_speed(self) -> Speed:
+        config = AutoConfig.from_pretrained(self.model_ref.source, trust_remote_code=False)
+        speed = resolve_speed(self.spec, self.runtime, config)
+        self.reporter.update(runtime=self.runtime.describe() | {"speed": speed.describe()})
+        return speed
 
     # -- train and save --------------------------------------------------------------------
     def run(self) -> TrainResult:
         prepared = self.load_tokenizer()
         train, valid = self.load_datasets(prepared)
-        adapter = self.spec.qlora.adapter
         self.reporter.event(
             f"Loaded {len(train)} training examples"
             + (f" and {len(valid)} validation examples" if valid is not None else "")
             + ("; loss on all tokens" if self.spec.qlora.data.train_on_inputs else "; loss on completions only")
-            + ("; padding-free batches" if uses_packing(self.spec) else "; padded batches"),
         )
-        model = self.load_model()
+        return self.train(train, valid, prepared.tokenizer)
+
+    def train(
+        self, train: Dataset, valid: Dataset | None, tokenizer: Any, extra_callbacks: tuple[TrainerCallback, ...] = ()
+    ) -> TrainResult:
+        """Train on encoded examples (input_ids, completion_mask) and save the adapter."""
+        adapter = self.spec.qlora.adapter
+        speed = self.resolve_speed()
+        batches = (
+            f"packed rows of {speed.tokens_per_step} tokens"
+            if speed.tokens_per_step
+            else "padding-free batches"
+            if uses_packing(self.spec)
+            else "padded batches"
+        )
+        model = self.load_model(speed.gradient_checkpointing)
         self.reporter.event(
             f"Loaded {self.model_ref.name} {'in 4 bits' if self.spec.qlora.quantization else 'unquantized'} "
-            f"on {self.runtime.device_name}; training a {adapter.type} adapter"
+            f"on {self.runtime.device_name}; training a {adapter.type} adapter on {batches}"
+            f"{', gradient checkpointing' if speed.gradient_checkpointing else ''}"
+            f"{', Liger kernels' if speed.liger_kernel else ''}",
+            data=speed.describe(),
         )
-        callbacks: list[TrainerCallback] = [self.progress]
+        callbacks: list[TrainerCallback] = [self.progress, *extra_callbacks]
         if adapter.type == "adalora":
             callbacks.append(AdaLoraBudgetCallback())
+        mean_tokens = sum(len(ids) for ids in train["input_ids"]) / len(train)
         try:
             trainer = SFTTrainer(
                 model=model,
-                args=self.training_args(valid is not None),
+                args=self.training_args(valid is not None, speed, mean_tokens),
                 train_dataset=train,
                 eval_dataset=valid,
-                processing_class=prepared.tokenizer,
+                processing_class=tokenizer,
                 peft_config=peft_config(adapter, self.model_ref.source, planned_steps(self.spec, len(train))),
                 callbacks=callbacks,
             )
         except ValueError as exc:
             raise DataError(f"Cannot prepare training: {exc}", param="qlora") from exc
         trainer.train()
-        if (
-            valid is not None
-            and not self.progress.cancelled
-            and self.progress.last_eval_step != trainer.state.global_step
-        ):
+        ended_on_eval = self.progress.last_eval_step == trainer.state.global_step
+        if valid is not None and not self.progress.cancelled and not ended_on_eval:
             trainer.evaluate()  # the final evaluation, when the schedule did not end on one
         adapter_dir = self.workdir / "adapter"
         trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
-        prepared.tokenizer.save_pretrained(adapter_dir)
+        tokenizer.save_pretrained(adapter_dir)
         return TrainResult(
-            adapter_dir, int(trainer.state.num_input_tokens_seen), trainer.state.global_step, self.progress.cancelled
+            adapter_dir,
+            int(trainer.state.num_input_tokens_seen),
+            trainer.state.global_step,
+            self.progress.cancelled,
+            speed,
         )

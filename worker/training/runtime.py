@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -14,6 +15,7 @@ class Runtime:
     device: str
     device_name: str
     compute_dtype: str
+    memory_bytes: int  # of the GPU, or of the host on CPU
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -46,6 +48,10 @@ def pick_runtime(compute_dtype: str = "auto") -> Runtime:
         index = torch.cuda.current_device()
         auto = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         return Runtime(
-            f"cuda:{index}", torch.cuda.get_device_name(index), auto if compute_dtype == "auto" else compute_dtype
+            f"cuda:{index}",
+            torch.cuda.get_device_name(index),
+            auto if compute_dtype == "auto" else compute_dtype,
+            torch.cuda.get_device_properties(index).total_memory,
         )
-    return Runtime("cpu", "cpu", "float32" if compute_dtype == "auto" else compute_dtype)
+    host_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return Runtime("cpu", "cpu", "float32" if compute_dtype == "auto" else compute_dtype, host_memory)
