@@ -149,6 +149,58 @@ def step_timer(warmup: int):  # type: ignore[no-untyped-def]
     return StepTimer()
 
 
+CATEGORIES = (
+    ("attention", ("flash", "fmha", "attention", "attn")),
+    ("4-bit dequantize (bitsandbytes)", ("dequant", "kDequantize")),
+    ("matmul", ("gemm", "cutlass", "nvjet", "sm90_xmma", "cublas", "wgmma")),
+    ("triton (Liger, fused head)", ("triton",)),
+    ("elementwise / copies", ("elementwise", "vectorized", "copy", "memcpy", "memset", "cat", "index")),
+    ("reductions", ("reduce", "norm", "softmax")),
+)
+
+
+def profiler(warmup: int, steps: int = 2):  # type: ignore[no-untyped-def]
+    """A Trainer callback profiling `steps` optimizer steps after `warmup`: where GPU time goes."""
+    import torch
+    from transformers import TrainerCallback
+
+    cuda = torch.cuda.is_available()
+    ACTIVITY = torch.profiler.ProfilerActivity.CUDA if cuda else torch.profiler.ProfilerActivity.CPU
+    SORT_KEY = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+
+    def self_time(event: Any) -> float:
+        return event.self_device_time_total if cuda else event.self_cpu_time_total
+
+    class Profiler(TrainerCallback):
+        def __init__(self) -> None:
+            self.prof: torch.profiler.profile | None = None
+            self.report: dict[str, Any] = {}
+
+        def on_step_end(self, args, state, control, **_):  # type: ignore[no-untyped-def]
+            if state.global_step == warmup:
+                self.prof = torch.profiler.profile(activities=[ACTIVITY])
+                self.prof.__enter__()
+            elif self.prof is not None and state.global_step == warmup + steps:
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                self.prof.__exit__(None, None, None)
+                events = self.prof.key_averages()
+                total = sum(self_time(e) for e in events) or 1
+                shares: dict[str, float] = {}
+                for e in events:
+                    name = e.key.lower()
+                    category = next((c for c, keys in CATEGORIES if any(k.lower() in name for k in keys)), "other")
+                    shares[category] = shares.get(category, 0) + self_time(e) / total
+                self.report = {
+                    "gpu_seconds_per_step": total / 1e6 / steps,
+                    "shares": dict(sorted(shares.items(), key=lambda kv: -kv[1])),
+                    "top": events.table(sort_by=SORT_KEY, row_limit=20),
+                }
+                self.prof = None
+
+    return Profiler()
+
+
 def peak_memory_gib() -> float:
     import torch
 
@@ -239,6 +291,7 @@ def run_ours(
     steps: int,
     max_seq_length: int,
     performance: dict[str, Any],
+    profile: bool = False,
 ) -> dict[str, Any]:
     """The service's recipe, as a job with the baseline's hyperparameters would run it."""
     from datasets import Dataset
@@ -279,7 +332,8 @@ def run_ours(
     )
     dataset = Dataset.from_dict({"input_ids": examples, "completion_mask": [[1] * len(e) for e in examples]})
     timer = step_timer(warmup)
-    speed = recipe.train(dataset, None, AutoTokenizer.from_pretrained(model_dir), extra_callbacks=(timer,)).speed
+    callbacks = (timer, profiler(warmup)) if profile else (timer,)
+    speed = recipe.train(dataset, None, AutoTokenizer.from_pretrained(model_dir), extra_callbacks=callbacks).speed
     return {
         **timer.figures(),
         "padded_ratio": 1.0,
@@ -287,6 +341,7 @@ def run_ours(
         "peak_gib": peak_memory_gib(),
         "losses": timer.losses,
         "speed": speed.describe(),
+        "profile": callbacks[-1].report if profile else None,
     }
 
 
@@ -306,7 +361,7 @@ def variant(args: argparse.Namespace) -> dict[str, Any]:
         if args.path == "baseline":
             result = run_baseline(model_dir, examples, args.warmup, args.steps)
         else:
-            result = run_ours(model_dir, examples, args.warmup, args.steps, max_len, performance)
+            result = run_ours(model_dir, examples, args.warmup, args.steps, max_len, performance, args.profile)
     except Exception as exc:  # out of memory is a result here, not a crash
         if "out of memory" not in str(exc).lower():
             raise
@@ -372,12 +427,13 @@ def table(rows: list[tuple[str, dict[str, Any]]], baseline: dict[str, Any] | Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", default="8b", help="comma-separated: 8b, 1b, long, equiv, tiny")
+    parser.add_argument("--rows", default="8b", help="comma-separated: 8b, 1b, long, equiv, profile, tiny")
     parser.add_argument("--models", default=str(ROOT / "var" / "bench-models"))
     parser.add_argument("--out", default=str(ROOT / "var" / "bench-out"))
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--long-lengths", default="8192,16384")
+    parser.add_argument("--skip-baseline", action="store_true", help="measure ours only (iterating on speed)")
     # internal: one variant in a child process
     parser.add_argument("--variant", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -386,6 +442,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=4000, help=argparse.SUPPRESS)
     parser.add_argument("--length", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--performance", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     Path(args.models).mkdir(parents=True, exist_ok=True)
     if args.variant:
@@ -398,7 +455,11 @@ def main() -> None:
     report = []
     for row in args.rows.split(","):
         if row in ("8b", "1b", "tiny"):
-            base = spawn(f"{row}-baseline", out, path="baseline", shape=row, steps=args.steps, **common)
+            base = (
+                {"error": "skipped"}
+                if args.skip_baseline
+                else spawn(f"{row}-baseline", out, path="baseline", shape=row, steps=args.steps, **common)
+            )
             # Ours times fewer, larger steps: the same tokens in about a quarter of the steps.
             ours_steps = max(3, args.steps // 4)
             ours = spawn(
@@ -414,10 +475,34 @@ def main() -> None:
                 + table([("baseline (HF default QLoRA)", base), ("ours (service recipe, auto)", ours)], base)
                 + f"\n\nours resolved: {ours.get('speed')}"
             )
+        elif row == "profile":
+            shape = "tiny" if "tiny" in args.rows else "8b"
+            prof = spawn(
+                f"{shape}-profile", out, path="ours", shape=shape, steps=3, warmup=2, models=args.models, profile=1
+            )
+            details = prof.get("profile") or {}
+            shares = details.get("shares", {})
+            report.append(
+                f"### where the GPU time goes (ours, {shape}, 2 profiled steps)\n\n"
+                f"GPU time per step: {details.get('gpu_seconds_per_step', float('nan')):.3f} s; "
+                f"wall time per step: {prof.get('seconds', float('nan')) / 3:.3f} s\n\n"
+                + "\n".join(f"- {name}: {share:.1%}" for name, share in shares.items())
+                + f"\n\n```\n{details.get('top', '')}\n```"
+            )
         elif row == "equiv":
             # The same packed rows, seed and data: fast settings against the plain ones.
-            plain = {"gradient_checkpointing": True, "liger_kernel": False, "optimizer": "adamw_torch"}
-            fast = {"gradient_checkpointing": False, "liger_kernel": "auto", "optimizer": "adamw_torch"}
+            plain = {
+                "gradient_checkpointing": True,
+                "liger_kernel": False,
+                "optimizer": "adamw_torch",
+                "attention": "sdpa",
+            }
+            fast = {
+                "gradient_checkpointing": False,
+                "liger_kernel": "auto",
+                "optimizer": "adamw_torch",
+                "attention": "auto",
+            }
             shape = "1b" if "tiny" not in args.rows else "tiny"
             a = spawn(
                 "equiv-plain",
@@ -443,7 +528,8 @@ def main() -> None:
             worst = max((abs(x - y) / abs(x) for x, y in pairs), default=float("nan"))
             report.append(
                 "### loss equivalence (same seed, data and packed rows)\n\n"
-                + "| step | plain (checkpointing, no Liger) | fast (no checkpointing, Liger) |\n|---|---|---|\n"
+                + "| step | plain (checkpointing, SDPA, no Liger) | fast (auto: varlen attention, Liger, checkpointing"
+                + " if needed) |\n|---|---|---|\n"
                 + "\n".join(f"| {i + 1} | {x:.5f} | {y:.5f} |" for i, (x, y) in enumerate(pairs))
                 + f"\n\nlargest relative difference: {worst:.2e}"
             )

@@ -218,6 +218,9 @@ class Performance(_Strict):
     # Liger kernel's fused RMSNorm, RoPE and SwiGLU (CUDA only).
     liger_kernel: bool | Literal["auto"] = "auto"
     optimizer: Literal["auto", "adamw_torch", "adamw_torch_fused", "paged_adamw_32bit", "paged_adamw_8bit"] = "auto"
+    # torch_varlen: PyTorch's FlashAttention over each packed example (CUDA); sdpa: one
+    # masked attention over the whole row.
+    attention: Literal["auto", "sdpa", "torch_varlen"] = "auto"
 
 
 class QLoRA(_Strict):

@@ -20,15 +20,16 @@ from trl import SFTConfig, SFTTrainer
 from core.datasets import DataFile
 from core.errors import ServiceError
 from core.registry import ModelRef
-from core.specs import PROMPT_LEARNING, JobSpec
+from core.specs import JobSpec
 from core.tokenization import PreparedTokenizer, prepare_tokenizer
 from worker.failures import DataError, ModelLoadError
 from worker.reporting import Reporter
+from worker.training import attention
 from worker.training.adapters import AdaLoraBudgetCallback, peft_config, planned_steps
 from worker.training.callbacks import JobProgressCallback
 from worker.training.data import encoded_dataset, hold_out
 from worker.training.runtime import Runtime
-from worker.training.speed import Speed, resolve_speed
+from worker.training.speed import Speed, resolve_speed, uses_packing
 
 
 @dataclass
@@ -44,15 +45,6 @@ class TrainResult:
 class JobData:
     training: DataFile
     validation: DataFile | None
-
-
-def uses_packing(spec: JobSpec) -> bool:
-    """Padding-free batches ("packing"): examples of a batch are concatenated into one
-    row whose position ids restart per example, which transformers turns into a
-    block-diagonal attention mask, so no example sees another. Prompt-learning methods
-    prepend virtual tokens per row, so they need one example per row."""
-    packing = spec.qlora.data.packing
-    return spec.qlora.adapter.type not in PROMPT_LEARNING if packing == "auto" else packing
 
 
 class Recipe:
@@ -86,7 +78,7 @@ class Recipe:
             train, valid = hold_out(train, data.validation_split, self.spec.seed)  # type: ignore[arg-type]
         return train, valid
 
-    def load_model(self, checkpointing: bool) -> PreTrainedModel:
+    def load_model(self, speed: Speed) -> PreTrainedModel:
         q = self.spec.qlora.quantization
         quantization = (
             None
@@ -104,6 +96,7 @@ class Recipe:
                 quantization_config=quantization,
                 dtype=self.runtime.torch_dtype,
                 device_map={"": self.runtime.device},
+                attn_implementation=attention.register() if speed.attention == attention.NAME else speed.attention,
                 use_safetensors=True,
                 trust_remote_code=False,
             )
@@ -112,6 +105,7 @@ class Recipe:
         except Exception as exc:
             how = "in 4 bits" if q else f"in {self.runtime.compute_dtype}"
             raise ModelLoadError(f"Cannot load {self.model_ref.name} {how}: {exc}", param="model") from exc
+        checkpointing = speed.gradient_checkpointing
         if q is None:
             if checkpointing:
                 model.gradient_checkpointing_enable()
@@ -206,12 +200,12 @@ class Recipe:
             if uses_packing(self.spec)
             else "padded batches"
         )
-        model = self.load_model(speed.gradient_checkpointing)
+        model = self.load_model(speed)
         self.reporter.event(
             f"Loaded {self.model_ref.name} {'in 4 bits' if self.spec.qlora.quantization else 'unquantized'} "
             f"on {self.runtime.device_name}; training a {adapter.type} adapter on {batches}"
             f"{', gradient checkpointing' if speed.gradient_checkpointing else ''}"
-            f"{', Liger kernels' if speed.liger_kernel else ''}",
+            f"{', Liger kernels' if speed.liger_kernel else ''}, {speed.attention} attention",
             data=speed.describe(),
         )
         callbacks: list[TrainerCallback] = [self.progress, *extra_callbacks]

@@ -6,8 +6,9 @@ carries, whether activations are recomputed and which kernels run.
 
 "auto" on a GPU: micro-batches of 16,384 tokens (8,192 when that saves recomputing
 activations), gradient checkpointing only when the activations would not fit, Liger's
-fused layer kernels when installed, fused AdamW. On a CPU: batches of batch_size
-examples, checkpointing on, no Liger (it needs CUDA), plain AdamW.
+fused layer kernels when installed, fused AdamW, and FlashAttention per packed example.
+On a CPU: batches of batch_size examples, checkpointing on, no Liger (it needs CUDA),
+plain AdamW, SDPA.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from core.specs import PROMPT_LEARNING, JobSpec
+from worker.training.attention import available as varlen_available
 from worker.training.runtime import Runtime
 
 GPU_BUDGETS = (16384, 8192)
@@ -31,6 +33,7 @@ class Speed:
     gradient_checkpointing: bool
     liger_kernel: bool
     optimizer: str
+    attention: str
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,4 +90,17 @@ def resolve_speed(spec: JobSpec, runtime: Runtime, config: Any) -> Speed:
     optimizer = perf.optimizer
     if optimizer == "auto":
         optimizer = "adamw_torch_fused" if runtime.on_cuda else "adamw_torch"
-    return Speed(budget, checkpointing, liger, optimizer)
+    attention = perf.attention
+    if attention == "auto":
+        packed = budget is not None or uses_packing(spec)
+        attention = "torch_varlen" if packed and runtime.on_cuda and varlen_available() else "sdpa"
+    return Speed(budget, checkpointing, liger, optimizer, attention)
+
+
+def uses_packing(spec: JobSpec) -> bool:
+    """Padding-free batches ("packing"): examples of a batch are concatenated into one
+    row whose position ids restart per example, which transformers turns into a
+    block-diagonal attention mask, so no example sees another. Prompt-learning methods
+    prepend virtual tokens per row, so they need one example per row."""
+    packing = spec.qlora.data.packing
+    return spec.qlora.adapter.type not in PROMPT_LEARNING if packing == "auto" else packing
