@@ -48,8 +48,11 @@ def _varlen_forward(
         return sdpa_attention_forward(module, query, key, value, None, scaling=scaling, dropout=dropout, **kwargs)
     from torch.nn.attention.varlen import varlen_attn
 
+    # QLoRA keeps norms (and so the projections' inputs) in fp32; autocast would run SDPA
+    # in the compute dtype, and FlashAttention needs it explicitly.
+    dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else torch.bfloat16
     # (1, heads, tokens, dim) -> (tokens, heads, dim)
-    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
+    q, k, v = (t[0].transpose(0, 1).to(dtype) for t in (query, key, value))
     options: dict[str, Any] = {"scale": scaling}
     parameters = inspect.signature(varlen_attn).parameters
     if "window_size" in parameters:
@@ -72,7 +75,7 @@ def _varlen_forward(
         int(kwargs["max_length_k"]),
         **options,
     )
-    return out.unsqueeze(0), None  # (1, tokens, heads, dim), as transformers expects
+    return out.unsqueeze(0).to(query.dtype), None  # (1, tokens, heads, dim), as transformers expects
 
 
 def register() -> str:
