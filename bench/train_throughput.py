@@ -496,6 +496,7 @@ def main() -> None:
                 "liger_kernel": False,
                 "optimizer": "adamw_torch",
                 "attention": "sdpa",
+                "upcast_unquantized": True,
             }
             fast = {
                 "gradient_checkpointing": False,
@@ -528,8 +529,8 @@ def main() -> None:
             worst = max((abs(x - y) / abs(x) for x, y in pairs), default=float("nan"))
             report.append(
                 "### loss equivalence (same seed, data and packed rows)\n\n"
-                + "| step | plain (checkpointing, SDPA, no Liger) | fast (auto: varlen attention, Liger, checkpointing"
-                + " if needed) |\n|---|---|---|\n"
+                + "| step | plain (checkpointing, SDPA, no Liger, fp32 upcast) | fast (auto: varlen attention, Liger,"
+                + " bf16 residual, checkpointing if needed) |\n|---|---|---|\n"
                 + "\n".join(f"| {i + 1} | {x:.5f} | {y:.5f} |" for i, (x, y) in enumerate(pairs))
                 + f"\n\nlargest relative difference: {worst:.2e}"
             )

@@ -221,6 +221,10 @@ class Performance(_Strict):
     # torch_varlen: PyTorch's FlashAttention over each packed example (CUDA); sdpa: one
     # masked attention over the whole row.
     attention: Literal["auto", "sdpa", "torch_varlen"] = "auto"
+    # peft's prepare_model_for_kbit_training casts unquantized weights (norms, embeddings,
+    # head) to fp32, which keeps the whole residual stream in fp32. "auto": off with bf16
+    # compute on a GPU (norms compute in fp32 internally anyway), on elsewhere.
+    upcast_unquantized: bool | Literal["auto"] = "auto"
 
 
 class QLoRA(_Strict):

@@ -106,13 +106,16 @@ class Recipe:
             how = "in 4 bits" if q else f"in {self.runtime.compute_dtype}"
             raise ModelLoadError(f"Cannot load {self.model_ref.name} {how}: {exc}", param="model") from exc
         checkpointing = speed.gradient_checkpointing
-        if q is None:
-            if checkpointing:
-                model.gradient_checkpointing_enable()
-                model.enable_input_require_grads()
-            return model
-        # Casts norms to fp32 and enables gradient checkpointing: the QLoRA recipe.
-        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+        if q is not None and speed.upcast_unquantized:
+            # peft's QLoRA preparation: freezes the base, casts every unquantized weight
+            # (norms, embeddings, head) to fp32, enables checkpointing.
+            return prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+        # The same without the fp32 cast: the residual stream stays in the compute dtype.
+        model.requires_grad_(False)
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+            model.enable_input_require_grads()
+        return model
 
     def training_args(self, has_validation: bool, speed: Speed, mean_tokens: float) -> SFTConfig:
         hp, training = self.spec.hparams, self.spec.qlora.training

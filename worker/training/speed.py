@@ -6,9 +6,9 @@ carries, whether activations are recomputed and which kernels run.
 
 "auto" on a GPU: micro-batches of 16,384 tokens (8,192 when that saves recomputing
 activations), gradient checkpointing only when the activations would not fit, Liger's
-fused layer kernels when installed, fused AdamW, and FlashAttention per packed example.
-On a CPU: batches of batch_size examples, checkpointing on, no Liger (it needs CUDA),
-plain AdamW, SDPA.
+fused layer kernels when installed, fused AdamW, FlashAttention per packed example, and
+unquantized weights kept in bf16. On a CPU: batches of batch_size examples,
+checkpointing on, no Liger (it needs CUDA), plain AdamW, SDPA, peft's fp32 upcast.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class Speed:
     liger_kernel: bool
     optimizer: str
     attention: str
+    upcast_unquantized: bool
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,7 +95,10 @@ def resolve_speed(spec: JobSpec, runtime: Runtime, config: Any) -> Speed:
     if attention == "auto":
         packed = budget is not None or uses_packing(spec)
         attention = "torch_varlen" if packed and runtime.on_cuda and varlen_available() else "sdpa"
-    return Speed(budget, checkpointing, liger, optimizer, attention)
+    upcast = perf.upcast_unquantized
+    if upcast == "auto":
+        upcast = not (runtime.on_cuda and runtime.compute_dtype == "bfloat16")
+    return Speed(budget, checkpointing, liger, optimizer, attention, upcast)
 
 
 def uses_packing(spec: JobSpec) -> bool:
