@@ -427,7 +427,7 @@ def table(rows: list[tuple[str, dict[str, Any]]], baseline: dict[str, Any] | Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", default="8b", help="comma-separated: 8b, 1b, long, equiv, profile, tiny")
+    parser.add_argument("--rows", default="8b", help="comma-separated: 8b, 1b, long, memory, equiv, profile, tiny")
     parser.add_argument("--models", default=str(ROOT / "var" / "bench-models"))
     parser.add_argument("--out", default=str(ROOT / "var" / "bench-out"))
     parser.add_argument("--steps", type=int, default=20)
@@ -533,6 +533,23 @@ def main() -> None:
                 + " bf16 residual, checkpointing if needed) |\n|---|---|---|\n"
                 + "\n".join(f"| {i + 1} | {x:.5f} | {y:.5f} |" for i, (x, y) in enumerate(pairs))
                 + f"\n\nlargest relative difference: {worst:.2e}"
+            )
+        elif row == "memory":
+            # Memory against the baseline's at about the same tokens per step: ours with
+            # activations recomputed, as the baseline does.
+            lean = spawn(
+                "8b-ours-checkpointing",
+                out,
+                path="ours",
+                shape="8b",
+                steps=5,
+                warmup=2,
+                models=args.models,
+                performance=json.dumps({"gradient_checkpointing": True}),
+            )
+            report.append(
+                "### ours with gradient checkpointing (8b, 8192 tokens per step)\n\n"
+                + table([("ours, checkpointing on", lean)], None)
             )
         elif row == "long":
             rows = []
