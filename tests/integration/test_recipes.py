@@ -126,3 +126,27 @@ def test_validation_split_and_periodic_evaluation(client_module, chat_file) -> N
     assert csv_rows[0] == "step,train_loss,train_mean_token_accuracy,valid_loss,valid_mean_token_accuracy"
     step5 = next(r for r in csv_rows[1:] if r.startswith("5,")).split(",")
     assert all(step5), step5  # train and valid columns both filled at an evaluation step
+
+
+def test_token_budget_rows_and_recomputation_do_not_change_the_losses(client_module, chat_file) -> None:  # type: ignore[no-untyped-def]
+    """The GPU's fast path on the CPU: packed rows of a token budget, with and without
+    gradient checkpointing, give the same losses step by step."""
+    adapter = {"type": "lora", "dropout": 0.0}
+    runs = [
+        train(
+            client_module,
+            chat_file,
+            adapter=adapter,
+            training={"max_seq_length": 256},
+            performance={"tokens_per_step": 512, "gradient_checkpointing": checkpointing},
+        )
+        for checkpointing in (True, False)
+    ]
+    losses = [train_losses(client_module, job["id"]) for job in runs]
+    assert len(losses[0]) == len(losses[1]) == 12
+    for a, b in zip(*losses, strict=True):
+        assert abs(a - b) <= 1e-4 * b, losses
+    assert runs[0]["runtime"]["speed"]["tokens_per_step"] == 512
+    assert [job["runtime"]["speed"]["gradient_checkpointing"] for job in runs] == [True, False]
+    messages = [e["message"] for e in all_events(client_module, runs[0]["id"])]
+    assert any("packed rows of 512 tokens" in m for m in messages)

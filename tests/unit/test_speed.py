@@ -1,0 +1,84 @@
+"""How each job's speed settings are resolved for the device it runs on."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from core.specs import JobSpec
+from worker.training.runtime import Runtime, pick_runtime
+from worker.training.speed import activation_bytes, fits_without_checkpointing, resolve_speed
+
+LLAMA_8B = SimpleNamespace(
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    vocab_size=128256,
+    tie_word_embeddings=False,
+)
+H200 = Runtime("cuda:0", "NVIDIA H200", "bfloat16", 150_109_880_320)
+A100_40GB = Runtime("cuda:0", "NVIDIA A100-SXM4-40GB", "bfloat16", 42_949_672_960)
+
+
+def spec(**qlora) -> JobSpec:  # type: ignore[no-untyped-def]
+    return JobSpec.model_validate({"model": "m", "training_file": "f", "qlora": qlora}).resolved(1000, 0)
+
+
+def test_cpu_keeps_the_plain_recipe() -> None:
+    speed = resolve_speed(spec(), pick_runtime(), LLAMA_8B)
+    assert speed.tokens_per_step is None and speed.gradient_checkpointing and not speed.liger_kernel
+    assert (speed.optimizer, speed.attention, speed.upcast_unquantized) == ("adamw_torch", "sdpa", True)
+
+
+def test_a_large_gpu_packs_8k_rows_without_recomputation() -> None:
+    speed = resolve_speed(spec(), H200, LLAMA_8B)
+    assert speed.tokens_per_step == 8192 and not speed.gradient_checkpointing
+    assert speed.optimizer == "adamw_torch_fused" and not speed.upcast_unquantized
+
+
+def test_a_smaller_gpu_recomputes_activations_at_16k() -> None:
+    speed = resolve_speed(spec(), A100_40GB, LLAMA_8B)
+    assert speed.tokens_per_step == 16384 and speed.gradient_checkpointing
+
+
+def test_memory_estimate_matches_what_the_h200_showed() -> None:
+    # Measured on an H200 (BENCHMARKS.md): 8,192 tokens without recomputation peaked at
+    # 60.6 GiB; 16,384 did not fit without it.
+    assert fits_without_checkpointing(LLAMA_8B, 8192, spec(), H200.memory_bytes)
+    assert not fits_without_checkpointing(LLAMA_8B, 16384, spec(), H200.memory_bytes)
+    assert 40 < activation_bytes(LLAMA_8B, 8192, lora_dropout=True) / 2**30 < 80
+
+
+def test_long_examples_raise_the_budget_and_prompt_methods_keep_rows() -> None:
+    assert resolve_speed(spec(training={"max_seq_length": 16384}), H200, LLAMA_8B).tokens_per_step == 16384
+    assert resolve_speed(spec(adapter={"type": "prompt_tuning"}), H200, LLAMA_8B).tokens_per_step is None
+    assert not resolve_speed(spec(adapter={"type": "prefix_tuning"}), pick_runtime(), LLAMA_8B).gradient_checkpointing
+
+
+def test_explicit_settings_win() -> None:
+    chosen = {
+        "tokens_per_step": 4096,
+        "gradient_checkpointing": True,
+        "liger_kernel": False,
+        "optimizer": "paged_adamw_32bit",
+        "attention": "sdpa",
+        "upcast_unquantized": True,
+    }
+    speed = resolve_speed(spec(performance=chosen), H200, LLAMA_8B)
+    assert speed.describe() == chosen
+
+
+@pytest.mark.parametrize(
+    ("qlora", "words"),
+    [
+        ({"performance": {"tokens_per_step": 1024}}, "at least max_seq_length"),
+        ({"adapter": {"type": "adalora"}, "performance": {"tokens_per_step": 4096}}, "token-budget"),
+        ({"adapter": {"type": "prefix_tuning"}, "performance": {"gradient_checkpointing": True}}, "checkpointing"),
+    ],
+)
+def test_settings_that_cannot_apply_are_refused(qlora: dict, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        spec(**qlora)
