@@ -22,7 +22,7 @@ def test_varlen_attention_on_a_packed_row_equals_sdpa_per_example(tiny_model: Pa
     varlen = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16, attn_implementation=name).cuda()
     sdpa = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16, attn_implementation="sdpa").cuda()
     lengths = [7, 30, 12]
-    examples = [torch.randint(10, 700, (n,), device="cuda") for n in lengths]
+    examples = [torch.randint(10, varlen.config.vocab_size, (n,), device="cuda") for n in lengths]
     row = torch.cat(examples)[None]
     positions = torch.cat([torch.arange(n, device="cuda") for n in lengths])[None]
     cu = torch.tensor([0, 7, 37, 49], device="cuda", dtype=torch.int32)

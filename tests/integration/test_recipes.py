@@ -105,8 +105,11 @@ def test_padding_free_and_padded_batches_train_the_same(client_module, chat_file
     padded = train(client_module, chat_file, adapter=adapter, data={"packing": False})
     packed_losses, padded_losses = train_losses(client_module, packed["id"]), train_losses(client_module, padded["id"])
     assert len(packed_losses) == len(padded_losses) == 12
+    # Step 1 is the same computation on the same weights: equal up to float summation order.
+    assert abs(packed_losses[0] - padded_losses[0]) <= 1e-5 * padded_losses[0]
+    # After that, rounding differences are amplified by updates at lr 0.02: comparable, not equal.
     for a, b in zip(packed_losses, padded_losses, strict=True):
-        assert abs(a - b) <= 1e-3 * b, (packed_losses, padded_losses)
+        assert abs(a - b) <= 1e-2 * b, (packed_losses, padded_losses)
     assert packed["trained_tokens"] == padded["trained_tokens"]  # real tokens only, no padding counted
     messages = [e["message"] for e in all_events(client_module, packed["id"])]
     assert any("padding-free batches" in m for m in messages)
@@ -144,8 +147,9 @@ def test_token_budget_rows_and_recomputation_do_not_change_the_losses(client_mod
     ]
     losses = [train_losses(client_module, job["id"]) for job in runs]
     assert len(losses[0]) == len(losses[1]) == 12
+    assert abs(losses[0][0] - losses[1][0]) <= 1e-5 * losses[1][0]
     for a, b in zip(*losses, strict=True):
-        assert abs(a - b) <= 1e-4 * b, losses
+        assert abs(a - b) <= 1e-2 * b, losses
     assert runs[0]["runtime"]["speed"]["tokens_per_step"] == 512
     assert [job["runtime"]["speed"]["gradient_checkpointing"] for job in runs] == [True, False]
     messages = [e["message"] for e in all_events(client_module, runs[0]["id"])]
