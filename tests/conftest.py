@@ -88,11 +88,30 @@ def worker(tiny_model: Path) -> Iterator[subprocess.Popen[bytes]]:
         print(log_path.read_text())
 
 
-@pytest.fixture
-def client():  # type: ignore[no-untyped-def]
+def _test_client():  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
     from api.app import create_app
 
-    with TestClient(create_app(), raise_server_exceptions=False) as test_client:
+    return TestClient(create_app(), raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client():  # type: ignore[no-untyped-def]
+    with _test_client() as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="module")
+def client_module(tiny_model: Path):  # type: ignore[no-untyped-def]
+    """One API client for a module's tests (the tiny model exists for job creation)."""
+    with _test_client() as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def chat_file(client_module) -> str:  # type: ignore[no-untyped-def]
+    """examples/chat.jsonl, uploaded once per module."""
+    from tests.helpers import EXAMPLES, upload_ok
+
+    return upload_ok(client_module, (EXAMPLES / "chat.jsonl").read_bytes(), "chat.jsonl")

@@ -8,21 +8,6 @@ import pytest
 from tests.helpers import EXAMPLES, assert_error, chat, jsonl, upload_ok
 
 
-@pytest.fixture(scope="module")
-def chat_file(client_module) -> str:  # type: ignore[no-untyped-def]
-    return upload_ok(client_module, (EXAMPLES / "chat.jsonl").read_bytes(), "chat.jsonl")
-
-
-@pytest.fixture(scope="module")
-def client_module(tiny_model):  # type: ignore[no-untyped-def]
-    from fastapi.testclient import TestClient
-
-    from api.app import create_app
-
-    with TestClient(create_app(), raise_server_exceptions=False) as test_client:
-        yield test_client
-
-
 def create(client, **body):  # type: ignore[no-untyped-def]
     response = client.post("/v1/fine_tuning/jobs", json={"model": "tiny-llama", **body})
     if response.status_code == 200:

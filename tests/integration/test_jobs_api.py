@@ -9,30 +9,15 @@ import pytest
 from core.db import session_scope
 from core.jobs import transition
 from core.states import JobStatus
-from tests.helpers import EXAMPLES, assert_error, chat, jsonl, upload, upload_ok
-
-
-@pytest.fixture(scope="module")
-def training_file(client_module) -> str:  # type: ignore[no-untyped-def]
-    return upload_ok(client_module, (EXAMPLES / "chat.jsonl").read_bytes(), "chat.jsonl")
-
-
-@pytest.fixture(scope="module")
-def client_module(tiny_model):  # type: ignore[no-untyped-def]
-    from fastapi.testclient import TestClient
-
-    from api.app import create_app
-
-    with TestClient(create_app(), raise_server_exceptions=False) as test_client:
-        yield test_client
+from tests.helpers import assert_error, chat, jsonl, upload
 
 
 def create(client, **body):  # type: ignore[no-untyped-def]
     return client.post("/v1/fine_tuning/jobs", json={"model": "tiny-llama", **body})
 
 
-def test_create_resolves_the_spec_and_cancel_is_immediate_for_queued_jobs(client_module, training_file) -> None:  # type: ignore[no-untyped-def]
-    response = create(client_module, training_file=training_file, suffix="demo", metadata={"team": "a"}, seed=3)
+def test_create_resolves_the_spec_and_cancel_is_immediate_for_queued_jobs(client_module, chat_file) -> None:  # type: ignore[no-untyped-def]
+    response = create(client_module, training_file=chat_file, suffix="demo", metadata={"team": "a"}, seed=3)
     assert response.status_code == 200, response.text
     job = response.json()
     assert job["object"] == "fine_tuning.job" and job["id"].startswith("ftjob-")
@@ -47,7 +32,7 @@ def test_create_resolves_the_spec_and_cancel_is_immediate_for_queued_jobs(client
     assert job["qlora"]["adapter"]["target_modules"] == "all-linear"
 
     # The file is in use by an active job: it cannot be deleted.
-    assert_error(client_module.delete(f"/v1/files/{training_file}"), 409, code="file_in_use")
+    assert_error(client_module.delete(f"/v1/files/{chat_file}"), 409, code="file_in_use")
 
     cancelled = client_module.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel").json()
     assert cancelled["status"] == "cancelled" and cancelled["finished_at"] is not None
@@ -95,8 +80,8 @@ def test_create_resolves_the_spec_and_cancel_is_immediate_for_queued_jobs(client
         ({"learning_rate": 0.1}, 400, "learning_rate", "invalid_request"),
     ],
 )
-def test_bad_job_specs(client_module, training_file, body, status, param, code) -> None:  # type: ignore[no-untyped-def]
-    error = assert_error(create(client_module, **{"training_file": training_file, **body}), status, param, code)
+def test_bad_job_specs(client_module, chat_file, body, status, param, code) -> None:  # type: ignore[no-untyped-def]
+    error = assert_error(create(client_module, **{"training_file": chat_file, **body}), status, param, code)
     assert param.split(".")[-1] in error["message"] or status == 404 or code == "model_not_found"
 
 
@@ -120,8 +105,8 @@ def test_unknown_job_ids_are_404(client_module) -> None:  # type: ignore[no-unty
     assert_error(client_module.get("/v1/no-such-route"), 404)
 
 
-def test_listing_pages_newest_first(client_module, training_file) -> None:  # type: ignore[no-untyped-def]
-    ids = [create(client_module, training_file=training_file).json()["id"] for _ in range(3)]
+def test_listing_pages_newest_first(client_module, chat_file) -> None:  # type: ignore[no-untyped-def]
+    ids = [create(client_module, training_file=chat_file).json()["id"] for _ in range(3)]
     for job_id in ids:
         client_module.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
     first = client_module.get("/v1/fine_tuning/jobs", params={"limit": 2}).json()
@@ -131,8 +116,8 @@ def test_listing_pages_newest_first(client_module, training_file) -> None:  # ty
     assert_error(client_module.get("/v1/fine_tuning/jobs", params={"limit": 0}), 400, "limit")
 
 
-def test_only_legal_transitions_happen(client_module, training_file) -> None:  # type: ignore[no-untyped-def]
-    job_id = create(client_module, training_file=training_file).json()["id"]
+def test_only_legal_transitions_happen(client_module, chat_file) -> None:  # type: ignore[no-untyped-def]
+    job_id = create(client_module, training_file=chat_file).json()["id"]
     with session_scope() as session:
         assert not transition(session, job_id, JobStatus.SUCCEEDED)  # queued cannot succeed
         assert transition(session, job_id, JobStatus.FAILED, error={"code": "x", "message": "y", "param": None})

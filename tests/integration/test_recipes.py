@@ -14,7 +14,7 @@ import torch
 
 from tests.helpers import EXAMPLES, all_events, upload_ok, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker")]
 
 
 def train(client, training_file: str, **qlora: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -34,21 +34,6 @@ def train(client, training_file: str, **qlora: Any) -> dict[str, Any]:  # type: 
 def train_losses(client, job_id: str) -> list[float]:  # type: ignore[no-untyped-def]
     metrics = client.get(f"/v1/fine_tuning/jobs/{job_id}/metrics").json()["data"]
     return [m["loss"] for m in metrics if m["split"] == "train"]
-
-
-@pytest.fixture(scope="module")
-def chat_file(client_module) -> str:  # type: ignore[no-untyped-def]
-    return upload_ok(client_module, (EXAMPLES / "chat.jsonl").read_bytes(), "chat.jsonl")
-
-
-@pytest.fixture(scope="module")
-def client_module(worker):  # type: ignore[no-untyped-def]
-    from fastapi.testclient import TestClient
-
-    from api.app import create_app
-
-    with TestClient(create_app(), raise_server_exceptions=False) as test_client:
-        yield test_client
 
 
 ADAPTERS = [
