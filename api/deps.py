@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Query
+from fastapi import Depends, Header, Query
 from sqlalchemy.orm import Session
 
+from core.auth import authenticate
 from core.db import session_scope
-from core.models import LOCAL_ORG
 
 
 def get_session() -> Iterator[Session]:
@@ -17,9 +17,10 @@ def get_session() -> Iterator[Session]:
         yield session
 
 
-def get_org() -> str:
-    # One organization until API keys arrive; routes already pass it to every query.
-    return LOCAL_ORG
+def get_org(authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> str:
+    """The organization of the request's API key; every query is scoped by it."""
+    with session_scope() as session:
+        return authenticate(session, authorization)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -40,8 +40,11 @@ async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
     extra: dict[str, Any] = dict(exc.extra)
     if exc.details is not None:
         extra["details"] = exc.details
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     return JSONResponse(
-        error_body(exc.message, exc.error_type, exc.param, exc.code, **extra), status_code=exc.status_code
+        error_body(exc.message, exc.error_type, exc.param, exc.code, **extra),
+        status_code=exc.status_code,
+        headers=headers,
     )
 
 

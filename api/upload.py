@@ -11,7 +11,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from core.errors import InvalidRequest, PayloadTooLarge
+from core.errors import InvalidRequest, ServiceError
 from core.storage import LocalStorage, ObjectWriter, StoredObject
 
 MAX_FIELD_BYTES = 4096  # for the small text fields beside the file (purpose)
@@ -34,8 +34,8 @@ def safe_filename(raw: str) -> str:
 class _PartCollector:
     """python-multipart callbacks: the `file` part to the writer, others to `fields`."""
 
-    def __init__(self, out: ObjectWriter, max_bytes: int) -> None:
-        self.out, self.max_bytes = out, max_bytes
+    def __init__(self, out: ObjectWriter, max_bytes: int, too_large: ServiceError) -> None:
+        self.out, self.max_bytes, self.too_large = out, max_bytes, too_large
         self.fields: dict[str, str] = {}
         self.filename: str | None = None
         self._headers: dict[bytes, bytes] = {}
@@ -81,7 +81,7 @@ class _PartCollector:
         if self._is_file:
             self.out.write(data[start:end])
             if self.out.bytes > self.max_bytes:
-                raise PayloadTooLarge(f"The file is larger than the limit of {self.max_bytes} bytes", param="file")
+                raise self.too_large
         else:
             self._buffer += data[start:end]
             if len(self._buffer) > MAX_FIELD_BYTES:
@@ -92,7 +92,11 @@ class _PartCollector:
             self.fields[self._name] = self._buffer.decode("utf-8", "replace")
 
 
-async def receive_upload(request: Request, storage: LocalStorage, key: str, max_bytes: int) -> Upload:
+async def receive_upload(
+    request: Request, storage: LocalStorage, key: str, max_bytes: int, too_large: ServiceError
+) -> Upload:
+    """Stream the form's `file` part into storage; `too_large` is raised as soon as more
+    than `max_bytes` have arrived (or are announced)."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
@@ -104,9 +108,9 @@ async def receive_upload(request: Request, storage: LocalStorage, key: str, max_
         )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
-        raise PayloadTooLarge(f"The request is larger than the file limit of {max_bytes} bytes", param="file")
+        raise too_large
     with storage.writer(key) as out:
-        collector = _PartCollector(out, max_bytes)
+        collector = _PartCollector(out, max_bytes, too_large)
         parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
         async for chunk in request.stream():
             parser.write(chunk)

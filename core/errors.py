@@ -42,6 +42,22 @@ class Conflict(ServiceError):
     default_code = "conflict"
 
 
+class Unauthorized(ServiceError):
+    status_code = 401
+    default_code = "invalid_api_key"
+
+
+class StorageQuotaExceeded(ServiceError):
+    status_code = 403
+    default_code = "storage_quota_exceeded"
+
+
+class ActiveJobsQuotaExceeded(ServiceError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "active_jobs_quota_exceeded"
+
+
 class PayloadTooLarge(ServiceError):
     status_code = 413
     default_code = "file_too_large"

@@ -3,14 +3,15 @@ deleted only when no active job uses them."""
 
 from __future__ import annotations
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from core.datasets import detect_file_type, validate
-from core.errors import Conflict, InvalidRequest, NotFound
+from core.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, ServiceError, StorageQuotaExceeded
 from core.formats import FORMATS
 from core.models import File, Job
 from core.paging import page
+from core.settings import get_settings
 from core.states import ACTIVE
 from core.storage import LocalStorage, StoredObject
 
@@ -150,3 +151,20 @@ def register_result(session: Session, org_id: str, file_id: str, filename: str, 
     )
     session.add(file)
     return file
+
+
+def upload_allowance(session: Session, org_id: str) -> tuple[int, ServiceError]:
+    """How many bytes the next upload may have, and the error that says which limit
+    stops it: the per-file limit, or what is left of the organization's storage quota."""
+    settings = get_settings()
+    used = session.scalar(select(func.coalesce(func.sum(File.bytes), 0)).where(File.organization_id == org_id)) or 0
+    left = settings.max_stored_bytes_per_org - used
+    if left < settings.max_upload_bytes:
+        return max(left, 0), StorageQuotaExceeded(
+            f"The organization's files would exceed its storage quota of {settings.max_stored_bytes_per_org} bytes "
+            f"({used} used); delete files to make room",
+            param="file",
+        )
+    return settings.max_upload_bytes, PayloadTooLarge(
+        f"The file is larger than the limit of {settings.max_upload_bytes} bytes", param="file"
+    )

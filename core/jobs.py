@@ -6,19 +6,20 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core import files, registry
 from core.datasets import iter_examples
-from core.errors import Conflict, InvalidRequest, NotFound
+from core.errors import ActiveJobsQuotaExceeded, Conflict, InvalidRequest, NotFound
 from core.events import add_event
 from core.ids import new_id, now
 from core.models import Job
 from core.paging import page
 from core.queue import enqueue_job
+from core.settings import get_settings
 from core.specs import JobSpec
-from core.states import TERMINAL, TRANSITIONS, JobStatus
+from core.states import ACTIVE, TERMINAL, TRANSITIONS, JobStatus
 from core.storage import get_storage
 from core.tokenization import prepare_tokenizer, statistics
 
@@ -105,12 +106,28 @@ def _preflight(spec: JobSpec, training: files.File) -> tuple[dict[str, Any], lis
     return stats, prepared.notes()
 
 
+def _check_active_jobs_quota(session: Session, org_id: str) -> None:
+    limit = get_settings().max_active_jobs_per_org
+    active = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.organization_id == org_id, Job.status.in_([s.value for s in ACTIVE]))
+    )
+    if (active or 0) >= limit:
+        raise ActiveJobsQuotaExceeded(
+            f"The organization already has {active} queued or running jobs, its limit of concurrent jobs; "
+            "wait for one to finish or cancel one",
+            param="max_active_jobs_per_org",
+        )
+
+
 def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
     """Validate the references of a spec, store the job and move it to `queued`.
 
     The caller commits and then enqueues the job id: a message must never name a job
     that is not yet visible to the worker.
     """
+    _check_active_jobs_quota(session, org_id)
     registry.resolve_model(spec.model)
     training = _usable_file(session, org_id, spec.training_file, "training_file")
     _check_format(spec, training, "training_file")

@@ -10,12 +10,37 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.ids import now
 
-# Until API keys exist every request acts for this organization.
+# The organization the embedded default creates on first run (and scripts act for).
 LOCAL_ORG = "org-local"
 
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
+class ApiKey(Base):
+    """Only a keyed hash of the key is stored; the key itself is shown once."""
+
+    __tablename__ = "api_keys"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    # The first characters, to recognise a key in listings without revealing it.
+    prefix: Mapped[str] = mapped_column(String(16))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class File(Base):
@@ -118,4 +143,4 @@ class Artifact(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
 
-__all__ = ["Artifact", "Base", "File", "Job", "JobEvent", "JobMetric", "LOCAL_ORG"]
+__all__ = ["ApiKey", "Artifact", "Base", "File", "Job", "JobEvent", "JobMetric", "LOCAL_ORG", "Organization"]

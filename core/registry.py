@@ -3,6 +3,7 @@ worker downloads where it has network."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +42,30 @@ def list_models() -> list[ModelRef]:
     ]
 
 
+def _refuse_unsafe(name: str, path: Path) -> None:
+    """Models run no code of their own and load no pickles."""
+    config = json.loads((path / "config.json").read_text())
+    if "auto_map" in config:
+        raise InvalidRequest(
+            f"Model {name!r} needs its own Python code (config.json has auto_map); trust_remote_code is never "
+            "enabled by this service",
+            param="model",
+            code="remote_code_refused",
+        )
+    if not any(path.glob("*.safetensors")):
+        pickled = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+        raise InvalidRequest(
+            f"Model {name!r} has no safetensors weights"
+            + (f" (only pickle files: {', '.join(pickled)}, which this service refuses to load)" if pickled else ""),
+            param="model",
+            code="unsafe_weights_refused" if pickled else "model_not_found",
+        )
+
+
 def resolve_model(name: str) -> ModelRef:
     local = _local_dir(name)
     if local is not None:
+        _refuse_unsafe(name, local)
         return ModelRef(name, str(local), True)
     if HUB_ID.match(name) and get_settings().allow_hub_models:
         return ModelRef(name, name, False)

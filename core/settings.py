@@ -22,6 +22,12 @@ class Settings(BaseSettings):
     storage_root: Path | None = None
 
     max_upload_bytes: int = 1 << 30
+    # Per organization: jobs queued or running at once, and bytes of stored files.
+    max_active_jobs_per_org: int = 8
+    max_stored_bytes_per_org: int = 100 << 30
+    # The secret API keys are hashed with (HMAC-SHA256). Required outside the embedded
+    # mode; the embedded mode keeps a generated one in the data directory.
+    key_pepper: str = ""
     # Hub ids ("org/name") are accepted and downloaded by the worker; machines without
     # network can switch them off so a typo fails at submission, not in the worker.
     allow_hub_models: bool = True

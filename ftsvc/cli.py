@@ -44,6 +44,34 @@ def cmd_tiny_model(_: argparse.Namespace) -> None:
     print(ensure_tiny_llama(get_settings().models_root))  # type: ignore[arg-type]
 
 
+def cmd_create_org(args: argparse.Namespace) -> None:
+    from core.auth import create_key, create_organization
+    from core.db import session_scope
+
+    with session_scope() as session:
+        org = create_organization(session, args.name)
+        row, key = create_key(session, org.id, "admin")
+    print(f"organization {org.id} ({args.name})\nAPI key {row.id}: {key}\n(shown once: store it now)")
+
+
+def cmd_create_key(args: argparse.Namespace) -> None:
+    from core.auth import create_key
+    from core.db import session_scope
+
+    with session_scope() as session:
+        row, key = create_key(session, args.organization, args.name)
+    print(f"API key {row.id} for {args.organization}: {key}\n(shown once: store it now)")
+
+
+def cmd_revoke_key(args: argparse.Namespace) -> None:
+    from core.auth import revoke_key
+    from core.db import session_scope
+
+    with session_scope() as session:
+        revoke_key(session, args.key_id)
+    print(f"revoked {args.key_id}")
+
+
 def cmd_worker(args: argparse.Namespace) -> None:
     os.execv(sys.executable, worker_command(args.concurrency))
 
@@ -57,9 +85,17 @@ def cmd_api(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     """The embedded single-machine service: migrate, make sure the tiny model exists,
     then one worker process beside the API."""
+    from core.auth import LOCAL_KEY_FILE, ensure_local_key
+    from core.db import session_scope
+
     settings = get_settings()
     cmd_migrate(args)
     cmd_tiny_model(args)
+    with session_scope() as session:
+        key = ensure_local_key(session, settings.data_dir)
+    key_file = settings.data_dir / LOCAL_KEY_FILE
+    if key:
+        print(f"ftsvc: created the local organization and its API key: {key}\n(kept in {key_file})", flush=True)
     worker = subprocess.Popen(worker_command())
     print(f"ftsvc: API on http://{args.host}:{args.port}/v1  data in {settings.data_dir}", flush=True)
     try:
@@ -81,6 +117,9 @@ def main(argv: list[str] | None = None) -> None:
         ("worker", cmd_worker, "a Celery training worker only"),
         ("migrate", cmd_migrate, "upgrade the database schema"),
         ("make-tiny-model", cmd_tiny_model, "write the tiny test Llama into the models root"),
+        ("create-org", cmd_create_org, "create an organization and its first API key"),
+        ("create-key", cmd_create_key, "create another API key for an organization"),
+        ("revoke-key", cmd_revoke_key, "revoke an API key by its id"),
     ):
         p = sub.add_parser(name, help=help_)
         p.set_defaults(func=func)
@@ -89,6 +128,13 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--port", type=int, default=int(os.environ.get("FTSVC_PORT", "8000")))
         if name == "worker":
             p.add_argument("--concurrency", type=int, default=1)
+        if name == "create-org":
+            p.add_argument("name")
+        if name == "create-key":
+            p.add_argument("organization", help="the organization id (org-...)")
+            p.add_argument("--name", default="default")
+        if name == "revoke-key":
+            p.add_argument("key_id", help="the key's id (key-...), as create-key printed it")
     args = parser.parse_args(argv)
     args.func(args)
 

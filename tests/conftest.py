@@ -25,6 +25,7 @@ os.environ.update(
     FTSVC_DATABASE_URL=DATABASE_URL,
     FTSVC_BROKER_URL=BROKER_URL,
     FTSVC_EVENT_POLL_SECONDS="0.1",
+    FTSVC_KEY_PEPPER="test-pepper-not-for-production",
     HF_HUB_OFFLINE="1",
     TOKENIZERS_PARALLELISM="false",
 )
@@ -88,25 +89,43 @@ def worker(tiny_model: Path) -> Iterator[subprocess.Popen[bytes]]:
         print(log_path.read_text())
 
 
-def _test_client():  # type: ignore[no-untyped-def]
+TEST_ORG, OTHER_ORG = "org-test", "org-other"
+
+
+@pytest.fixture(scope="session")
+def api_keys(database: None) -> dict[str, str]:
+    """One API key for each of two organizations: the tests act for TEST_ORG."""
+    from core.auth import create_key, create_organization
+    from core.db import session_scope
+
+    keys = {}
+    with session_scope() as session:
+        for org_id in (TEST_ORG, OTHER_ORG):
+            create_organization(session, org_id.removeprefix("org-"), org_id)
+            keys[org_id] = create_key(session, org_id)[1]
+    return keys
+
+
+def make_client(key: str | None):  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
     from api.app import create_app
 
-    return TestClient(create_app(), raise_server_exceptions=False)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return TestClient(create_app(), raise_server_exceptions=False, headers=headers)
 
 
 @pytest.fixture
-def client():  # type: ignore[no-untyped-def]
-    with _test_client() as test_client:
-        yield test_client
+def client(api_keys: dict[str, str]):  # type: ignore[no-untyped-def]
+    with make_client(api_keys[TEST_ORG]) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
-def client_module(tiny_model: Path):  # type: ignore[no-untyped-def]
+def client_module(tiny_model: Path, api_keys: dict[str, str]):  # type: ignore[no-untyped-def]
     """One API client for a module's tests (the tiny model exists for job creation)."""
-    with _test_client() as test_client:
-        yield test_client
+    with make_client(api_keys[TEST_ORG]) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

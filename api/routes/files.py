@@ -14,7 +14,6 @@ from core.db import session_scope
 from core.errors import InvalidRequest
 from core.formats import FORMATS
 from core.ids import new_id
-from core.settings import get_settings
 from core.storage import get_storage
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -63,7 +62,9 @@ async def upload_file(request: Request, org: OrgDep) -> dict[str, Any]:
     """Upload a dataset (multipart: `file`, `purpose=fine-tune`, optional `format`):
     JSONL, JSON array, CSV or Parquet in any of the formats the README lists."""
     file_id = new_id("file")
-    upload = await receive_upload(request, get_storage(), f"files/{file_id}", get_settings().max_upload_bytes)
+    with session_scope() as session:
+        max_bytes, too_large = files.upload_allowance(session, org)
+    upload = await receive_upload(request, get_storage(), f"files/{file_id}", max_bytes, too_large)
     return await run_in_threadpool(_ingest, org, file_id, upload.filename, upload.fields, upload.stored)
 
 

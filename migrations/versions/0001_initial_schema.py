@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 13:37:34.506860
+Create Date: 2026-11-28 14:40:26.303675
 """
 
 from collections.abc import Sequence
@@ -71,6 +71,38 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_jobs_organization_id"), ["organization_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_jobs_status"), ["status"], unique=False)
         batch_op.create_index(batch_op.f("ix_jobs_training_file"), ["training_file"], unique=False)
+
+    op.create_table(
+        "organizations",
+        sa.Column("pk", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("pk"),
+    )
+    with op.batch_alter_table("organizations", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_organizations_id"), ["id"], unique=True)
+
+    op.create_table(
+        "api_keys",
+        sa.Column("pk", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("organization_id", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("prefix", sa.String(length=16), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("revoked_at", sa.BigInteger(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["organization_id"],
+            ["organizations.id"],
+        ),
+        sa.PrimaryKeyConstraint("pk"),
+        sa.UniqueConstraint("hash"),
+    )
+    with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_api_keys_id"), ["id"], unique=True)
+        batch_op.create_index(batch_op.f("ix_api_keys_organization_id"), ["organization_id"], unique=False)
 
     op.create_table(
         "artifacts",
@@ -146,6 +178,15 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_artifacts_job_id"))
 
     op.drop_table("artifacts")
+    with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_api_keys_organization_id"))
+        batch_op.drop_index(batch_op.f("ix_api_keys_id"))
+
+    op.drop_table("api_keys")
+    with op.batch_alter_table("organizations", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_organizations_id"))
+
+    op.drop_table("organizations")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_jobs_training_file"))
         batch_op.drop_index(batch_op.f("ix_jobs_status"))

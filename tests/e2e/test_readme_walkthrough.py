@@ -64,7 +64,8 @@ def test_readme_walkthrough_on_the_embedded_service(tmp_path: Path) -> None:
             cwd=tmp_path,
             capture_output=True,
             text=True,
-            env=env | {"FT": f"http://127.0.0.1:{port}/v1"},
+            env=env
+            | {"FT": f"http://127.0.0.1:{port}/v1", "FT_KEY": (tmp_path / "var" / "local-api-key").read_text().strip()},
             timeout=300,
         )
         assert result.returncode == 0, result.stderr + result.stdout + (tmp_path / "serve.log").read_text()[-3000:]

@@ -37,7 +37,7 @@ def test_upload_train_download_and_load_with_peft(client, worker, tiny_model: Pa
     assert created.status_code == 200, created.text
     job = wait_for(client, created.json()["id"], {"succeeded"})
 
-    assert job["fine_tuned_model"] == f"ft:tiny-llama:org-local:e2e:{job['id']}"
+    assert job["fine_tuned_model"] == f"ft:tiny-llama:org-test:e2e:{job['id']}"
     assert job["trained_tokens"] > 0 and job["finished_at"] >= job["created_at"]
     assert job["runtime"]["device"] == "cpu" and job["runtime"]["bitsandbytes"] == "0.50.2"
 
@@ -113,7 +113,8 @@ def test_a_model_that_cannot_load_fails_the_job_with_a_clear_error(client, worke
     broken = tiny_model.parent / "broken-llama"
     broken.mkdir(exist_ok=True)
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        shutil.copy(tiny_model / name, broken / name)  # everything but the weights
+        shutil.copy(tiny_model / name, broken / name)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")  # weights that cannot load
     training = upload_ok(client, (EXAMPLES / "chat.jsonl").read_bytes(), "chat.jsonl")
     created = client.post("/v1/fine_tuning/jobs", json={"model": "broken-llama", "training_file": training}).json()
     job = wait_for(client, created["id"], {"failed"})
