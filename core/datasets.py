@@ -16,11 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from core.formats import FORMATS, REGISTRY, Example, Format, decode_json_cells, describe_keys, detect
+from core.formats import REGISTRY, Example, Format, decode_json_cells, describe_keys, detect
 
 MAX_PROBLEMS = 100
 FileType = Literal["jsonl", "json", "csv", "parquet"]
-FILE_TYPES: tuple[FileType, ...] = ("jsonl", "json", "csv", "parquet")
 _EXTENSIONS: dict[str, FileType] = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -233,6 +232,3 @@ def iter_examples(stream: BinaryIO, file_type: FileType, format_name: str) -> It
     fmt = REGISTRY[format_name]
     for raw in read_rows(stream, file_type, fmt):
         yield fmt.to_example(raw.data)
-
-
-__all__ = ["FILE_TYPES", "FORMATS", "Problem", "ValidationReport", "detect_file_type", "iter_examples", "validate"]

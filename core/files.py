@@ -18,8 +18,6 @@ from core.storage import LocalStorage, StoredObject
 PURPOSES = ("fine-tune",)
 PROCESSED, ERROR = "processed", "error"
 
-__all__ = ["File", "PROCESSED", "ERROR", "register_upload", "get_file", "list_files", "delete_file"]
-
 
 def check_purpose(purpose: str | None) -> str:
     if purpose not in PURPOSES:

@@ -71,12 +71,6 @@ class LocalStorage:
             Path(tmp_name).unlink(missing_ok=True)
             raise
 
-    def put_file(self, key: str, source: Path) -> StoredObject:
-        with source.open("rb") as src, self.writer(key) as out:
-            while chunk := src.read(CHUNK):
-                out.write(chunk)
-        return StoredObject(key=key, bytes=out.bytes, sha256=out.sha256)
-
     def open(self, key: str) -> BinaryIO:
         return self.path(key).open("rb")
 
