@@ -2,21 +2,51 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from api.errors import install_error_handlers
+from fastapi import Depends, FastAPI
+
+from api.deps import refuse_nul_characters
+from api.errors import error_responses, install_error_handlers
+from api.openapi import drop_fastapi_422
 from api.routes import files, jobs, models
+from core.maintenance import start_thread
+from core.settings import get_settings
+
+# The error statuses each resource answers, declared per router so that routes added to
+# it later are described too (api.errors has the body they share). 400 everywhere: any
+# query parameter may carry a NUL (api.deps.refuse_nul_characters).
+ROUTER_ERRORS = {
+    files: error_responses(400, 401, 403, 404, 409, 413, 422, 500),
+    jobs: error_responses(400, 401, 404, 409, 422, 429, 500),
+    models: error_responses(400, 401, 500),
+}
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    """Every API process runs the maintenance loop (reaper, queue reconciler, clean-ups):
+    wherever the service runs, something finds dead workers and lost messages."""
+    interval = get_settings().maintenance_interval_seconds
+    stop = start_thread(interval) if interval > 0 else None
+    yield
+    if stop is not None:
+        stop.set()
 
 
 def create_app() -> FastAPI:
     app = FastAPI(
+        lifespan=lifespan,
         title="Fine-tuning service",
         version="0.1.0",
         description="QLoRA fine-tuning of open-weight models, with an OpenAI-compatible API under /v1.",
+        dependencies=[Depends(refuse_nul_characters)],
     )
     install_error_handlers(app)
-    for module in (files, jobs, models):
-        app.include_router(module.router)
+    for module, errors in ROUTER_ERRORS.items():
+        app.include_router(module.router, responses=errors)
+    drop_fastapi_422(app)
 
     @app.get("/healthz", tags=["health"])
     def health() -> dict[str, str]:

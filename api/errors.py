@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
 from core.errors import ServiceError
@@ -19,6 +20,42 @@ from core.specs import ADAPTER_TYPES
 
 log = logging.getLogger("ftsvc.api")
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ErrorObject(BaseModel):
+    # Open to more fields: some errors carry what the client needs to act on them
+    # (an upload's rejected `file` object, say).
+    model_config = ConfigDict(extra="allow")
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer, in OpenAI's shape."""
+
+    error: ErrorObject
+
+
+ERROR_MEANINGS = {
+    400: "Invalid request: a parameter, the body or an uploaded file (`param` names the field)",
+    401: "No API key, or an unknown or revoked one",
+    403: "The organization's storage quota would be exceeded",
+    404: "No such object in the organization, or an unknown `after` cursor",
+    409: "The object's state does not allow this",
+    413: "The upload is larger than the limit",
+    422: "The Idempotency-Key was used before for a different request",
+    429: "The organization already has its limit of queued or running jobs",
+    500: "An unexpected failure; the message carries a reference id to find in the server log",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these statuses, each with the error body."""
+    return {status: {"model": ErrorBody, "description": ERROR_MEANINGS[status]} for status in statuses}
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None, **extra: Any) -> dict:
@@ -52,6 +89,8 @@ def _message(error: dict[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         tag = next((p for p in error["loc"] if p in ADAPTER_TYPES), None)
         return f"not a parameter of the {tag} adapter" if tag else "unknown field"
+    if error["type"] == "union_tag_not_found":  # the adapter, given as something other than an object
+        return 'must be an object, e.g. {"type": "lora"}'
     return error["msg"].removeprefix("Value error, ")
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.models import Artifact, File, Job, JobEvent, JobMetric
+from core.jobs import fine_tuned_model_name
+from core.models import Artifact, Checkpoint, File, Job, JobEvent, JobMetric
 
 
 def as_list(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
@@ -63,6 +64,9 @@ def job_wire(j: Job) -> dict[str, Any]:
         "qlora": spec["qlora"],
         "statistics": j.statistics,
         "runtime": j.runtime,
+        "attempts": j.attempt,
+        "pause_requested": j.pause_requested,
+        "from_checkpoint": spec.get("from_checkpoint"),
     }
 
 
@@ -94,9 +98,32 @@ def metric_wire(m: JobMetric) -> dict[str, Any]:
     }
 
 
-def artifact_headers(a: Artifact) -> dict[str, str]:
+def download_headers(filename: str, size: int, sha256: str) -> dict[str, str]:
     return {
-        "Content-Disposition": f'attachment; filename="{a.filename}"',
-        "Content-Length": str(a.bytes),
-        "X-Artifact-SHA256": a.sha256,
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Content-Length": str(size),
+        "X-Artifact-SHA256": sha256,
+    }
+
+
+def artifact_headers(a: Artifact) -> dict[str, str]:
+    return download_headers(a.filename, a.bytes, a.sha256)
+
+
+def checkpoint_headers(c: Checkpoint) -> dict[str, str]:
+    return download_headers(f"{c.job_id}-step-{c.step}-adapter.tar.gz", c.adapter_bytes, c.adapter_sha256)
+
+
+def checkpoint_wire(job: Job, c: Checkpoint) -> dict[str, Any]:
+    """OpenAI's fine_tuning.job.checkpoint, and the adapter's size and digest."""
+    return {
+        "id": c.id,
+        "object": "fine_tuning.job.checkpoint",
+        "created_at": c.created_at,
+        "fine_tuning_job_id": job.id,
+        "fine_tuned_model_checkpoint": f"{fine_tuned_model_name(job)}:ckpt-step-{c.step}",
+        "step_number": c.step,
+        "metrics": c.metrics,
+        "adapter_bytes": c.adapter_bytes,
+        "adapter_sha256": c.adapter_sha256,
     }

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath, PureWindowsPath
 
 from fastapi import Request
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from core.errors import InvalidRequest, ServiceError
@@ -43,6 +44,7 @@ class _PartCollector:
         self._name: str | None = None
         self._buffer = bytearray()
         self._is_file = False
+        self.complete = False
 
     def callbacks(self) -> dict[str, object]:
         return {
@@ -53,6 +55,7 @@ class _PartCollector:
             "on_headers_finished": self._headers_finished,
             "on_part_data": self._part_data,
             "on_part_end": self._part_end,
+            "on_end": self._end,
         }
 
     def _part_begin(self) -> None:
@@ -87,6 +90,9 @@ class _PartCollector:
             if len(self._buffer) > MAX_FIELD_BYTES:
                 raise InvalidRequest(f"Form field {self._name!r} is too long", param=self._name)
 
+    def _end(self) -> None:
+        self.complete = True  # the closing boundary arrived
+
     def _part_end(self) -> None:
         if not self._is_file and self._name:
             self.fields[self._name] = self._buffer.decode("utf-8", "replace")
@@ -111,10 +117,21 @@ async def receive_upload(
         raise too_large
     with storage.writer(key) as out:
         collector = _PartCollector(out, max_bytes, too_large)
-        parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
-        async for chunk in request.stream():
-            parser.write(chunk)
+        try:
+            parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
+            async for chunk in request.stream():
+                parser.write(chunk)
+        except FormParserError as exc:  # a body (or boundary) that is not multipart/form-data
+            raise InvalidRequest(
+                f"The multipart body is malformed: {exc}", param="file", code="invalid_multipart"
+            ) from exc
         parser.finalize()
         if collector.filename is None:
             raise InvalidRequest("The form has no 'file' part", param="file", code="missing_file")
+        if not collector.complete:  # cut off: what arrived may end mid-line, nothing is kept
+            raise InvalidRequest(
+                "The upload ended before the multipart body's closing boundary; send the whole file again",
+                param="file",
+                code="incomplete_upload",
+            )
     return Upload(StoredObject(key, out.bytes, out.sha256), collector.filename, collector.fields)

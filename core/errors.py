@@ -61,3 +61,8 @@ class ActiveJobsQuotaExceeded(ServiceError):
 class PayloadTooLarge(ServiceError):
     status_code = 413
     default_code = "file_too_large"
+
+
+class IdempotencyKeyReused(ServiceError):
+    status_code = 422
+    default_code = "idempotency_key_reused"

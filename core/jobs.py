@@ -4,9 +4,11 @@ API offers on them. Every read is scoped by organization here, not in the routes
 from __future__ import annotations
 
 import secrets
+import time
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from core import files, registry
@@ -31,9 +33,12 @@ def transition(
     *,
     message: str | None = None,
     level: str = "info",
+    data: dict[str, Any] | None = None,
+    conditions: Sequence[ColumnElement[bool]] = (),
     **values: Any,
 ) -> bool:
-    """Move a job to `to` if, and only if, its current state allows it.
+    """Move a job to `to` if, and only if, its current state allows it (and the extra
+    `conditions` hold, such as "this worker still holds the lease").
 
     One conditional UPDATE, so two racing writers (a cancel and a worker's claim, say)
     cannot both win; returns False when the job was not in a state that may move to
@@ -43,10 +48,10 @@ def transition(
     values["status"] = to.value
     if to in TERMINAL:
         values.setdefault("finished_at", now())
-    result = session.execute(update(Job).where(Job.id == job_id, Job.status.in_(sources)).values(**values))
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    stmt = update(Job).where(Job.id == job_id, Job.status.in_(sources), *conditions).values(**values)
+    if session.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
         return False
-    add_event(session, job_id, message or f"Job {to.value}", level=level)  # type: ignore[arg-type]
+    add_event(session, job_id, message or f"Job {to.value}", level=level, data=data)  # type: ignore[arg-type]
     return True
 
 
@@ -106,6 +111,26 @@ def _preflight(spec: JobSpec, training: files.File) -> tuple[dict[str, Any], lis
     return stats, prepared.notes()
 
 
+def _with_checkpoint_adapter(session: Session, org_id: str, spec: JobSpec) -> JobSpec:
+    """A job that starts from a checkpoint trains that checkpoint's adapter further: the
+    adapter and quantization settings come from the checkpoint's job."""
+    if spec.from_checkpoint is None:
+        return spec
+    from core.checkpoints import find_for_organization
+
+    checkpoint, source = find_for_organization(session, org_id, spec.from_checkpoint)
+    if source.model != spec.model:
+        raise InvalidRequest(
+            f"Checkpoint {checkpoint.id} was trained on {source.model!r}, not {spec.model!r}; an adapter only fits "
+            "the base model it was trained on",
+            param="from_checkpoint",
+            code="checkpoint_model_mismatch",
+        )
+    trained = JobSpec.model_validate(source.spec).qlora
+    qlora = spec.qlora.model_copy(update={"adapter": trained.adapter, "quantization": trained.quantization})
+    return spec.model_copy(update={"qlora": qlora})
+
+
 def _check_active_jobs_quota(session: Session, org_id: str) -> None:
     limit = get_settings().max_active_jobs_per_org
     active = session.scalar(
@@ -129,6 +154,7 @@ def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
     """
     _check_active_jobs_quota(session, org_id)
     registry.resolve_model(spec.model)
+    spec = _with_checkpoint_adapter(session, org_id, spec)
     training = _usable_file(session, org_id, spec.training_file, "training_file")
     _check_format(spec, training, "training_file")
     if spec.validation_file:
@@ -156,6 +182,12 @@ def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
     session.add(job)
     session.flush()
     add_event(session, job.id, f"Created fine-tuning job {job.id}")
+    if spec.from_checkpoint:
+        add_event(
+            session,
+            job.id,
+            f"Starts from the adapter of checkpoint {spec.from_checkpoint} (its adapter and quantization settings)",
+        )
     add_event(
         session,
         job.id,
@@ -171,23 +203,80 @@ def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
     return job
 
 
+def publish(session: Session, job_id: str) -> bool:
+    """Send a committed queued job's id to the broker and note when. A job whose message
+    could not be sent keeps `enqueued_at` empty and the maintenance loop sends it again."""
+    if not enqueue_job(job_id):
+        return False
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value).values(enqueued_at=time.time())
+    )
+    session.commit()
+    return True
+
+
 def submit_job(session: Session, org_id: str, spec: JobSpec) -> Job:
     """Create, commit, then publish the id: the worker never gets a message for a job
     it cannot read. If the broker is unreachable the job stays queued and says so."""
     job = create_job(session, org_id, spec)
     session.commit()
-    if not enqueue_job(job.id):
-        add_event(session, job.id, "The queue broker could not be reached; the job waits in the queue", level="warn")
+    if not publish(session, job.id):
+        add_event(
+            session,
+            job.id,
+            "The queue broker could not be reached; the job is sent again when it is back",
+            level="warn",
+        )
         session.commit()
+    session.refresh(job)
     return job
 
 
 def cancel_job(session: Session, org_id: str, job_id: str) -> Job:
-    """Cancel at once; a running worker sees the state at its next step and stops."""
+    """Cancel at once; a running worker sees the state at its next step and stops. Its
+    checkpoints are kept (their adapters stay downloadable)."""
     job = get_job(session, org_id, job_id)
     if not transition(session, job.id, JobStatus.CANCELLED, message="Job cancelled by the user"):
         session.refresh(job)
         raise Conflict(f"Job {job_id} is already {job.status} and cannot be cancelled", code="job_not_cancellable")
+    session.refresh(job)
+    return job
+
+
+def pause_job(session: Session, org_id: str, job_id: str) -> Job:
+    """A queued job pauses at once; a running one is asked to: its worker saves a
+    checkpoint at the end of the current step, frees the GPU and moves it to `paused`."""
+    job = get_job(session, org_id, job_id)
+    queued = [Job.status == JobStatus.QUEUED.value]  # a running job is paused by its worker
+    if not transition(
+        session, job.id, JobStatus.PAUSED, message="Job paused by the user", conditions=queued, enqueued_at=None
+    ):
+        asked = session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.status == JobStatus.RUNNING.value, Job.pause_requested.is_(False))
+            .values(pause_requested=True)
+        )
+        if asked.rowcount:  # type: ignore[attr-defined]
+            add_event(session, job.id, "Pause requested: the worker checkpoints and stops after the current step")
+        else:
+            session.refresh(job)
+            if not (job.status == JobStatus.RUNNING and job.pause_requested):  # asking twice is fine
+                raise Conflict(f"Job {job_id} is {job.status} and cannot be paused", code="job_not_pausable")
+    session.commit()
+    session.refresh(job)
+    return job
+
+
+def resume_job(session: Session, org_id: str, job_id: str) -> Job:
+    """paused -> queued; the next worker continues from the newest checkpoint."""
+    job = get_job(session, org_id, job_id)
+    if not transition(
+        session, job.id, JobStatus.QUEUED, message="Job resumed by the user", pause_requested=False, enqueued_at=None
+    ):
+        session.refresh(job)
+        raise Conflict(f"Job {job_id} is {job.status}, not paused; only paused jobs resume", code="job_not_paused")
+    session.commit()
+    publish(session, job.id)
     session.refresh(job)
     return job
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.ids import now
@@ -93,6 +93,70 @@ class Job(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The lease (core.leases): who runs the job now and until when, renewed by its
+    # heartbeat; `attempt` counts the runs that claimed it. Times are Unix seconds.
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # When the job's message last reached the broker; None: it must be (re)sent.
+    enqueued_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Set by POST .../pause on a running job; the worker checkpoints and stops.
+    pause_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class JobAttempt(Base):
+    """One claim of a job by a worker: the lease history that shows no two runs overlapped."""
+
+    __tablename__ = "job_attempts"
+    __table_args__ = (UniqueConstraint("job_id", "number"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    lease_owner: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[float] = mapped_column(Float)
+    resumed_from_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # When the attempt ended (for a lost worker: when its lease expired) and how.
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class Checkpoint(Base):
+    """A training checkpoint: the adapter alone (downloadable, usable by another job)
+    and the full trainer state (adapter, optimizer, scheduler, RNG, step) to resume."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("job_id", "step"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column()
+    adapter_key: Mapped[str] = mapped_column(String(255))
+    adapter_sha256: Mapped[str] = mapped_column(String(64))
+    adapter_bytes: Mapped[int] = mapped_column(BigInteger)
+    state_key: Mapped[str] = mapped_column(String(255))
+    state_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
+class IdempotencyKey(Base):
+    """A client's Idempotency-Key on a create endpoint and the response it got; a row
+    without a response is a request still in progress."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("organization_id", "endpoint", "key"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    # sha256 of what the request asked for, to tell a retry from a reuse of the key.
+    fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now, index=True)
 
 
 class JobEvent(Base):
@@ -143,4 +207,17 @@ class Artifact(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
 
-__all__ = ["ApiKey", "Artifact", "Base", "File", "Job", "JobEvent", "JobMetric", "LOCAL_ORG", "Organization"]
+__all__ = [
+    "ApiKey",
+    "Artifact",
+    "Base",
+    "Checkpoint",
+    "File",
+    "IdempotencyKey",
+    "Job",
+    "JobAttempt",
+    "JobEvent",
+    "JobMetric",
+    "LOCAL_ORG",
+    "Organization",
+]

@@ -28,6 +28,12 @@ def preview_file(
     train_on_inputs: bool,
 ) -> dict[str, Any]:
     file = files.get_file(session, org_id, file_id)
+    if file.purpose not in files.PURPOSES:  # a job's results file holds metrics, not examples
+        raise InvalidRequest(
+            f"File {file_id} has purpose {file.purpose!r}; only training data can be previewed",
+            param="file_id",
+            code="invalid_file",
+        )
     if file.status != files.PROCESSED:
         raise InvalidRequest(
             f"File {file_id} failed validation: {file.status_details}", param="file_id", code="invalid_file"

@@ -12,6 +12,9 @@ from celery import Celery
 from core.settings import get_settings
 
 RUN_JOB_TASK = "ftsvc.run_job"
+# A key the reconciler keeps in a Redis broker: when it is gone, so is everything the
+# broker held (FLUSHALL, a restart without persistence), queued messages included.
+BROKER_MARKER = "ftsvc:broker-marker"
 log = logging.getLogger(__name__)
 
 
@@ -31,8 +34,43 @@ def get_celery() -> Celery:
         worker_hijack_root_logger=False,
         task_serializer="json",
         accept_content=["json"],
+        broker_transport_options={
+            "visibility_timeout": settings.broker_visibility_timeout,
+            # Redis: look for unacknowledged messages past the timeout often enough for
+            # the timeout to mean what it says (kombu's default sweep is every 100 s).
+            "unacked_restore_interval": max(1.0, min(10.0, settings.broker_visibility_timeout / 2)),
+            "unacked_restore_throttle": 1,
+        },
     )
     return app
+
+
+def _redis_broker():  # type: ignore[no-untyped-def]
+    url = get_settings().broker_url
+    if not url.startswith(("redis://", "rediss://")):
+        return None
+    import redis
+
+    return redis.Redis.from_url(url)
+
+
+def broker_lost_messages() -> bool:
+    """True when a Redis broker no longer has the marker `remember_broker` left (data
+    lost, or never marked): every queued job's message must be sent again. The embedded
+    broker keeps its messages in a file and reports False."""
+    client = _redis_broker()
+    if client is None:
+        return False
+    with client:
+        return not client.exists(BROKER_MARKER)
+
+
+def remember_broker() -> None:
+    """Set the marker, once the jobs it protects are marked for sending."""
+    client = _redis_broker()
+    if client is not None:
+        with client:
+            client.set(BROKER_MARKER, "1")
 
 
 def enqueue_job(job_id: str) -> bool:

@@ -35,6 +35,25 @@ class Settings(BaseSettings):
     # How often an SSE stream polls the database for new events.
     event_poll_seconds: float = 0.5
 
+    # A worker holds a lease on its job and renews it every lease_seconds / 4; a lease
+    # not renewed in time means the worker is gone, and the job resumes elsewhere from
+    # its last checkpoint, at most max_attempts runs in all.
+    lease_seconds: float = 60.0
+    max_attempts: int = 3
+    # Redis redelivers a message not acknowledged within this time; a long job's second
+    # delivery is harmless (the lease refuses it), so it only bounds redelivery delay.
+    broker_visibility_timeout: float = 3600.0
+    # The API's maintenance loop (reaper, queue reconciler, clean-ups): seconds between
+    # rounds; 0 turns it off (then run `ftsvc maintain` somewhere).
+    maintenance_interval_seconds: float = 5.0
+    # Temporary objects (uploads in progress) untouched this long belong to a process
+    # that died: they are removed.
+    orphan_grace_seconds: float = 3600.0
+    # How long an Idempotency-Key is remembered, and after how long a request still in
+    # progress under a key is presumed dead.
+    idempotency_ttl_seconds: int = 86400
+    idempotency_pending_seconds: int = 3600
+
     @field_validator("models_root", "storage_root", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

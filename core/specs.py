@@ -9,6 +9,7 @@ import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -22,6 +23,17 @@ from pydantic import (
 Auto = Literal["auto"]
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+
+
+def _no_nul(value: str) -> str:
+    # Postgres text cannot hold NUL: an id containing one could only fail in the database.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+# The id of a stored object (a file, a checkpoint).
+ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
 
 
 class _Strict(BaseModel):
@@ -159,9 +171,10 @@ class PTuning(_Strict):
     encoder_reparameterization_type: Literal["MLP", "LSTM"] = "MLP"
 
 
-def _adapter_type(value: Any) -> str:
-    # An adapter object without "type" is LoRA, the default method.
-    return value.get("type", "lora") if isinstance(value, dict) else value.type
+def _adapter_type(value: Any) -> str | None:
+    # An adapter object without "type" is LoRA, the default method. Anything but an
+    # object has no type: None makes pydantic refuse it (union_tag_not_found).
+    return value.get("type", "lora") if isinstance(value, dict) else getattr(value, "type", None)
 
 
 Adapter = Annotated[
@@ -192,6 +205,11 @@ class Training(_Strict):
     logging_steps: Annotated[int, Field(ge=1)] = 1
     # Evaluate on the validation data every N steps (and always at the end); null: once per epoch.
     eval_steps: Annotated[int, Field(ge=1)] | None = None
+    # Save a checkpoint (adapter, optimizer, scheduler, RNG, data position) every N
+    # optimizer steps; "auto": every tenth of the run. A job resumes from its newest.
+    checkpoint_steps: Annotated[int, Field(ge=1)] | Auto = "auto"
+    # How many of a job's newest checkpoints are kept; older ones are deleted.
+    keep_checkpoints: Annotated[int, Field(ge=1, le=100)] = 3
 
 
 class Data(_Strict):
@@ -270,8 +288,8 @@ class QLoRA(_Strict):
 
 class JobSpec(_Strict):
     model: Annotated[str, StringConstraints(min_length=1, max_length=255)]
-    training_file: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    validation_file: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    training_file: ObjectId
+    validation_file: ObjectId | None = None
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
     suffix: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
     metadata: dict[MetadataKey, MetadataValue] | None = None
@@ -279,6 +297,9 @@ class JobSpec(_Strict):
     # OpenAI's legacy top-level field; accepted and merged into `method`.
     hyperparameters: Hyperparameters | None = None
     qlora: QLoRA = QLoRA()
+    # Start from the adapter weights of a checkpoint of an earlier job (same base model);
+    # the adapter's configuration then comes from that checkpoint.
+    from_checkpoint: ObjectId | None = None
 
     @model_validator(mode="after")
     def _one_validation_source(self) -> JobSpec:

@@ -8,6 +8,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -78,6 +79,22 @@ class LocalStorage:
         with self.open(key) as handle:
             while chunk := handle.read(CHUNK):
                 yield chunk
+
+    def remove_stale_temporaries(self, grace_seconds: float) -> int:
+        """Remove objects still being written that nobody has touched for `grace_seconds`:
+        their writer died (an API killed mid-upload). A live writer touches its file with
+        every chunk, so it is never mistaken for a dead one."""
+        if not self._tmp.is_dir():
+            return 0
+        cutoff, removed = time.time() - grace_seconds, 0
+        for path in self._tmp.iterdir():
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:  # published or removed by its writer meanwhile
+                continue
+        return removed
 
     def delete(self, key: str) -> None:
         target = self.path(key)

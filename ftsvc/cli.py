@@ -76,6 +76,17 @@ def cmd_worker(args: argparse.Namespace) -> None:
     os.execv(sys.executable, worker_command(args.concurrency))
 
 
+def cmd_maintain(args: argparse.Namespace) -> None:
+    """The maintenance loop alone (the API runs it too unless its interval is 0)."""
+    import logging
+    import threading
+
+    from core.maintenance import run_forever
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    run_forever(threading.Event(), args.interval or get_settings().maintenance_interval_seconds or 5.0)
+
+
 def cmd_api(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -115,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         ("serve", cmd_serve, "API and one worker (embedded default: SQLite, serverless broker)"),
         ("api", cmd_api, "the HTTP API only"),
         ("worker", cmd_worker, "a Celery training worker only"),
+        ("maintain", cmd_maintain, "the reaper and queue reconciler only (the API also runs them)"),
         ("migrate", cmd_migrate, "upgrade the database schema"),
         ("make-tiny-model", cmd_tiny_model, "write the tiny test Llama into the models root"),
         ("create-org", cmd_create_org, "create an organization and its first API key"),
@@ -128,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--port", type=int, default=int(os.environ.get("FTSVC_PORT", "8000")))
         if name == "worker":
             p.add_argument("--concurrency", type=int, default=1)
+        if name == "maintain":
+            p.add_argument("--interval", type=float, default=None, help="seconds between rounds")
         if name == "create-org":
             p.add_argument("name")
         if name == "create-key":

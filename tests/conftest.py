@@ -4,7 +4,10 @@ tiny model, and a real Celery worker process."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +31,10 @@ os.environ.update(
     FTSVC_KEY_PEPPER="test-pepper-not-for-production",
     HF_HUB_OFFLINE="1",
     TOKENIZERS_PARALLELISM="false",
+    # In-process API clients run no maintenance loop; the fault tests run `ftsvc maintain`.
+    FTSVC_MAINTENANCE_INTERVAL_SECONDS="0",
+    # Short leases so a killed worker's job is taken over within seconds.
+    FTSVC_LEASE_SECONDS="6",
 )
 
 
@@ -65,28 +72,65 @@ def tiny_model() -> Path:
     return ensure_tiny_llama(get_settings().models_root)  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="session")
-def worker(tiny_model: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery worker process on the test broker and database."""
-    from core.queue import get_celery
-    from ftsvc.cli import worker_command
+class Workers:
+    """Real Celery worker processes on the test broker and database. Each runs in its
+    own process group, so `kill` takes the worker and its pool child down at once, like
+    a lost machine."""
 
-    log_path = DATA_DIR / "worker.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(worker_command(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 90
-    while not get_celery().control.ping(timeout=0.5):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the Celery worker did not start:\n{log_path.read_text()[-4000:]}")
-    yield process
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    def __init__(self) -> None:
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._numbers = itertools.count(1)
+
+    def start(self, **env: str) -> str:
+        from core.queue import get_celery
+        from ftsvc.cli import worker_command
+
+        name = f"w{next(self._numbers)}@{socket.gethostname()}"
+        log_path = DATA_DIR / f"worker-{name}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [*worker_command(), "--hostname", name],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=os.environ | env,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 90
+        while not get_celery().control.ping(destination=[name], timeout=0.5):
+            if process.poll() is not None or time.monotonic() > deadline:
+                os.killpg(process.pid, signal.SIGKILL)
+                pytest.fail(f"the Celery worker did not start:\n{log_path.read_text()[-4000:]}")
+        self.processes[name] = process
+        return name
+
+    def kill(self, name: str) -> None:
+        """SIGKILL, no chance to clean up: the job it ran keeps its lease until expiry."""
+        process = self.processes.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def stop(self, name: str) -> None:
+        process = self.processes.pop(name)
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def worker(tiny_model: Path) -> Iterator[Workers]:
+    """One real Celery worker process (more can be started and killed through it)."""
+    workers = Workers()
+    workers.start()
+    yield workers
+    for name in list(workers.processes):
+        workers.stop(name)
     if "--show-worker-log" in sys.argv:
-        print(log_path.read_text())
+        for log_path in DATA_DIR.glob("worker-*.log"):
+            print(log_path.read_text())
 
 
 TEST_ORG, OTHER_ORG = "org-test", "org-other"

@@ -7,27 +7,18 @@ from __future__ import annotations
 
 import csv
 import io
-import tarfile
 from pathlib import Path
 
-from core import artifacts, events, files
+from core import artifacts, events, files, leases
 from core.db import session_scope
 from core.ids import new_id
-from core.jobs import fine_tuned_model_name, transition
+from core.jobs import fine_tuned_model_name
 from core.models import Job
 from core.states import JobStatus
 from core.storage import LocalStorage, StoredObject
+from worker.archives import archive
 
 CSV_COLUMNS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")
-
-
-def _archive_adapter(storage: LocalStorage, job_id: str, adapter_dir: Path) -> StoredObject:
-    key = f"artifacts/{job_id}/adapter.tar.gz"
-    with storage.writer(key) as out:
-        with tarfile.open(fileobj=out, mode="w|gz") as tar:  # type: ignore[call-overload]
-            for path in sorted(adapter_dir.iterdir()):
-                tar.add(path, arcname=path.name)
-    return StoredObject(key, out.bytes, out.sha256)
 
 
 def _metrics_csv(storage: LocalStorage, job_id: str, key: str) -> StoredObject:
@@ -46,14 +37,22 @@ def _metrics_csv(storage: LocalStorage, job_id: str, key: str) -> StoredObject:
     return StoredObject(key, out.bytes, out.sha256)
 
 
-def publish_success(storage: LocalStorage, job: Job, adapter_dir: Path, trained_tokens: int) -> bool:
-    adapter = _archive_adapter(storage, job.id, adapter_dir)
+def publish_success(
+    storage: LocalStorage, job: Job, owner: str, attempt: int, adapter_dir: Path, trained_tokens: int
+) -> bool:
+    """Only the holder of the job's lease may publish: a worker that lost its lease
+    (presumed dead, replaced) has its outputs discarded."""
+    # Per attempt: a replaced worker must never overwrite (or delete) the winner's object.
+    adapter = archive(storage, f"artifacts/{job.id}/attempt-{attempt}/adapter.tar.gz", adapter_dir.iterdir())
     results_id = new_id("file")
     results = _metrics_csv(storage, job.id, f"files/{results_id}")
     with session_scope() as session:
-        succeeded = transition(
+        succeeded = leases.end_run(
             session,
             job.id,
+            owner,
+            attempt,
+            "succeeded",
             JobStatus.SUCCEEDED,
             message=f"Job succeeded: adapter published ({adapter.bytes} bytes, sha256 {adapter.sha256[:12]}...)",
             fine_tuned_model=fine_tuned_model_name(job),

@@ -1,5 +1,6 @@
-"""Running one job on this worker: claim it, train, publish, and always end in a final
-state with an error that says what went wrong, never a hung `running`."""
+"""Running one job on this worker: claim it under a lease, train (resuming from its
+newest checkpoint if an earlier attempt got that far), publish, and always end the
+attempt with the job in a state that says what happened, never a hung `running`."""
 
 from __future__ import annotations
 
@@ -11,35 +12,18 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from core import registry
+from core import leases, registry
 from core.datasets import DataFile
 from core.db import session_scope
-from core.ids import now
-from core.jobs import transition
-from core.models import File, Job
+from core.models import File
 from core.specs import JobSpec
 from core.states import JobStatus
 from core.storage import get_storage
-from worker.failures import DataError, classify
+from worker.failures import CheckpointMissing, DataError, classify
+from worker.lease import Heartbeat, new_owner
 from worker.reporting import JobReporter
 
 log = logging.getLogger("ftsvc.worker")
-
-
-def _claim(job_id: str) -> Job | None:
-    """queued -> running in one conditional UPDATE: a duplicate message or a job cancelled
-    before it started is dropped here."""
-    with session_scope() as session:
-        if not transition(
-            session,
-            job_id,
-            JobStatus.RUNNING,
-            message=f"Worker {socket.gethostname()} started the job",
-            worker=socket.gethostname(),
-            started_at=now(),
-        ):
-            return None
-        return session.scalar(select(Job).where(Job.id == job_id))
 
 
 def _data_file(file_id: str | None) -> DataFile | None:
@@ -53,41 +37,87 @@ def _data_file(file_id: str | None) -> DataFile | None:
 
 
 def execute_job(job_id: str) -> None:
-    job = _claim(job_id)
-    if job is None:
+    owner = new_owner()
+    with session_scope() as session:
+        claim = leases.claim(session, job_id, owner, socket.gethostname())
+        if claim is None:
+            leases.note_dropped_delivery(session, job_id)
+    if claim is None:
         log.info("job %s is not queued; message dropped", job_id)
         return
-    reporter = JobReporter(job_id)
     workdir = Path(tempfile.mkdtemp(prefix=f"{job_id}-"))
     try:
+        with Heartbeat(job_id, owner) as heartbeat:
+            _run(claim, owner, heartbeat, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path) -> None:
+    job, attempt = claim.job, claim.attempt
+    spec = JobSpec.model_validate(job.spec)
+    reporter = JobReporter(job.id, owner, heartbeat, spec.qlora.training.keep_checkpoints)
+    try:
         # Imported here so that a failure to import the stack also ends the job cleanly.
+        from worker.checkpoints import fetch_adapter, restore_state
         from worker.publish import publish_success
         from worker.training.recipe import JobData, Recipe
         from worker.training.runtime import pick_runtime
 
-        spec = JobSpec.model_validate(job.spec)
         quantization = spec.qlora.quantization
         runtime = pick_runtime(quantization.compute_dtype if quantization else "auto")
         reporter.update(runtime=runtime.describe())
+        resume_from = restore_state(claim.resume_from, workdir) if claim.resume_from else None
+        initial_adapter = None
+        if spec.from_checkpoint and resume_from is None:
+            initial_adapter = fetch_adapter(spec.from_checkpoint, workdir)
+            if initial_adapter is None:
+                raise CheckpointMissing(
+                    f"Checkpoint {spec.from_checkpoint} was deleted before the job started", param="from_checkpoint"
+                )
         data = JobData(_data_file(job.training_file), _data_file(job.validation_file))  # type: ignore[arg-type]
-        recipe = Recipe(spec, registry.resolve_model(spec.model), data, workdir, runtime, reporter)
+        model = registry.resolve_model(spec.model)
+        recipe = Recipe(spec, model, data, workdir, runtime, reporter, resume_from, initial_adapter)
         result = recipe.run()
-        if result.cancelled:
-            reporter.event(f"Training stopped at step {result.steps} after the job was cancelled")
+        if result.stopped is None:
+            if not publish_success(get_storage(), job, owner, attempt, result.adapter_dir, result.trained_tokens):
+                reporter.event("The job changed state during publishing; its outputs were discarded", level="warn")
             return
-        if not publish_success(get_storage(), job, result.adapter_dir, result.trained_tokens):
-            reporter.event("The job changed state during publishing; its outputs were discarded", level="warn")
     except Exception as exc:
         failure = classify(exc)
-        log.exception("job %s failed (%s)", job_id, failure.code)
+        log.exception("job %s failed (%s)", job.id, failure.code)
         with session_scope() as session:
-            transition(
+            leases.end_run(
                 session,
-                job_id,
+                job.id,
+                owner,
+                attempt,
+                "failed",
                 JobStatus.FAILED,
                 level="error",
                 message=f"Job failed ({failure.code}): {failure.message}",
+                data=failure.details(),
                 error=failure.as_error(),
             )
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        return
+    with session_scope() as session:
+        if result.stopped == "pause":
+            leases.end_run(
+                session,
+                job.id,
+                owner,
+                attempt,
+                "paused",
+                JobStatus.PAUSED,
+                message=f"Job paused at step {result.steps}; it resumes from there",
+                pause_requested=False,
+            )
+        elif result.stopped == "cancel":
+            leases.end_run(session, job.id, owner, attempt, "cancelled")
+            reporter.event(f"Training stopped at step {result.steps} after the job was cancelled")
+        else:
+            leases.end_run(session, job.id, owner, attempt, "lease_lost")
+            reporter.event(
+                f"Attempt {attempt} lost its lease at step {result.steps} and stopped without publishing",
+                level="warn",
+            )

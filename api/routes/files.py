@@ -1,18 +1,22 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from api import idempotency
 from api.deps import Limit, OrgDep, SessionDep
+from api.openapi import streamed
 from api.serializers import as_list, file_wire
 from api.upload import receive_upload
 from core import files, previews
 from core.db import session_scope
 from core.errors import InvalidRequest
 from core.formats import FORMATS
+from core.idempotency import fingerprint
 from core.ids import new_id
 from core.storage import get_storage
 
@@ -57,15 +61,33 @@ def _ingest(org: str, file_id: str, filename: str, fields: dict[str, str], store
     return body
 
 
+UPLOADS = "POST /v1/files"
+
+
 @router.post("", openapi_extra=UPLOAD_BODY)
-async def upload_file(request: Request, org: OrgDep) -> dict[str, Any]:
+async def upload_file(request: Request, org: OrgDep, idempotency_key: idempotency.IdempotencyKeyHeader = None) -> Any:
     """Upload a dataset (multipart: `file`, `purpose=fine-tune`, optional `format`):
     JSONL, JSON array, CSV or Parquet in any of the formats the README lists."""
+    earlier = await run_in_threadpool(idempotency.reserve, org, UPLOADS, idempotency_key) if idempotency_key else None
     file_id = new_id("file")
-    with session_scope() as session:
-        max_bytes, too_large = files.upload_allowance(session, org)
-    upload = await receive_upload(request, get_storage(), f"files/{file_id}", max_bytes, too_large)
-    return await run_in_threadpool(_ingest, org, file_id, upload.filename, upload.fields, upload.stored)
+    storage = get_storage()
+    try:
+        with session_scope() as session:
+            max_bytes, too_large = files.upload_allowance(session, org)
+        upload = await receive_upload(request, storage, f"files/{file_id}", max_bytes, too_large)
+        # What the upload asks for; the multipart boundary differs between retries.
+        asked = fingerprint([upload.filename, upload.fields, upload.stored.sha256, upload.stored.bytes])
+        if earlier is not None:
+            storage.delete(upload.stored.key)  # a retry: the first upload's file stands
+            return idempotency.replay(earlier, asked)
+        body = await run_in_threadpool(_ingest, org, file_id, upload.filename, upload.fields, upload.stored)
+    except BaseException:
+        if idempotency_key and earlier is None:
+            await run_in_threadpool(idempotency.forget, org, UPLOADS, idempotency_key)
+        raise
+    if idempotency_key:
+        await run_in_threadpool(idempotency.remember, org, UPLOADS, idempotency_key, asked, body)
+    return body
 
 
 @router.get("")
@@ -81,13 +103,24 @@ def get_file(file_id: str, session: SessionDep, org: OrgDep) -> dict[str, Any]:
     return file_wire(files.get_file(session, org, file_id))
 
 
-@router.get("/{file_id}/content")
+def _attachment(filename: str) -> str:
+    """Content-Disposition of a download. Header values are latin-1 and a quote would end
+    the quoted name, so any other name goes percent-encoded as UTF-8 (RFC 6266 filename*)."""
+    encoded = quote(filename, safe="")
+    return f'attachment; filename="{filename}"' if encoded == filename else f"attachment; filename*=UTF-8''{encoded}"
+
+
+@router.get(
+    "/{file_id}/content",
+    response_class=StreamingResponse,
+    responses=streamed("application/octet-stream", "The file's bytes, as uploaded"),
+)
 def get_file_content(file_id: str, session: SessionDep, org: OrgDep) -> StreamingResponse:
     file = files.get_file(session, org, file_id)
     return StreamingResponse(
         get_storage().iter_chunks(file.storage_key),
         media_type="application/octet-stream",
-        headers={"Content-Length": str(file.bytes), "Content-Disposition": f'attachment; filename="{file.filename}"'},
+        headers={"Content-Length": str(file.bytes), "Content-Disposition": _attachment(file.filename)},
     )
 
 

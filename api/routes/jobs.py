@@ -5,10 +5,21 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header
 from fastapi.responses import StreamingResponse
 
+from api import idempotency
 from api.deps import Limit, OrgDep, SessionDep
-from api.serializers import artifact_headers, as_list, event_wire, job_wire, metric_wire
+from api.openapi import streamed
+from api.serializers import (
+    artifact_headers,
+    as_list,
+    checkpoint_headers,
+    checkpoint_wire,
+    event_wire,
+    job_wire,
+    metric_wire,
+)
 from api.streams import job_event_stream
-from core import artifacts, events, jobs
+from core import artifacts, checkpoints, events, jobs
+from core.idempotency import fingerprint
 from core.specs import JobSpec
 from core.storage import get_storage
 
@@ -16,8 +27,16 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
 
 @router.post("")
-def create_job(spec: JobSpec, session: SessionDep, org: OrgDep) -> dict[str, Any]:
-    return job_wire(jobs.submit_job(session, org, spec))
+def create_job(
+    spec: JobSpec, session: SessionDep, org: OrgDep, idempotency_key: idempotency.IdempotencyKeyHeader = None
+) -> Any:
+    return idempotency.run_once(
+        org,
+        "POST /v1/fine_tuning/jobs",
+        idempotency_key,
+        fingerprint(spec.model_dump(mode="json")),
+        lambda: job_wire(jobs.submit_job(session, org, spec)),
+    )
 
 
 @router.get("")
@@ -36,6 +55,46 @@ def cancel_job(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> dic
     return job_wire(jobs.cancel_job(session, org, fine_tuning_job_id))
 
 
+@router.post("/{fine_tuning_job_id}/pause")
+def pause_job(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> dict[str, Any]:
+    """A queued job pauses at once; a running one saves a checkpoint at the end of its
+    current step and frees its GPU (status stays `running` until then)."""
+    return job_wire(jobs.pause_job(session, org, fine_tuning_job_id))
+
+
+@router.post("/{fine_tuning_job_id}/resume")
+def resume_job(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> dict[str, Any]:
+    """Queue a paused job again; it continues from its newest checkpoint."""
+    return job_wire(jobs.resume_job(session, org, fine_tuning_job_id))
+
+
+@router.get("/{fine_tuning_job_id}/checkpoints")
+def list_checkpoints(
+    fine_tuning_job_id: str, session: SessionDep, org: OrgDep, after: str | None = None, limit: Limit = 10
+) -> dict[str, Any]:
+    """The job's kept checkpoints, newest first (OpenAI's checkpoint objects)."""
+    job = jobs.get_job(session, org, fine_tuning_job_id)
+    rows, has_more = checkpoints.list_checkpoints(session, job.id, after, limit)
+    return as_list([checkpoint_wire(job, c) for c in rows], has_more)
+
+
+@router.get(
+    "/{fine_tuning_job_id}/checkpoints/{checkpoint_id}/adapter",
+    response_class=StreamingResponse,
+    responses=streamed("application/gzip", "The checkpoint's adapter as one .tar.gz"),
+)
+def download_checkpoint_adapter(
+    fine_tuning_job_id: str, checkpoint_id: str, session: SessionDep, org: OrgDep
+) -> StreamingResponse:
+    """The checkpoint's adapter as one .tar.gz, in the same layout as the final adapter."""
+    checkpoint = checkpoints.get_checkpoint(session, org, fine_tuning_job_id, checkpoint_id)
+    return StreamingResponse(
+        get_storage().iter_chunks(checkpoint.adapter_key),
+        media_type="application/gzip",
+        headers=checkpoint_headers(checkpoint),
+    )
+
+
 @router.get("/{fine_tuning_job_id}/events")
 def list_events(
     fine_tuning_job_id: str, session: SessionDep, org: OrgDep, after: str | None = None, limit: Limit = 20
@@ -46,7 +105,11 @@ def list_events(
     return as_list([event_wire(e) for e in rows], has_more)
 
 
-@router.get("/{fine_tuning_job_id}/events/stream", response_class=StreamingResponse)
+@router.get(
+    "/{fine_tuning_job_id}/events/stream",
+    response_class=StreamingResponse,
+    responses=streamed("text/event-stream", "The job's events as Server-Sent Events, ending with `event: end`"),
+)
 def stream_events(
     fine_tuning_job_id: str, session: SessionDep, org: OrgDep, last_event_id: Annotated[str | None, Header()] = None
 ) -> StreamingResponse:
@@ -65,7 +128,11 @@ def list_metrics(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> d
     return {"object": "list", "data": [metric_wire(m) for m in events.metrics_for(session, job.id)], "has_more": False}
 
 
-@router.get("/{fine_tuning_job_id}/artifacts/{kind}", response_class=StreamingResponse)
+@router.get(
+    "/{fine_tuning_job_id}/artifacts/{kind}",
+    response_class=StreamingResponse,
+    responses=streamed("application/gzip", "The artifact as one .tar.gz; its sha256 in X-Artifact-SHA256"),
+)
 def download_artifact(fine_tuning_job_id: str, kind: str, session: SessionDep, org: OrgDep) -> StreamingResponse:
     """The adapter as one .tar.gz (PEFT format: adapter_config.json, adapter_model.safetensors)."""
     artifact = artifacts.get_artifact(session, org, fine_tuning_job_id, kind)

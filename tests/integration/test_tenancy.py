@@ -14,14 +14,16 @@ import pytest
 from sqlalchemy import select
 
 from api.app import create_app
+from core import checkpoints
 from core.auth import create_key, create_organization
 from core.db import session_scope
 from core.models import ApiKey
 from core.settings import get_settings
+from core.storage import StoredObject, get_storage
 from tests.conftest import OTHER_ORG, ROOT, make_client
 from tests.helpers import EXAMPLES, assert_error, chat, jsonl, upload, upload_ok
 
-PATH_PARAMS = {"file_id", "fine_tuning_job_id", "kind"}
+PATH_PARAMS = {"file_id", "fine_tuning_job_id", "kind", "checkpoint_id"}
 
 
 def fresh_org(name: str) -> tuple[str, str]:
@@ -42,10 +44,25 @@ def routes_with_ids() -> list[tuple[str, str]]:
     ]
 
 
+def stored_checkpoint(job_id: str) -> str:
+    """A checkpoint of the job as a worker records one (stored objects and their row)."""
+    storage = get_storage()
+    with storage.writer(f"checkpoints/{job_id}/adapter.tar.gz") as out:
+        out.write(b"adapter")
+    stored = StoredObject(f"checkpoints/{job_id}/adapter.tar.gz", out.bytes, out.sha256)
+    with session_scope() as session:
+        return checkpoints.record(session, job_id, 1, {"step": 1}, stored, stored).id
+
+
 def test_every_endpoint_that_takes_an_id_hides_other_organizations_objects(client_module, chat_file, api_keys) -> None:  # type: ignore[no-untyped-def]
     job = client_module.post("/v1/fine_tuning/jobs", json={"model": "tiny-llama", "training_file": chat_file}).json()
     client_module.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
-    ids = {"file_id": chat_file, "fine_tuning_job_id": job["id"], "kind": "adapter"}
+    ids = {
+        "file_id": chat_file,
+        "fine_tuning_job_id": job["id"],
+        "kind": "adapter",
+        "checkpoint_id": stored_checkpoint(job["id"]),
+    }
     routes = routes_with_ids()
     assert len(routes) >= 10  # a new route with an id joins this matrix by itself
     with make_client(api_keys[OTHER_ORG]) as intruder:
@@ -54,7 +71,13 @@ def test_every_endpoint_that_takes_an_id_hides_other_organizations_objects(clien
             response = intruder.request(method, url, params={"model": "tiny-llama"})
             error = assert_error(response, 404, code="not_found")
             assert error["param"] in ("file_id", "fine_tuning_job_id"), (method, path, error)
+        # Nor can another organization's checkpoint be the start of a job.
+        own_file = upload_ok(intruder, (EXAMPLES / "chat.jsonl").read_bytes(), "chat.jsonl")
+        spec = {"model": "tiny-llama", "training_file": own_file, "from_checkpoint": ids["checkpoint_id"]}
+        assert assert_error(intruder.post("/v1/fine_tuning/jobs", json=spec), 404)["param"] == "from_checkpoint"
         assert chat_file not in [f["id"] for f in intruder.get("/v1/files", params={"limit": 100}).json()["data"]]
+        # Nor is another organization's id a cursor (which would tell that it exists).
+        assert_error(intruder.get("/v1/files", params={"after": chat_file}), 404, param="after")
         listed = intruder.get("/v1/fine_tuning/jobs", params={"limit": 100}).json()["data"]
         assert job["id"] not in [j["id"] for j in listed]
     # The owner's objects survived the intruder's DELETE and cancel attempts.

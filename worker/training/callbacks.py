@@ -1,20 +1,24 @@
-"""Trainer callbacks: metrics and events into the job's record as training runs, and a
-cooperative stop when the job is cancelled (checked at every step)."""
+"""Trainer callbacks: metrics, events and checkpoints into the job's record as training
+runs, and a cooperative stop, checked at every step, when the job is cancelled, paused
+(after saving a checkpoint) or its lease was lost."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from worker.reporting import Reporter
+from worker.checkpoints import checkpoint_metrics
+from worker.reporting import Reporter, StopReason
 
 
 class JobProgressCallback(TrainerCallback):
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
-        self.cancelled = False
+        self.stopped: StopReason | None = None
         self.last_eval_step = -1
         self._last_time = time.perf_counter()
         self._last_tokens = 0
@@ -73,6 +77,15 @@ class JobProgressCallback(TrainerCallback):
             )
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
-        if self.reporter.cancelled():
-            self.cancelled = True
-            control.should_training_stop = True
+        reason = self.reporter.stop_reason()
+        if reason is None:
+            return
+        self.stopped = reason
+        control.should_training_stop = True
+        # A pause keeps its place: the trainer saves a checkpoint before it stops.
+        control.should_save = reason == "pause"
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
+        step = state.global_step
+        directory = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+        self.reporter.checkpoint(step, directory, checkpoint_metrics(state.log_history, step))

@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from peft import prepare_model_for_kbit_training
+from peft import PeftModel, prepare_model_for_kbit_training, set_peft_model_state_dict
+from peft.utils import SAFETENSORS_WEIGHTS_NAME as SAFE_ADAPTER_WEIGHTS
+from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedModel, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
@@ -23,7 +25,7 @@ from core.registry import ModelRef
 from core.specs import JobSpec
 from core.tokenization import PreparedTokenizer, prepare_tokenizer
 from worker.failures import DataError, ModelLoadError
-from worker.reporting import Reporter
+from worker.reporting import Reporter, StopReason
 from worker.training import attention
 from worker.training.adapters import AdaLoraBudgetCallback, peft_config, planned_steps
 from worker.training.callbacks import JobProgressCallback
@@ -32,12 +34,29 @@ from worker.training.runtime import Runtime
 from worker.training.speed import Speed, resolve_speed, uses_packing
 
 
+class ResumableSFTTrainer(SFTTrainer):
+    """SFTTrainer whose resume restores the adapter weights exactly as they were trained.
+
+    TRL trains a quantized model's adapter in bf16, but the Trainer's resume reloads
+    the adapter through PEFT's `load_adapter`, which upcasts it to fp32: the resumed
+    run would then train in another precision than the run it continues. Here the
+    saved weights are copied into the existing parameters, which keep their dtype.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        weights = load_file(Path(resume_from_checkpoint) / SAFE_ADAPTER_WEIGHTS)
+        result = set_peft_model_state_dict(model or self.model, weights)
+        if result.unexpected_keys:
+            raise DataError(f"The checkpoint does not fit this adapter: {result.unexpected_keys[:3]}", param="qlora")
+
+
 @dataclass
 class TrainResult:
     adapter_dir: Path
     trained_tokens: int
     steps: int
-    cancelled: bool
+    # Why training stopped before its end (cancelled, paused, lease lost); None: it ran out.
+    stopped: StopReason | None
     speed: Speed
 
 
@@ -48,11 +67,23 @@ class JobData:
 
 
 class Recipe:
+    """`resume_from`: a trainer checkpoint directory to continue from (same job);
+    `initial_adapter`: adapter weights to start from (another job's checkpoint)."""
+
     def __init__(
-        self, spec: JobSpec, model_ref: ModelRef, data: JobData, workdir: Path, runtime: Runtime, reporter: Reporter
+        self,
+        spec: JobSpec,
+        model_ref: ModelRef,
+        data: JobData,
+        workdir: Path,
+        runtime: Runtime,
+        reporter: Reporter,
+        resume_from: Path | None = None,
+        initial_adapter: Path | None = None,
     ) -> None:
         self.spec, self.model_ref, self.data, self.runtime = spec, model_ref, data, runtime
         self.workdir, self.reporter = workdir, reporter
+        self.resume_from, self.initial_adapter = resume_from, initial_adapter
         self.progress = JobProgressCallback(reporter)
 
     # -- setup ---------------------------------------------------------------------------
@@ -165,13 +196,23 @@ class Recipe:
             use_liger_kernel=speed.liger_kernel,
             optim=speed.optimizer,
             include_num_input_tokens_seen="non_padding",
-            save_strategy="no",
+            **self.checkpointing(),
             report_to=[],
             disable_tqdm=True,
             dataloader_num_workers=0,
             **batching,
             **evaluation,
         )
+
+    def checkpointing(self) -> dict[str, Any]:
+        if not self.reporter.saves_checkpoints:
+            return {"save_strategy": "no"}
+        every = self.spec.qlora.training.checkpoint_steps
+        return {
+            "save_strategy": "steps",
+            "save_steps": 0.1 if every == "auto" else every,  # below 1: a fraction of all steps
+            "save_total_limit": 1,  # locally; each checkpoint is in artifact storage once saved
+        }
 
     def resolve_speed(self) -> Speed:
         config = AutoConfig.from_pretrained(self.model_ref.source, trust_remote_code=False)
@@ -215,29 +256,29 @@ class Recipe:
         if adapter.type == "adalora":
             callbacks.append(AdaLoraBudgetCallback())
         mean_tokens = sum(len(ids) for ids in train["input_ids"]) / len(train)
+        new_adapter = None
+        if self.initial_adapter is not None:
+            model = PeftModel.from_pretrained(model, self.initial_adapter, is_trainable=True)
+        else:
+            new_adapter = peft_config(adapter, self.model_ref.source, planned_steps(self.spec, len(train)))
         try:
-            trainer = SFTTrainer(
+            trainer = ResumableSFTTrainer(
                 model=model,
                 args=self.training_args(valid is not None, speed, mean_tokens),
                 train_dataset=train,
                 eval_dataset=valid,
                 processing_class=tokenizer,
-                peft_config=peft_config(adapter, self.model_ref.source, planned_steps(self.spec, len(train))),
+                peft_config=new_adapter,
                 callbacks=callbacks,
             )
         except ValueError as exc:
             raise DataError(f"Cannot prepare training: {exc}", param="qlora") from exc
-        trainer.train()
-        ended_on_eval = self.progress.last_eval_step == trainer.state.global_step
-        if valid is not None and not self.progress.cancelled and not ended_on_eval:
-            trainer.evaluate()  # the final evaluation, when the schedule did not end on one
+        trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
+        steps, stopped = trainer.state.global_step, self.progress.stopped
         adapter_dir = self.workdir / "adapter"
-        trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
-        tokenizer.save_pretrained(adapter_dir)
-        return TrainResult(
-            adapter_dir,
-            int(trainer.state.num_input_tokens_seen),
-            trainer.state.global_step,
-            self.progress.cancelled,
-            speed,
-        )
+        if stopped is None:
+            if valid is not None and self.progress.last_eval_step != steps:
+                trainer.evaluate()  # the final evaluation, when the schedule did not end on one
+            trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
+            tokenizer.save_pretrained(adapter_dir)
+        return TrainResult(adapter_dir, int(trainer.state.num_input_tokens_seen), steps, stopped, speed)

@@ -1,0 +1,196 @@
+"""Leases: at most one worker runs a job at any time, and a job whose worker died is
+found and resumed.
+
+A worker claims a queued job in one conditional UPDATE that names it the lease owner
+until `lease_expires_at`, and renews the lease while it trains. Every write a worker
+makes about the job's outcome is conditioned on still owning the lease, so a worker
+that was presumed dead cannot publish over the run that replaced it. The reaper
+(core.maintenance) requeues jobs whose lease expired, up to `max_attempts` runs.
+Celery's own redelivery cannot do this: it acks a task whose worker process was killed,
+and Redis redelivers long tasks every visibility timeout; both are harmless here because
+a second delivery finds the job `running` under someone else's lease and is dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from core.events import add_event
+from core.ids import now
+from core.jobs import transition
+from core.models import Checkpoint, Job, JobAttempt, JobMetric
+from core.settings import get_settings
+from core.states import TERMINAL, JobStatus
+
+
+@dataclass(frozen=True)
+class Claim:
+    job: Job
+    attempt: int
+    resume_from: Checkpoint | None
+
+
+def deadline() -> float:
+    return time.time() + get_settings().lease_seconds
+
+
+def latest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
+    return session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc()))
+
+
+def claim(session: Session, job_id: str, owner: str, worker: str) -> Claim | None:
+    """queued -> running under `owner`'s lease; None when the job is not queued (a
+    duplicate or stale message, a job cancelled or paused before it started)."""
+    attempt = (session.scalar(select(Job.attempt).where(Job.id == job_id)) or 0) + 1
+    checkpoint = latest_checkpoint(session, job_id)
+    start = f"from checkpoint step {checkpoint.step}" if checkpoint else "from the beginning"
+    if not transition(
+        session,
+        job_id,
+        JobStatus.RUNNING,
+        message=f"Attempt {attempt} started on worker {worker}, training {start}",
+        data={"attempt": attempt, "lease_owner": owner, "resume_step": checkpoint.step if checkpoint else None},
+        conditions=[Job.attempt == attempt - 1],
+        attempt=attempt,
+        lease_owner=owner,
+        lease_expires_at=deadline(),
+        worker=worker,
+        started_at=func.coalesce(Job.started_at, now()),
+        pause_requested=False,
+    ):
+        return None
+    if checkpoint is not None:
+        # The steps after the checkpoint are trained again; their first values go.
+        session.execute(delete(JobMetric).where(JobMetric.job_id == job_id, JobMetric.step > checkpoint.step))
+    session.add(
+        JobAttempt(
+            job_id=job_id,
+            number=attempt,
+            lease_owner=owner,
+            started_at=time.time(),
+            resumed_from_step=checkpoint.step if checkpoint else None,
+        )
+    )
+    job = session.scalar(select(Job).where(Job.id == job_id))
+    return Claim(job, attempt, checkpoint)  # type: ignore[arg-type]
+
+
+def renew(session: Session, job_id: str, owner: str) -> bool:
+    """Extend the lease; False when it is no longer ours (expired and taken, or the
+    job was cancelled): the worker must stop."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.RUNNING.value)
+        .values(lease_expires_at=deadline())
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def holds(session: Session, job_id: str, owner: str) -> bool:
+    return session.scalar(select(Job.lease_owner).where(Job.id == job_id)) == owner
+
+
+def end_run(
+    session: Session,
+    job_id: str,
+    owner: str,
+    attempt: int,
+    outcome: str,
+    to: JobStatus | None = None,
+    **transition_args: object,
+) -> bool:
+    """Close an attempt: move the job to `to` if this worker still holds the lease,
+    release the lease and record how the attempt ended. Returns whether `to` was taken."""
+    moved = to is not None and transition(
+        session,
+        job_id,
+        to,
+        conditions=[Job.lease_owner == owner],
+        **transition_args,  # type: ignore[arg-type]
+    )
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.lease_owner == owner).values(lease_owner=None, lease_expires_at=None)
+    )
+    _close_attempt(session, job_id, attempt, outcome, time.time())
+    return moved
+
+
+def _close_attempt(session: Session, job_id: str, number: int, outcome: str, ended_at: float) -> None:
+    session.execute(
+        update(JobAttempt)
+        .where(JobAttempt.job_id == job_id, JobAttempt.number == number, JobAttempt.ended_at.is_(None))
+        .values(ended_at=ended_at, outcome=outcome)
+    )
+
+
+def reap(session: Session) -> int:
+    """Handle every job whose lease expired: requeue it to resume from its newest
+    checkpoint, pause it if a pause was asked for, or fail it after max_attempts runs.
+    Returns the number of jobs handled; requeued jobs are published by the reconciler."""
+    current, max_attempts = time.time(), get_settings().max_attempts
+    expired = session.execute(
+        select(Job.id, Job.status, Job.attempt, Job.lease_owner, Job.lease_expires_at, Job.pause_requested).where(
+            Job.lease_owner.is_not(None), Job.lease_expires_at < current
+        )
+    ).all()
+    for job_id, status, attempt, owner, expired_at, pause_requested in expired:
+        still_expired = [Job.lease_owner == owner, Job.lease_expires_at < current]  # not renewed meanwhile
+        released = {"lease_owner": None, "lease_expires_at": None, "enqueued_at": None}
+        lost = f"Worker lease {owner} expired {current - expired_at:.0f} s ago (attempt {attempt})"
+        if status in TERMINAL:  # cancelled while its worker died: only the lease is left
+            session.execute(update(Job).where(Job.id == job_id, *still_expired).values(**released))
+        elif pause_requested:
+            transition(
+                session,
+                job_id,
+                JobStatus.PAUSED,
+                message=f"{lost}; job paused as requested",
+                level="warn",
+                conditions=still_expired,
+                pause_requested=False,
+                **released,
+            )
+        elif attempt >= max_attempts:
+            message = f"{lost}; the job ran {attempt} times, the limit (max_attempts), and is not retried"
+            transition(
+                session,
+                job_id,
+                JobStatus.FAILED,
+                message=message,
+                level="error",
+                conditions=still_expired,
+                error={"code": "worker_lost", "message": message, "param": None},
+                **released,
+            )
+        else:
+            checkpoint = latest_checkpoint(session, job_id)
+            start = f"checkpoint step {checkpoint.step}" if checkpoint else "the beginning (no checkpoint yet)"
+            transition(
+                session,
+                job_id,
+                JobStatus.QUEUED,
+                message=f"{lost}; requeued to resume from {start}",
+                level="warn",
+                conditions=still_expired,
+                **released,
+            )
+        _close_attempt(session, job_id, attempt, "lease_expired", expired_at)
+    return len(expired)
+
+
+def note_dropped_delivery(session: Session, job_id: str) -> None:
+    """A message for a job that is not queued: say so on a running job (the case of a
+    broker redelivering a long task), so duplicates are visible, not silent."""
+    job = session.scalar(select(Job).where(Job.id == job_id))
+    if job is not None and job.status == JobStatus.RUNNING:
+        add_event(
+            session,
+            job_id,
+            f"A second delivery of this job's message was dropped: attempt {job.attempt} is running "
+            f"under lease {job.lease_owner}",
+            data={"attempt": job.attempt, "lease_owner": job.lease_owner},
+        )

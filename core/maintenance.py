@@ -1,0 +1,74 @@
+"""The maintenance loop: what keeps jobs and storage consistent when processes die.
+
+Each round, in its own transactions:
+- the reaper requeues (or fails) jobs whose worker stopped renewing its lease;
+- the reconciler sends again every queued job whose message never reached the broker
+  (broker down at submission, a requeue by the reaper) or was lost with the broker's
+  data; duplicates are harmless, a worker drops a message for a job that is not queued;
+- expired Idempotency-Keys are forgotten;
+- temporary objects left by a process that died mid-upload are removed.
+
+Every step is a conditional UPDATE or idempotent, so any number of API processes (or
+`ftsvc maintain` processes) may run the loop at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import select, update
+
+from core import idempotency, leases
+from core.db import session_scope
+from core.jobs import publish
+from core.models import Job
+from core.queue import broker_lost_messages, remember_broker
+from core.settings import get_settings
+from core.states import JobStatus
+from core.storage import get_storage
+
+log = logging.getLogger("ftsvc.maintenance")
+
+
+def reconcile_queue() -> int:
+    """Publish the queued jobs that have no message in the broker; returns how many."""
+    with session_scope() as session:
+        if broker_lost_messages():
+            session.execute(update(Job).where(Job.status == JobStatus.QUEUED.value).values(enqueued_at=None))
+            session.commit()
+            remember_broker()  # only now: a crash before this line repeats the marking
+        pending = session.scalars(
+            select(Job.id).where(Job.status == JobStatus.QUEUED.value, Job.enqueued_at.is_(None)).order_by(Job.pk)
+        ).all()
+        return sum(publish(session, job_id) for job_id in pending)
+
+
+def run_once() -> None:
+    settings = get_settings()
+    with session_scope() as session:
+        if reaped := leases.reap(session):
+            log.warning("reaped %d jobs with expired leases", reaped)
+    if sent := reconcile_queue():
+        log.info("sent %d queued jobs to the broker again", sent)
+    with session_scope() as session:
+        idempotency.forget_expired(session)
+    get_storage().remove_stale_temporaries(settings.orphan_grace_seconds)
+
+
+def run_forever(stop: threading.Event, interval: float) -> None:
+    """Rounds until `stop` is set; a failed round (database or broker down) is logged
+    and retried at the next one."""
+    while not stop.is_set():
+        try:
+            run_once()
+        except Exception:
+            log.exception("maintenance round failed; retrying in %.0f s", interval)
+        stop.wait(interval)
+
+
+def start_thread(interval: float) -> threading.Event:
+    """Run the loop in a daemon thread (the API process); set the event to stop it."""
+    stop = threading.Event()
+    threading.Thread(target=run_forever, args=(stop, interval), name="ftsvc-maintenance", daemon=True).start()
+    return stop
