@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
@@ -13,7 +13,11 @@ from core.db import session_scope
 from core.errors import InvalidRequest
 
 
-def get_session() -> Iterator[Session]:
+async def get_session() -> AsyncIterator[Session]:
+    """The route's unit of work. Async on purpose: its commit and close run on the event
+    loop as soon as the route returns. A sync generator would need a free worker thread
+    for that while it still holds its pooled connection, and under load every thread
+    can be waiting for a connection: the API deadlocks (fastapi#3205)."""
     with session_scope() as session:
         yield session
 
@@ -24,7 +28,7 @@ def get_org(authorization: Annotated[str | None, Header(include_in_schema=False)
         return authenticate(session, authorization)
 
 
-def refuse_nul_characters(request: Request) -> None:
+async def refuse_nul_characters(request: Request) -> None:  # async: no thread hop
     """Postgres text cannot hold NUL: an id, cursor or filter containing one could only
     fail inside the database, so it is refused before any route runs."""
     for name, value in (*request.path_params.items(), *request.query_params.multi_items()):
@@ -32,6 +36,8 @@ def refuse_nul_characters(request: Request) -> None:
             raise InvalidRequest(f"{name}: must not contain NUL characters", param=name)
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": closed when the route function returns, not after its response is
+# serialized (which waits for a worker thread too).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 OrgDep = Annotated[str, Depends(get_org)]
 Limit = Annotated[int, Query(ge=1, le=100)]

@@ -3,9 +3,11 @@ downloads and event streams, and no 422 of FastAPI's own (validation errors are 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 FASTAPI_VALIDATION_ERROR = {"$ref": "#/components/schemas/HTTPValidationError"}
 # One Server-Sent Event, as OpenAPI 3.2's `itemSchema` describes the items of a stream
@@ -56,3 +58,15 @@ def drop_fastapi_422(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+class PlainRoute(APIRoute):
+    """A route whose return value (a dict built by api.serializers) is sent as is.
+    FastAPI would otherwise re-validate it against the `dict[str, Any]` annotation in a
+    worker thread after a sync route returns, while the request still holds its
+    database connection; under load every thread can then be waiting for a connection
+    and the API deadlocks (fastapi#3205)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        kwargs["response_model"] = None
+        super().__init__(path, endpoint, **kwargs)

@@ -34,20 +34,25 @@ def get_celery() -> Celery:
         worker_hijack_root_logger=False,
         task_serializer="json",
         accept_content=["json"],
-        broker_transport_options={
+    )
+    if _is_redis(settings.broker_url):  # the SQLAlchemy transport takes no such options
+        app.conf.broker_transport_options = {
             "visibility_timeout": settings.broker_visibility_timeout,
-            # Redis: look for unacknowledged messages past the timeout often enough for
-            # the timeout to mean what it says (kombu's default sweep is every 100 s).
+            # Look for unacknowledged messages past the timeout often enough for the
+            # timeout to mean what it says (kombu's default sweep is every 100 s).
             "unacked_restore_interval": max(1.0, min(10.0, settings.broker_visibility_timeout / 2)),
             "unacked_restore_throttle": 1,
-        },
-    )
+        }
     return app
+
+
+def _is_redis(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://"))
 
 
 def _redis_broker():  # type: ignore[no-untyped-def]
     url = get_settings().broker_url
-    if not url.startswith(("redis://", "rediss://")):
+    if not _is_redis(url):
         return None
     import redis
 

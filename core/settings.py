@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # not renewed in time means the worker is gone, and the job resumes elsewhere from
     # its last checkpoint, at most max_attempts runs in all.
     lease_seconds: float = 60.0
+    # Jobs with checkpoint_steps "auto" save a checkpoint after this much training time:
+    # what a lost worker can cost, against about 3 s per save of an 8B adapter's state.
+    checkpoint_interval_seconds: float = 600.0
     max_attempts: int = 3
     # Redis redelivers a message not acknowledged within this time; a long job's second
     # delivery is harmless (the lease refuses it), so it only bounds redelivery delay.

@@ -206,7 +206,8 @@ class Training(_Strict):
     # Evaluate on the validation data every N steps (and always at the end); null: once per epoch.
     eval_steps: Annotated[int, Field(ge=1)] | None = None
     # Save a checkpoint (adapter, optimizer, scheduler, RNG, data position) every N
-    # optimizer steps; "auto": every tenth of the run. A job resumes from its newest.
+    # optimizer steps; "auto": every 10 minutes of training (the worker's
+    # FTSVC_CHECKPOINT_INTERVAL_SECONDS). A job resumes from its newest.
     checkpoint_steps: Annotated[int, Field(ge=1)] | Auto = "auto"
     # How many of a job's newest checkpoints are kept; older ones are deleted.
     keep_checkpoints: Annotated[int, Field(ge=1, le=100)] = 3

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -139,10 +140,14 @@ def _eos_ids(tokenizer: Any, model_ref: ModelRef) -> frozenset[int]:
     return frozenset(ids)
 
 
+_TRANSFORMERS_IMPORT = threading.Lock()
+
+
 def prepare_tokenizer(model_ref: ModelRef) -> PreparedTokenizer:
     """Load the tokenizer, give it a template if it has none, and check that trained
     assistant turns end with a token the model treats as EOS (adding it if not)."""
-    from transformers import AutoTokenizer
+    with _TRANSFORMERS_IMPORT:  # transformers' lazy modules fail when two threads import them at once
+        from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_ref.source, trust_remote_code=False)

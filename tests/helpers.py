@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,37 @@ from fastapi.testclient import TestClient
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def file_rows() -> int:
+    from sqlalchemy import func, select
+
+    from core.db import session_scope
+    from core.models import File
+
+    with session_scope() as session:
+        return session.scalar(select(func.count()).select_from(File)) or 0
+
+
+def stored_objects() -> set[str]:
+    """The names of the uploaded files' objects in storage."""
+    from core.settings import get_settings
+
+    root = get_settings().storage_root / "files"  # type: ignore[operator]
+    return {p.name for p in root.iterdir()} if root.exists() else set()
+
+
+def wait_healthy(port: int, process: Any, timeout: float, log: Path) -> None:
+    """Until a server process answers /healthz; fails with its log if it exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return
+        except OSError:
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the service did not come up"
+            time.sleep(0.2)
 
 
 def jsonl(*rows: Any) -> bytes:

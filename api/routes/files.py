@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from api import idempotency
 from api.deps import Limit, OrgDep, SessionDep
-from api.openapi import streamed
+from api.openapi import PlainRoute, streamed
 from api.serializers import as_list, file_wire
 from api.upload import receive_upload
 from core import files, previews
@@ -20,7 +20,7 @@ from core.idempotency import fingerprint
 from core.ids import new_id
 from core.storage import get_storage
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+router = APIRouter(prefix="/v1/files", tags=["files"], route_class=PlainRoute)
 
 UPLOAD_BODY = {
     "requestBody": {

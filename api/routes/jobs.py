@@ -7,7 +7,7 @@ from fastapi.responses import StreamingResponse
 
 from api import idempotency
 from api.deps import Limit, OrgDep, SessionDep
-from api.openapi import streamed
+from api.openapi import PlainRoute, streamed
 from api.serializers import (
     artifact_headers,
     as_list,
@@ -23,7 +23,7 @@ from core.idempotency import fingerprint
 from core.specs import JobSpec
 from core.storage import get_storage
 
-router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], route_class=PlainRoute)
 
 
 @router.post("")

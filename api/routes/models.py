@@ -5,10 +5,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import OrgDep
+from api.openapi import PlainRoute
 from api.serializers import as_list
 from core import registry
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=PlainRoute)
 
 
 @router.get("")

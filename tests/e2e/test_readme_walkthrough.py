@@ -11,13 +11,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, wait_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -49,15 +47,7 @@ def test_readme_walkthrough_on_the_embedded_service(tmp_path: Path) -> None:
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the service did not come up"
-                time.sleep(0.5)
+        wait_healthy(port, server, 120, tmp_path / "serve.log")
         (tmp_path / "examples").symlink_to(ROOT / "examples")
         result = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", walkthrough()],

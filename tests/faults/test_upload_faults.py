@@ -10,18 +10,15 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
 
-from core.db import session_scope
-from core.models import File
 from core.settings import get_settings
 from tests.conftest import DATA_DIR, ROOT, TEST_ORG
 from tests.e2e.test_readme_walkthrough import free_port
+from tests.helpers import file_rows, stored_objects, wait_healthy
 
 BOUNDARY = "fault-test-boundary"
 LINE = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
@@ -45,14 +42,7 @@ class Api:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1)
-                return
-            except OSError:
-                assert time.monotonic() < deadline and self.process.poll() is None, "the API did not start"
-                time.sleep(0.2)
+        wait_healthy(self.port, self.process, 60, DATA_DIR / "api-faults.log")
 
     def kill(self) -> None:
         assert self.process is not None
@@ -94,10 +84,7 @@ def temporaries() -> list[Path]:
 
 
 def stored() -> tuple[int, set[str]]:
-    with session_scope() as session:
-        rows = session.scalar(select(func.count()).select_from(File)) or 0
-    files = get_settings().storage_root / "files"  # type: ignore[operator]
-    return rows, {p.name for p in files.iterdir()} if files.exists() else set()
+    return file_rows(), stored_objects()
 
 
 def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]

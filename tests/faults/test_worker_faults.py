@@ -84,13 +84,14 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes_with_the_same_losses(
         assert got[step] == pytest.approx(loss, rel=LOSS_TOLERANCE), f"step {step}: {got[step]} != {loss}"
     assert straight["trained_tokens"] == resumed["trained_tokens"]
 
-    # Checkpoints: the newest three kept (keep_checkpoints), newest first, downloadable.
+    # Checkpoints: the newest three kept (keep_checkpoints), newest first, downloadable;
+    # none at the last step, where the job publishes its adapter instead.
     listed = client.get(checkpoint_url).json()
-    assert [c["step_number"] for c in listed["data"]] == [48, 40, 32]
+    assert [c["step_number"] for c in listed["data"]] == [40, 32, 24]
     newest = listed["data"][0]
     assert newest["object"] == "fine_tuning.job.checkpoint" and newest["fine_tuning_job_id"] == killed["id"]
-    assert newest["metrics"]["train_loss"] == pytest.approx(got[48])
-    assert newest["fine_tuned_model_checkpoint"].endswith(f"{killed['id']}:ckpt-step-48")
+    assert newest["metrics"]["train_loss"] == pytest.approx(got[40])
+    assert newest["fine_tuned_model_checkpoint"].endswith(f"{killed['id']}:ckpt-step-40")
     download = client.get(f"{checkpoint_url}/{newest['id']}/adapter")
     assert download.status_code == 200 and download.headers["x-artifact-sha256"] == newest["adapter_sha256"]
     with tarfile.open(fileobj=io.BytesIO(download.content)) as tar:
@@ -101,7 +102,8 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes_with_the_same_losses(
 
 def test_a_job_can_start_from_another_jobs_checkpoint(client_module, chat_file: str, worker: Workers) -> None:  # type: ignore[no-untyped-def]
     client = client_module
-    source = wait_for(client, client.post("/v1/fine_tuning/jobs", json=spec(chat_file, 16)).json()["id"], {"succeeded"})
+    source = client.post("/v1/fine_tuning/jobs", json=spec(chat_file, 16, checkpoint_steps=8)).json()
+    source = wait_for(client, source["id"], {"succeeded"})
     checkpoint = client.get(f"/v1/fine_tuning/jobs/{source['id']}/checkpoints").json()["data"][0]
     fresh = wait_for(client, client.post("/v1/fine_tuning/jobs", json=spec(chat_file, 2)).json()["id"], {"succeeded"})
     body = spec(chat_file, 2) | {"from_checkpoint": checkpoint["id"]}

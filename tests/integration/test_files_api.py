@@ -6,22 +6,12 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from core.db import session_scope
 from core.models import File
 from core.settings import get_settings
-from tests.helpers import EXAMPLES, assert_error, chat, jsonl, upload, upload_ok
-
-
-def file_rows() -> int:
-    with session_scope() as session:
-        return session.scalar(select(func.count()).select_from(File)) or 0
-
-
-def stored_objects() -> set[str]:
-    root = get_settings().storage_root / "files"  # type: ignore[operator]
-    return {p.name for p in root.iterdir()} if root.exists() else set()
+from tests.helpers import EXAMPLES, assert_error, chat, file_rows, jsonl, stored_objects, upload, upload_ok
 
 
 def test_upload_reports_size_digest_and_examples(client) -> None:  # type: ignore[no-untyped-def]

@@ -5,19 +5,13 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 
 from core.db import session_scope
-from core.models import File, IdempotencyKey, Job
-from core.settings import get_settings
-from tests.helpers import EXAMPLES, assert_error, chat, jsonl, upload
+from core.models import IdempotencyKey, Job
+from tests.helpers import EXAMPLES, assert_error, chat, file_rows, jsonl, stored_objects, upload
 
 
-def count(model) -> int:  # type: ignore[no-untyped-def]
+def job_rows() -> int:
     with session_scope() as session:
-        return session.scalar(select(func.count()).select_from(model)) or 0
-
-
-def stored_objects() -> set[str]:
-    root = get_settings().storage_root / "files"  # type: ignore[operator]
-    return {p.name for p in root.iterdir()} if root.exists() else set()
+        return session.scalar(select(func.count()).select_from(Job)) or 0
 
 
 def test_a_retried_upload_returns_the_first_file_and_stores_nothing_twice(client_module) -> None:  # type: ignore[no-untyped-def]
@@ -28,19 +22,19 @@ def test_a_retried_upload_returns_the_first_file_and_stores_nothing_twice(client
         "/v1/files", files={"file": ("chat.jsonl", content)}, data={"purpose": "fine-tune"}, headers=headers
     )
     assert first.status_code == 200 and "idempotent-replayed" not in first.headers
-    rows, objects = count(File), stored_objects()
+    rows, objects = file_rows(), stored_objects()
     again = client.post(
         "/v1/files", files={"file": ("chat.jsonl", content)}, data={"purpose": "fine-tune"}, headers=headers
     )
     assert again.status_code == 200 and again.json() == first.json()
     assert again.headers["idempotent-replayed"] == "true"
-    assert (count(File), stored_objects()) == (rows, objects)
+    assert (file_rows(), stored_objects()) == (rows, objects)
 
     other = client.post(
         "/v1/files", files={"file": ("chat.jsonl", jsonl(chat()) * 2)}, data={"purpose": "fine-tune"}, headers=headers
     )
     assert_error(other, 422, param="Idempotency-Key", code="idempotency_key_reused")
-    assert (count(File), stored_objects()) == (rows, objects)
+    assert (file_rows(), stored_objects()) == (rows, objects)
     # Without a key, the same upload is a new file.
     assert upload(client, content, "chat.jsonl").json()["id"] != first.json()["id"]
 
@@ -51,10 +45,10 @@ def test_a_retried_job_submission_returns_the_first_job(client_module, chat_file
     headers = {"Idempotency-Key": "job-1"}
     first = client.post("/v1/fine_tuning/jobs", json=body, headers=headers)
     assert first.status_code == 200
-    jobs = count(Job)
+    jobs = job_rows()
     again = client.post("/v1/fine_tuning/jobs", json=body, headers=headers)
     assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
-    assert count(Job) == jobs
+    assert job_rows() == jobs
     assert_error(
         client.post("/v1/fine_tuning/jobs", json=body | {"suffix": "other"}, headers=headers),
         422,

@@ -16,9 +16,14 @@ from worker.reporting import Reporter, StopReason
 
 
 class JobProgressCallback(TrainerCallback):
-    def __init__(self, reporter: Reporter) -> None:
+    """`checkpoint_seconds`: also save a checkpoint whenever this much time has passed
+    since the last one (the "auto" checkpoint schedule)."""
+
+    def __init__(self, reporter: Reporter, checkpoint_seconds: float | None = None) -> None:
         self.reporter = reporter
+        self.checkpoint_seconds = checkpoint_seconds
         self.stopped: StopReason | None = None
+        self._last_save = time.monotonic()
         self.last_eval_step = -1
         self._last_time = time.perf_counter()
         self._last_tokens = 0
@@ -79,6 +84,9 @@ class JobProgressCallback(TrainerCallback):
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
         reason = self.reporter.stop_reason()
         if reason is None:
+            due = self.checkpoint_seconds is not None and time.monotonic() - self._last_save >= self.checkpoint_seconds
+            if due and state.global_step < state.max_steps:
+                control.should_save = True
             return
         self.stopped = reason
         control.should_training_stop = True
@@ -86,6 +94,9 @@ class JobProgressCallback(TrainerCallback):
         control.should_save = reason == "pause"
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
+        self._last_save = time.monotonic()
         step = state.global_step
+        if step >= state.max_steps and self.stopped is None:
+            return  # the trainer's save at the end: the job publishes its adapter instead
         directory = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
         self.reporter.checkpoint(step, directory, checkpoint_metrics(state.log_history, step))

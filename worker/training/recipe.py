@@ -22,6 +22,7 @@ from trl import SFTConfig, SFTTrainer
 from core.datasets import DataFile
 from core.errors import ServiceError
 from core.registry import ModelRef
+from core.settings import get_settings
 from core.specs import JobSpec
 from core.tokenization import PreparedTokenizer, prepare_tokenizer
 from worker.failures import DataError, ModelLoadError
@@ -84,7 +85,8 @@ class Recipe:
         self.spec, self.model_ref, self.data, self.runtime = spec, model_ref, data, runtime
         self.workdir, self.reporter = workdir, reporter
         self.resume_from, self.initial_adapter = resume_from, initial_adapter
-        self.progress = JobProgressCallback(reporter)
+        timed = reporter.saves_checkpoints and spec.qlora.training.checkpoint_steps == "auto"
+        self.progress = JobProgressCallback(reporter, get_settings().checkpoint_interval_seconds if timed else None)
 
     # -- setup ---------------------------------------------------------------------------
     def load_tokenizer(self) -> PreparedTokenizer:
@@ -205,14 +207,12 @@ class Recipe:
         )
 
     def checkpointing(self) -> dict[str, Any]:
-        if not self.reporter.saves_checkpoints:
-            return {"save_strategy": "no"}
         every = self.spec.qlora.training.checkpoint_steps
-        return {
-            "save_strategy": "steps",
-            "save_steps": 0.1 if every == "auto" else every,  # below 1: a fraction of all steps
-            "save_total_limit": 1,  # locally; each checkpoint is in artifact storage once saved
-        }
+        if not self.reporter.saves_checkpoints or every == "auto":
+            # "auto" saves by training time (JobProgressCallback), pauses save on request.
+            return {"save_strategy": "no", "save_total_limit": 1}
+        # save_total_limit: locally; each checkpoint is in artifact storage once saved.
+        return {"save_strategy": "steps", "save_steps": every, "save_total_limit": 1}
 
     def resolve_speed(self) -> Speed:
         config = AutoConfig.from_pretrained(self.model_ref.source, trust_remote_code=False)
