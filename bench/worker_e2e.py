@@ -1,9 +1,14 @@
 """The worker end to end on whatever device this machine has: the embedded default
 (SQLite, the SQLAlchemy broker, local storage), a real Celery worker process, and a job
 on a random-weight model of a benchmark shape, submitted the way the API submits it.
-Prints the job's events, its loss curve and the published adapter.
+Prints the job's events, its loss curve and the published adapter; with
+`--checkpoint-steps`, each checkpoint (its size, and what saving it cost the run: the
+training interval that includes the save against the median interval without one); with
+`--pause-at-step`, pauses the running job there and resumes it once paused.
 
     python bench/worker_e2e.py --shape 8b --steps 200 --tokens-per-step 2048
+    python bench/worker_e2e.py --shape 8b --steps 200 --tokens-per-step 2048 --checkpoint-steps 50
+    python bench/worker_e2e.py --shape 8b --steps 60 --tokens-per-step 2048 --pause-at-step 20
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import io
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -48,6 +54,8 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=4000)
     parser.add_argument("--models", default=str(ROOT / "var" / "bench-models"))
     parser.add_argument("--timeout", type=float, default=480)
+    parser.add_argument("--checkpoint-steps", type=int, default=None, help="default: the job's (auto)")
+    parser.add_argument("--pause-at-step", type=int, default=None, help="pause once a step at or past it is logged")
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="ftsvc-e2e-"))
@@ -58,7 +66,7 @@ def main() -> None:
     from core import files, jobs
     from core.db import session_scope
     from core.migrate import upgrade_database
-    from core.models import LOCAL_ORG, Job
+    from core.models import LOCAL_ORG, Checkpoint, Job, JobAttempt, JobMetric
     from core.specs import JobSpec
     from core.storage import StoredObject, get_storage
     from ftsvc.cli import worker_command
@@ -82,7 +90,8 @@ def main() -> None:
                         "max_seq_length": 512,
                         "learning_rate": 1e-4,
                         "logging_steps": 10,
-                    },
+                    }
+                    | ({} if args.checkpoint_steps is None else {"checkpoint_steps": args.checkpoint_steps}),
                     "performance": {"tokens_per_step": args.tokens_per_step},
                 },
             }
@@ -92,13 +101,23 @@ def main() -> None:
 
     worker = subprocess.Popen(worker_command(), cwd=ROOT, stdout=sys.stdout, stderr=subprocess.STDOUT)
     started = time.monotonic()
+    pause_at = args.pause_at_step
     try:
         while time.monotonic() - started < args.timeout:
             with session_scope() as session:
                 status = session.scalar(select(Job.status).where(Job.id == job_id))
-            if status in ("succeeded", "failed", "cancelled"):
-                break
-            time.sleep(2)
+                if status in ("succeeded", "failed", "cancelled"):
+                    break
+                if status == "paused":
+                    print(f"paused after {time.monotonic() - started:.0f}s; resuming", flush=True)
+                    jobs.resume_job(session, LOCAL_ORG, job_id)
+                elif pause_at is not None and session.scalar(
+                    select(JobMetric.step).where(JobMetric.job_id == job_id, JobMetric.step >= pause_at).limit(1)
+                ):
+                    print(f"pausing at step >= {pause_at} after {time.monotonic() - started:.0f}s", flush=True)
+                    jobs.pause_job(session, LOCAL_ORG, job_id)
+                    pause_at = None
+            time.sleep(2 if args.pause_at_step is None else 0.5)
     finally:
         worker.terminate()
         worker.wait(timeout=60)
@@ -122,6 +141,37 @@ def main() -> None:
                 f"{metrics[-1].loss:.3f} at step {metrics[-1].step}; "
                 f"last tokens/s {metrics[-1].tokens_per_second}"
             )
+        # A save at step s lies in the interval from s to the next logged step; each
+        # interval's length comes from its token count and rate (perf_counter timed), as
+        # event times are whole seconds. The interval to the first logged step (warm-up)
+        # has no start point, so it is left out.
+        spans = {
+            a.step: (b.tokens_seen - a.tokens_seen) / b.tokens_per_second
+            for a, b in zip(metrics, metrics[1:], strict=False)
+            if b.tokens_per_second and a.tokens_seen is not None and b.tokens_seen is not None
+        }
+        saves = [
+            (i, e) for i, e in enumerate(events) if e.message.startswith("Checkpoint ") and "step" in (e.data or {})
+        ]
+        plain = [d for step, d in spans.items() if step not in {e.data["step"] for _, e in saves}]
+        for i, e in saves:
+            span = spans.get(e.data["step"])
+            print(
+                f"checkpoint {e.data['checkpoint_id']} at step {e.data['step']}: "
+                f"{e.created_at - events[i - 1].created_at}s after {events[i - 1].message[:24]!r}; "
+                f"state {e.data['state_bytes'] / 1e6:.1f} MB"
+                + (
+                    f"; its interval {span:.2f}s, median without a save {statistics.median(plain):.2f}s"
+                    if span and plain
+                    else ""
+                )
+            )
+        for c in session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)):
+            print(f"kept checkpoint {c.id} step {c.step}: adapter {c.adapter_bytes} bytes, state {c.state_bytes} bytes")
+        print(f"attempts: {job.attempt}")
+        for a in session.scalars(select(JobAttempt).where(JobAttempt.job_id == job_id).order_by(JobAttempt.number)):
+            print(f"  attempt {a.number}: resumed from step {a.resumed_from_step}, {a.outcome}")
+        print(f"wall time: {elapsed:.1f}s")
         if job.status == "succeeded":
             artifact = get_artifact(session, LOCAL_ORG, job_id, ADAPTER)
             with tarfile.open(fileobj=io.BytesIO(storage.path(artifact.storage_key).read_bytes())) as tar:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, update
@@ -91,14 +92,39 @@ def _check_format(spec: JobSpec, file: files.File, param: str) -> None:
         )
 
 
+@lru_cache(maxsize=256)
+def _token_statistics(
+    model_ref: registry.ModelRef,
+    model_version: float,
+    training: tuple[str, str, str | None, str | None],
+    max_seq_length: int,
+    train_on_inputs: bool,
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The tokenizer's checks and the data's token statistics: the same for the same
+    file (by content), model (as it is on disk) and settings, so a sweep of jobs over
+    one file pays for them once per API process."""
+    prepared = prepare_tokenizer(model_ref)
+    _, storage_key, file_type, data_format = training
+    with get_storage().open(storage_key) as stream:
+        examples = iter_examples(stream, file_type, data_format)  # type: ignore[arg-type]
+        stats = statistics(prepared, examples, max_seq_length, train_on_inputs)
+    stats |= {"chat_template": prepared.template_source, "eos_appended": prepared.append_eos}
+    return stats, tuple(prepared.notes())
+
+
 def _preflight(spec: JobSpec, training: files.File) -> tuple[dict[str, Any], list[str]]:
     """Load the base model's tokenizer, check its template and EOS, and compute the
     training data's token statistics; refuse data with nothing left to train on."""
-    prepared = prepare_tokenizer(registry.resolve_model(spec.model))
+    model_ref = registry.resolve_model(spec.model)
     training_spec, data = spec.qlora.training, spec.qlora.data
-    with get_storage().open(training.storage_key) as stream:
-        examples = iter_examples(stream, training.file_type, training.format)  # type: ignore[arg-type]
-        stats = statistics(prepared, examples, training_spec.max_seq_length, data.train_on_inputs)
+    cached, notes = _token_statistics(
+        model_ref,
+        registry.modified_at(model_ref),
+        (training.sha256, training.storage_key, training.file_type, training.format),
+        training_spec.max_seq_length,
+        data.train_on_inputs,
+    )
+    stats = dict(cached)  # the cached value is shared: never changed in place
     if stats["trainable_tokens"] == 0:
         raise InvalidRequest(
             f"None of the {stats['examples']} examples of {training.id} has a trained token left after "
@@ -107,8 +133,7 @@ def _preflight(spec: JobSpec, training: files.File) -> tuple[dict[str, Any], lis
             param="qlora.training.max_seq_length",
             code="no_trainable_tokens",
         )
-    stats |= {"chat_template": prepared.template_source, "eos_appended": prepared.append_eos}
-    return stats, prepared.notes()
+    return stats, list(notes)
 
 
 def _with_checkpoint_adapter(session: Session, org_id: str, spec: JobSpec) -> JobSpec:

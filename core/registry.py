@@ -76,3 +76,11 @@ def resolve_model(name: str) -> ModelRef:
         param="model",
         code="model_not_found",
     )
+
+
+def modified_at(model_ref: ModelRef) -> float:
+    """When a local model's files last changed (0 for hub ids, which name a revision):
+    what is derived from a model is cached under this, so a replaced model is re-read."""
+    if not model_ref.local:
+        return 0.0
+    return max((p.stat().st_mtime for p in Path(model_ref.source).iterdir()), default=0.0)
