@@ -120,4 +120,7 @@ def test_a_model_that_cannot_load_fails_the_job_with_a_clear_error(client, worke
     job = wait_for(client, created["id"], {"failed"})
     assert job["error"]["code"] == "model_load_failed" and job["error"]["param"] == "model"
     assert "broken-llama" in job["error"]["message"]
-    assert all_events(client, created["id"])[-1]["level"] == "error"
+    assert job["attempts"] == 1  # final: a model that cannot load is not retried
+    failure = all_events(client, created["id"])[-1]
+    assert failure["level"] == "error" and failure["data"]["retried"] is False
+    assert failure["data"]["code"] == "model_load_failed" and failure["data"]["exception"]
