@@ -144,19 +144,22 @@ def test_pause_checkpoints_and_frees_the_worker_and_resume_continues(
 
 
 def test_a_redelivered_long_task_does_not_run_twice(client_module, chat_file: str, worker: Workers) -> None:  # type: ignore[no-untyped-def]
-    """A worker that makes Redis redeliver unacknowledged messages after 2 s, beside the
-    normal one: the long job's message is delivered again while it trains."""
+    """While a long job trains on the normal worker, a second worker that makes Redis
+    redeliver messages unacknowledged for 2 s joins: the job's message is delivered
+    again while it trains. (kombu keeps refreshing the messages a consumer with a short
+    timeout holds itself, so the job must be running elsewhere when it joins.)"""
     client = client_module
+    job = client.post("/v1/fine_tuning/jobs", json=spec(chat_file, 120, checkpoint_steps=1000)).json()
+    wait_for(client, job["id"], {"running"})
     impatient = worker.start(FTSVC_BROKER_VISIBILITY_TIMEOUT="2")
     try:
-        job = client.post("/v1/fine_tuning/jobs", json=spec(chat_file, 60, checkpoint_steps=1000)).json()
         done = wait_for(client, job["id"], {"succeeded"})
     finally:
         worker.stop(impatient)
     dropped = [e for e in all_events(client, job["id"]) if e["message"].startswith("A second delivery")]
     assert dropped, "the message was not delivered a second time; the test proved nothing"
     assert done["attempts"] == 1 and [a["outcome"] for a in attempts(job["id"])] == ["succeeded"]
-    assert sorted(train_losses(client, job["id"])) == list(range(1, 61))
+    assert sorted(train_losses(client, job["id"])) == list(range(1, 121))
 
 
 def test_jobs_queued_when_redis_loses_everything_still_run(client_module, chat_file: str, worker: Workers) -> None:  # type: ignore[no-untyped-def]
