@@ -90,7 +90,7 @@ def complete(
         )
     )
     if record is not None:
-        record.fingerprint, record.status_code, record.response = request_fingerprint, 200, response
+        record.fingerprint, record.response = request_fingerprint, response
 
 
 def release(session: Session, org_id: str, endpoint: str, key: str) -> None:

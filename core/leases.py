@@ -90,10 +90,6 @@ def renew(session: Session, job_id: str, owner: str) -> bool:
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-def holds(session: Session, job_id: str, owner: str) -> bool:
-    return session.scalar(select(Job.lease_owner).where(Job.id == job_id)) == owner
-
-
 def end_run(
     session: Session,
     job_id: str,

@@ -154,7 +154,6 @@ class IdempotencyKey(Base):
     key: Mapped[str] = mapped_column(String(255))
     # sha256 of what the request asked for, to tell a retry from a reuse of the key.
     fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     response: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now, index=True)
 

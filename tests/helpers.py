@@ -33,6 +33,20 @@ def stored_objects() -> set[str]:
     return {p.name for p in root.iterdir()} if root.exists() else set()
 
 
+def stored_checkpoint(job_id: str, step: int = 1) -> str:
+    """A checkpoint of the job as a worker records one (a stored object and its row)."""
+    from core import checkpoints
+    from core.db import session_scope
+    from core.storage import StoredObject, get_storage
+
+    key = f"checkpoints/{job_id}/step-{step}/adapter.tar.gz"
+    with get_storage().writer(key) as out:
+        out.write(b"adapter")
+    stored = StoredObject(key, out.bytes, out.sha256)
+    with session_scope() as session:
+        return checkpoints.record(session, job_id, step, {"step": step}, stored, stored).id
+
+
 def wait_healthy(port: int, process: Any, timeout: float, log: Path) -> None:
     """Until a server process answers /healthz; fails with its log if it exits."""
     deadline = time.monotonic() + timeout

@@ -14,14 +14,12 @@ import pytest
 from sqlalchemy import select
 
 from api.app import create_app
-from core import checkpoints
 from core.auth import create_key, create_organization
 from core.db import session_scope
 from core.models import ApiKey
 from core.settings import get_settings
-from core.storage import StoredObject, get_storage
 from tests.conftest import OTHER_ORG, ROOT, make_client
-from tests.helpers import EXAMPLES, assert_error, chat, jsonl, upload, upload_ok
+from tests.helpers import EXAMPLES, assert_error, chat, jsonl, stored_checkpoint, upload, upload_ok
 
 PATH_PARAMS = {"file_id", "fine_tuning_job_id", "kind", "checkpoint_id"}
 
@@ -42,16 +40,6 @@ def routes_with_ids() -> list[tuple[str, str]]:
         if set(re.findall(r"{(\w+)}", path)) & PATH_PARAMS
         for method in operations
     ]
-
-
-def stored_checkpoint(job_id: str) -> str:
-    """A checkpoint of the job as a worker records one (stored objects and their row)."""
-    storage = get_storage()
-    with storage.writer(f"checkpoints/{job_id}/adapter.tar.gz") as out:
-        out.write(b"adapter")
-    stored = StoredObject(f"checkpoints/{job_id}/adapter.tar.gz", out.bytes, out.sha256)
-    with session_scope() as session:
-        return checkpoints.record(session, job_id, 1, {"step": 1}, stored, stored).id
 
 
 def test_every_endpoint_that_takes_an_id_hides_other_organizations_objects(client_module, chat_file, api_keys) -> None:  # type: ignore[no-untyped-def]
