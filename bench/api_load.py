@@ -309,7 +309,7 @@ def prepare_service() -> tuple[str, str]:
     _admin_sql(['DROP DATABASE IF EXISTS "{db}" WITH (FORCE)', 'CREATE DATABASE "{db}"'])
     upgrade_database()
     _flush_broker()
-    model = ensure_tiny_llama(get_settings().models_root).name  # type: ignore[arg-type]
+    model = ensure_tiny_llama(get_settings().models_root).name
     with session_scope() as session:
         org = create_organization(session, "bench")
         key = create_key(session, org.id)[1]

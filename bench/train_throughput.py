@@ -30,36 +30,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from worker.model_shapes import LLAMA_1B, LLAMA_8B, TINY  # noqa: E402  (after the path is set)
+
 PEAK_FLOPS = 790e12
-SHAPES: dict[str, dict[str, Any]] = {
-    "8b": dict(
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        vocab_size=128256,
-        tie_word_embeddings=False,
-    ),
-    "1b": dict(
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_hidden_layers=16,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        vocab_size=128256,
-        tie_word_embeddings=True,
-    ),
-    "tiny": dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=1024,
-        tie_word_embeddings=False,
-    ),
-}
+# The tiny shape with the vocabulary of random token ids the dry run trains on.
+SHAPES: dict[str, dict[str, Any]] = {"8b": LLAMA_8B, "1b": LLAMA_1B, "tiny": TINY | {"vocab_size": 1024}}
 
 
 # -- model and data ----------------------------------------------------------------------------
@@ -298,12 +273,12 @@ def run_ours(
     from transformers import AutoTokenizer
 
     from core.registry import ModelRef
-    from core.specs import JobSpec
-    from worker.reporting import ConsoleReporter
-    from worker.training.recipe import JobData, Recipe
+    from core.specs import JobSpec, resolve
+    from worker.training.recipe import Recipe
+    from worker.training.reporting import ConsoleReporter
     from worker.training.runtime import pick_runtime
 
-    spec = JobSpec.model_validate(
+    asked = JobSpec.model_validate(
         {
             "model": model_dir.name,
             "training_file": "bench",
@@ -320,12 +295,13 @@ def run_ours(
                 "performance": performance,
             },
         }
-    ).resolved(len(examples), seed=0)
+    )
+    spec = resolve(asked, n_examples=len(examples), seed=0, data_format="text")
     reporter = ConsoleReporter(prefix="  ours ")
-    recipe = Recipe(
+    recipe = Recipe(  # the examples come already tokenized: no data files
         spec,
         ModelRef(model_dir.name, str(model_dir), True),
-        JobData(None, None),  # type: ignore[arg-type]
+        None,
         Path(tempfile.mkdtemp()),
         pick_runtime(),
         reporter,

@@ -60,13 +60,12 @@ def main() -> None:
 
     data_dir = Path(tempfile.mkdtemp(prefix="ftsvc-e2e-"))
     os.environ.update(FTSVC_DATA_DIR=str(data_dir), FTSVC_MODELS_ROOT=args.models)
-    from sqlalchemy import select
-
     from bench.train_throughput import build_model
-    from core import files, jobs
+    from core import files, job_creation, jobs
     from core.db import session_scope
+    from core.events import metrics_for
     from core.migrate import upgrade_database
-    from core.models import LOCAL_ORG, Checkpoint, Job, JobAttempt, JobMetric
+    from core.models import LOCAL_ORG
     from core.specs import JobSpec
     from core.storage import StoredObject, get_storage
     from ftsvc.cli import worker_command
@@ -77,26 +76,25 @@ def main() -> None:
     with storage.writer("files/file-e2e") as out:
         out.write(chat_dataset(args.examples))
     stored = StoredObject("files/file-e2e", out.bytes, out.sha256)
-    with session_scope() as session:
-        file = files.ingest_upload(session, storage, LOCAL_ORG, "file-e2e", "arith.jsonl", "fine-tune", stored)
-        spec = JobSpec.model_validate(
-            {
-                "model": model_dir.name,
-                "training_file": file.id,
-                "seed": 0,
-                "qlora": {
-                    "training": {
-                        "max_steps": args.steps,
-                        "max_seq_length": 512,
-                        "learning_rate": 1e-4,
-                        "logging_steps": 10,
-                    }
-                    | ({} if args.checkpoint_steps is None else {"checkpoint_steps": args.checkpoint_steps}),
-                    "performance": {"tokens_per_step": args.tokens_per_step},
-                },
-            }
-        )
-        job_id = jobs.submit_job(session, LOCAL_ORG, spec).id
+    file = files.ingest_upload(storage, LOCAL_ORG, "file-e2e", "arith.jsonl", "fine-tune", stored)
+    spec = JobSpec.model_validate(
+        {
+            "model": model_dir.name,
+            "training_file": file.id,
+            "seed": 0,
+            "qlora": {
+                "training": {
+                    "max_steps": args.steps,
+                    "max_seq_length": 512,
+                    "learning_rate": 1e-4,
+                    "logging_steps": 10,
+                }
+                | ({} if args.checkpoint_steps is None else {"checkpoint_steps": args.checkpoint_steps}),
+                "performance": {"tokens_per_step": args.tokens_per_step},
+            },
+        }
+    )
+    job_id = job_creation.submit_job(LOCAL_ORG, spec).id
     print(f"submitted {job_id}", flush=True)
 
     worker = subprocess.Popen(worker_command(), cwd=ROOT, stdout=sys.stdout, stderr=subprocess.STDOUT)
@@ -105,18 +103,17 @@ def main() -> None:
     try:
         while time.monotonic() - started < args.timeout:
             with session_scope() as session:
-                status = session.scalar(select(Job.status).where(Job.id == job_id))
-                if status in ("succeeded", "failed", "cancelled"):
-                    break
-                if status == "paused":
-                    print(f"paused after {time.monotonic() - started:.0f}s; resuming", flush=True)
-                    jobs.resume_job(session, LOCAL_ORG, job_id)
-                elif pause_at is not None and session.scalar(
-                    select(JobMetric.step).where(JobMetric.job_id == job_id, JobMetric.step >= pause_at).limit(1)
-                ):
+                status = jobs.get_job(session, LOCAL_ORG, job_id).status
+                reached = pause_at is not None and any(m.step >= pause_at for m in metrics_for(session, job_id))
+                if reached:
                     print(f"pausing at step >= {pause_at} after {time.monotonic() - started:.0f}s", flush=True)
                     jobs.pause_job(session, LOCAL_ORG, job_id)
                     pause_at = None
+            if status in ("succeeded", "failed", "cancelled"):
+                break
+            if status == "paused":
+                print(f"paused after {time.monotonic() - started:.0f}s; resuming", flush=True)
+                jobs.resume_job(LOCAL_ORG, job_id)
             time.sleep(2 if args.pause_at_step is None else 0.5)
     finally:
         worker.terminate()
@@ -124,7 +121,9 @@ def main() -> None:
     elapsed = time.monotonic() - started
 
     from core.artifacts import ADAPTER, get_artifact
-    from core.events import events_after, metrics_for
+    from core.checkpoints import list_checkpoints
+    from core.events import events_after
+    from core.leases import attempts_of
 
     with session_scope() as session:
         job = jobs.get_job(session, LOCAL_ORG, job_id)
@@ -166,10 +165,10 @@ def main() -> None:
                     else ""
                 )
             )
-        for c in session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)):
+        for c in reversed(list_checkpoints(session, job_id, None, 100)[0]):
             print(f"kept checkpoint {c.id} step {c.step}: adapter {c.adapter_bytes} bytes, state {c.state_bytes} bytes")
         print(f"attempts: {job.attempt}")
-        for a in session.scalars(select(JobAttempt).where(JobAttempt.job_id == job_id).order_by(JobAttempt.number)):
+        for a in attempts_of(session, job_id):
             print(f"  attempt {a.number}: resumed from step {a.resumed_from_step}, {a.outcome}")
         print(f"wall time: {elapsed:.1f}s")
         if job.status == "succeeded":

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
+from core.events import add_event
 from core.ids import new_id
 from core.jobs import get_job
 from core.models import Checkpoint, Job
@@ -41,6 +42,10 @@ def find_for_organization(session: Session, org_id: str, checkpoint_id: str) -> 
     return row[0], row[1]
 
 
+def latest(session: Session, job_id: str) -> Checkpoint | None:
+    return session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc()))
+
+
 def record(
     session: Session, job_id: str, step: int, metrics: dict[str, Any], adapter: StoredObject, state: StoredObject
 ) -> Checkpoint:
@@ -68,3 +73,31 @@ def prune(session: Session, job_id: str, keep: int) -> list[str]:
     for checkpoint in stale:
         session.delete(checkpoint)
     return [key for c in stale for key in (c.adapter_key, c.state_key)]
+
+
+def record_if_leased(
+    session: Session,
+    job_id: str,
+    owner: str,
+    step: int,
+    metrics: dict[str, Any],
+    adapter: StoredObject,
+    state: StoredObject,
+    keep: int,
+) -> tuple[Checkpoint | None, list[str]]:
+    """Record a checkpoint a worker has stored, if that worker still holds the job's
+    lease, and prune the job's older ones. Returns the checkpoint (None: the lease is
+    gone, nothing recorded) and the storage keys to delete once this is committed: the
+    pruned checkpoints', or the new one's when it was refused."""
+    # Locks the job's row: the reaper cannot take the lease between check and insert.
+    held = session.scalar(select(Job.id).where(Job.id == job_id, Job.lease_owner == owner).with_for_update())
+    if held is None:
+        return None, [adapter.key, state.key]
+    checkpoint = record(session, job_id, step, metrics, adapter, state)
+    add_event(
+        session,
+        job_id,
+        f"Checkpoint {checkpoint.id} saved at step {step}",
+        data={"checkpoint_id": checkpoint.id, "step": step, "state_bytes": state.bytes},
+    )
+    return checkpoint, prune(session, job_id, keep)

@@ -11,15 +11,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from core.formats import REGISTRY, Example, Format, decode_json_cells, describe_keys, detect
+from core.formats import REGISTRY, Example, Format, FormatName, decode_json_cells, describe_keys, detect
 
 MAX_PROBLEMS = 100
 FileType = Literal["jsonl", "json", "csv", "parquet"]
+FILE_TYPES: tuple[FileType, ...] = ("jsonl", "json", "csv", "parquet")
 _EXTENSIONS: dict[str, FileType] = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -74,11 +75,11 @@ class ValidationReport:
 
 @dataclass(frozen=True)
 class DataFile:
-    """A validated dataset in storage, as training reads it."""
+    """A validated dataset in storage: where its bytes are and how to read them."""
 
     path: Path
     file_type: FileType
-    format: str
+    format: FormatName
 
 
 @dataclass
@@ -91,6 +92,11 @@ class RawRow:
 
 class FileLevelError(Exception):
     """The file as a whole cannot be read (not Parquet, not a JSON array, ...)."""
+
+
+def as_file_type(value: str | None) -> FileType | None:
+    """`value` as a file type, if it is one (database columns hold plain strings)."""
+    return next((name for name in FILE_TYPES if name == value), None)
 
 
 def detect_file_type(filename: str, head: bytes) -> FileType:
@@ -228,7 +234,14 @@ def validate(stream: BinaryIO, file_type: FileType, format_name: str = "auto") -
 
 
 def iter_examples(stream: BinaryIO, file_type: FileType, format_name: str) -> Iterator[Example]:
-    """The examples of a validated file, in order."""
+    """The examples of a validated stream, in order."""
     fmt = REGISTRY[format_name]
     for raw in read_rows(stream, file_type, fmt):
         yield fmt.to_example(raw.data)
+
+
+def examples_of(data: DataFile) -> Generator[Example]:
+    """The examples of a validated file in storage, in order (training, statistics and
+    previews all read them this way)."""
+    with data.path.open("rb") as stream:
+        yield from iter_examples(stream, data.file_type, data.format)

@@ -1,10 +1,28 @@
-"""Engine and sessions. One engine per process, built from the settings."""
+"""Engine and sessions: one engine per process, built from the settings.
+
+The rule for commits, followed by every module of core:
+
+- A function that takes a `Session` never commits, rolls back or closes it. It adds,
+  flushes (when it needs ids or wants constraint errors early) and queries; its caller's
+  unit of work commits once at the end: `session_scope()` below, or the API's request
+  session (api.deps), which is a `session_scope()` that ends when the route returns.
+- A function whose effect outside the database must follow a commit takes no session
+  and opens its own `session_scope()` for each step, and its docstring says that it
+  commits: a job's message is published only after the job's row is committed
+  (`core.job_creation.submit_job`, `core.jobs.publish`, `core.jobs.resume_job`), bytes are
+  deleted only after their row is gone (`core.files.delete_file`), stored bytes are
+  removed if their row could not be committed (`core.files.ingest_upload`), and an
+  Idempotency-Key is claimed where concurrent requests can see it.
+- Workers and the maintenance loop open one `session_scope()` per step they report, so
+  the API sees each event, metric and checkpoint as soon as it happens.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.settings import get_settings
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # The API and the worker write the same file: WAL lets readers proceed while one
     # writes, and the busy timeout makes writers wait instead of failing.
     cursor = dbapi_connection.cursor()

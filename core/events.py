@@ -11,8 +11,7 @@ from sqlalchemy.orm import Session
 from core.ids import new_id
 from core.models import JobEvent, JobMetric
 from core.paging import page
-
-Level = Literal["info", "warn", "error"]
+from core.states import Level
 
 
 def add_event(

@@ -6,14 +6,15 @@ from __future__ import annotations
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from core.datasets import detect_file_type, validate
+from core.datasets import DataFile, as_file_type, detect_file_type, validate
+from core.db import session_scope
 from core.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, ServiceError, StorageQuotaExceeded
-from core.formats import FORMATS
+from core.formats import FORMATS, as_format_name
 from core.models import File, Job
 from core.paging import page
 from core.settings import get_settings
 from core.states import ACTIVE
-from core.storage import LocalStorage, StoredObject
+from core.storage import LocalStorage, StoredObject, get_storage
 
 PURPOSES = ("fine-tune",)
 PROCESSED, ERROR = "processed", "error"
@@ -82,6 +83,34 @@ def get_file(session: Session, org_id: str, file_id: str, param: str = "file_id"
     return file
 
 
+def usable_for_training(session: Session, org_id: str, file_id: str, param: str) -> File:
+    """A file that can train (or be previewed): uploaded for fine-tuning and valid."""
+    file = get_file(session, org_id, file_id, param=param)
+    if file.purpose not in PURPOSES:  # a job's results file holds metrics, not examples
+        raise InvalidRequest(
+            f"File {file_id} has purpose {file.purpose!r}; only files uploaded with purpose 'fine-tune' hold "
+            "training data",
+            param=param,
+            code="invalid_file",
+        )
+    if file.status != PROCESSED:
+        raise InvalidRequest(
+            f"File {file_id} failed validation and cannot be used: {file.status_details}",
+            param=param,
+            code="invalid_file",
+            details=file.problems,
+        )
+    return file
+
+
+def data_file(file: File) -> DataFile:
+    """Where a validated file's examples are and how to read them."""
+    file_type, data_format = as_file_type(file.file_type), as_format_name(file.format)
+    if file.status != PROCESSED or file_type is None or data_format is None:
+        raise InvalidRequest(f"File {file.id} holds no validated examples", param="file_id", code="invalid_file")
+    return DataFile(get_storage().path(file.storage_key), file_type, data_format)
+
+
 def list_files(
     session: Session, org_id: str, after: str | None, limit: int, purpose: str | None = None
 ) -> tuple[list[File], bool]:
@@ -91,15 +120,15 @@ def list_files(
     return page(session, stmt, File, after, limit)
 
 
-def delete_file(session: Session, storage: LocalStorage, org_id: str, file_id: str) -> None:
-    """Delete the row, commit, then the bytes: a crash in between leaves at worst
+def delete_file(storage: LocalStorage, org_id: str, file_id: str) -> None:
+    """Delete the row and commit, then the bytes: a crash in between leaves at worst
     unreferenced bytes, never a row whose bytes are gone."""
-    file = get_file(session, org_id, file_id)
-    job_id = active_job_using(session, file_id)
-    if job_id is not None:
-        raise Conflict(f"File {file_id} is used by active job {job_id}; cancel it or wait", code="file_in_use")
-    session.delete(file)
-    session.commit()
+    with session_scope() as session:
+        file = get_file(session, org_id, file_id)
+        job_id = active_job_using(session, file_id)
+        if job_id is not None:
+            raise Conflict(f"File {file_id} is used by active job {job_id}; cancel it or wait", code="file_in_use")
+        session.delete(file)
     storage.delete(file.storage_key)
 
 
@@ -112,7 +141,6 @@ def active_job_using(session: Session, file_id: str) -> str | None:
 
 
 def ingest_upload(
-    session: Session,
     storage: LocalStorage,
     org_id: str,
     file_id: str,
@@ -121,13 +149,13 @@ def ingest_upload(
     stored: StoredObject,
     format_name: str | None = None,
 ) -> File:
-    """Register stored bytes as a file; on any failure the bytes are removed again, so
-    an upload leaves either a file row with its bytes or nothing."""
+    """Register stored bytes as a file and commit; on any failure the bytes are removed
+    again, so an upload leaves either a file row with its bytes or nothing."""
     try:
-        file = register_upload(
-            session, storage, org_id, file_id, filename, check_purpose(purpose), stored, check_format(format_name)
-        )
-        session.commit()
+        with session_scope() as session:
+            file = register_upload(
+                session, storage, org_id, file_id, filename, check_purpose(purpose), stored, check_format(format_name)
+            )
     except BaseException:
         storage.delete(stored.key)
         raise

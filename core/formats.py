@@ -129,7 +129,7 @@ def _qa_problems(row: dict[str, Any]) -> Problems:
     if not isinstance(starts, list) or len(starts) != len(texts):
         yield "answers.answer_start", "must be a list of offsets, one per answer text"
         return
-    context = row.get("context") if _is_text(row.get("context")) else ""
+    context = row["context"] if _is_text(row.get("context")) else ""
     for i, (text, start) in enumerate(zip(texts, starts, strict=True)):
         if not isinstance(start, int) or isinstance(start, bool) or start < 0:
             yield f"answers.answer_start[{i}]", "must be a non-negative integer"
@@ -194,6 +194,11 @@ def decode_json_cells(fmt: Format, row: dict[str, Any]) -> dict[str, Any]:
             except json.JSONDecodeError:
                 pass  # left as a string; the format's checks report it
     return row
+
+
+def as_format_name(value: str | None) -> FormatName | None:
+    """`value` as a format's name, if it is one (database columns hold plain strings)."""
+    return next((name for name in FORMATS if name == value), None)
 
 
 def describe_keys() -> str:

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from core.checkpoints import latest as latest_checkpoint
 from core.events import add_event
 from core.ids import now
-from core.jobs import transition
+from core.jobs import rows_matched, transition
 from core.models import Checkpoint, Job, JobAttempt, JobMetric
 from core.settings import get_settings
-from core.states import TERMINAL, JobStatus
+from core.states import TERMINAL, JobStatus, Level, StopReason
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,6 @@ class Claim:
 
 def deadline() -> float:
     return time.time() + get_settings().lease_seconds
-
-
-def latest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
-    return session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc()))
 
 
 def claim(session: Session, job_id: str, owner: str, worker: str) -> Claim | None:
@@ -75,19 +73,36 @@ def claim(session: Session, job_id: str, owner: str, worker: str) -> Claim | Non
             resumed_from_step=checkpoint.step if checkpoint else None,
         )
     )
-    job = session.scalar(select(Job).where(Job.id == job_id))
-    return Claim(job, attempt, checkpoint)  # type: ignore[arg-type]
+    return Claim(session.scalars(select(Job).where(Job.id == job_id)).one(), attempt, checkpoint)
+
+
+def attempts_of(session: Session, job_id: str) -> list[JobAttempt]:
+    """The job's lease history, first attempt first."""
+    return list(session.scalars(select(JobAttempt).where(JobAttempt.job_id == job_id).order_by(JobAttempt.number)))
 
 
 def renew(session: Session, job_id: str, owner: str) -> bool:
     """Extend the lease; False when it is no longer ours (expired and taken, or the
     job was cancelled): the worker must stop."""
-    result = session.execute(
+    renewal = (
         update(Job)
         .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.RUNNING.value)
         .values(lease_expires_at=deadline())
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return rows_matched(session, renewal) == 1
+
+
+def stop_reason(session: Session, job_id: str, owner: str) -> StopReason | None:
+    """Whether the run under `owner`'s lease must stop, checked after every step: the
+    job was cancelled, its lease is no longer this run's, or a pause was asked for."""
+    status, lease_owner, pause = session.execute(
+        select(Job.status, Job.lease_owner, Job.pause_requested).where(Job.id == job_id)
+    ).one()
+    if status == JobStatus.CANCELLED:
+        return "cancel"
+    if lease_owner != owner or status != JobStatus.RUNNING:
+        return "lease_lost"
+    return "pause" if pause else None
 
 
 def end_run(
@@ -97,16 +112,17 @@ def end_run(
     attempt: int,
     outcome: str,
     to: JobStatus | None = None,
-    **transition_args: object,
+    *,
+    message: str | None = None,
+    level: Level = "info",
+    data: dict[str, Any] | None = None,
+    **values: Any,
 ) -> bool:
-    """Close an attempt: move the job to `to` if this worker still holds the lease,
-    release the lease and record how the attempt ended. Returns whether `to` was taken."""
+    """Close an attempt: move the job to `to` (with `transition`'s message, level, data
+    and column values) if this worker still holds the lease, release the lease and
+    record how the attempt ended. Returns whether `to` was taken."""
     moved = to is not None and transition(
-        session,
-        job_id,
-        to,
-        conditions=[Job.lease_owner == owner],
-        **transition_args,  # type: ignore[arg-type]
+        session, job_id, to, message=message, level=level, data=data, conditions=[Job.lease_owner == owner], **values
     )
     session.execute(
         update(Job).where(Job.id == job_id, Job.lease_owner == owner).values(lease_owner=None, lease_expires_at=None)
@@ -129,9 +145,14 @@ def reap(session: Session) -> int:
     Returns the number of jobs handled; requeued jobs are published by the reconciler."""
     current, max_attempts = time.time(), get_settings().max_attempts
     expired = session.execute(
-        select(Job.id, Job.status, Job.attempt, Job.lease_owner, Job.lease_expires_at, Job.pause_requested).where(
-            Job.lease_owner.is_not(None), Job.lease_expires_at < current
-        )
+        select(
+            Job.id,
+            Job.status,
+            Job.attempt,
+            Job.lease_owner,
+            func.coalesce(Job.lease_expires_at, 0.0),
+            Job.pause_requested,
+        ).where(Job.lease_owner.is_not(None), Job.lease_expires_at < current)
     ).all()
     for job_id, status, attempt, owner, expired_at, pause_requested in expired:
         still_expired = [Job.lease_owner == owner, Job.lease_expires_at < current]  # not renewed meanwhile

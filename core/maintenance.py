@@ -17,15 +17,10 @@ from __future__ import annotations
 import logging
 import threading
 
-from sqlalchemy import select, update
-
-from core import idempotency, leases
+from core import idempotency, jobs, leases
 from core.db import session_scope
-from core.jobs import publish
-from core.models import Job
 from core.queue import broker_lost_messages, remember_broker
 from core.settings import get_settings
-from core.states import JobStatus
 from core.storage import get_storage
 
 log = logging.getLogger("ftsvc.maintenance")
@@ -33,15 +28,13 @@ log = logging.getLogger("ftsvc.maintenance")
 
 def reconcile_queue() -> int:
     """Publish the queued jobs that have no message in the broker; returns how many."""
+    if broker_lost_messages():
+        with session_scope() as session:
+            jobs.forget_sent_messages(session)
+        remember_broker()  # only once committed: a crash before this line repeats the marking
     with session_scope() as session:
-        if broker_lost_messages():
-            session.execute(update(Job).where(Job.status == JobStatus.QUEUED.value).values(enqueued_at=None))
-            session.commit()
-            remember_broker()  # only now: a crash before this line repeats the marking
-        pending = session.scalars(
-            select(Job.id).where(Job.status == JobStatus.QUEUED.value, Job.enqueued_at.is_(None)).order_by(Job.pk)
-        ).all()
-        return sum(publish(session, job_id) for job_id in pending)
+        pending = jobs.unsent_job_ids(session)
+    return sum(jobs.publish(job_id) for job_id in pending)
 
 
 def run_once() -> None:

@@ -3,15 +3,14 @@ chat template, with the trained spans marked, exactly as training encodes them."
 
 from __future__ import annotations
 
+from contextlib import closing
 from itertools import islice
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from core import files, registry
-from core.datasets import iter_examples
-from core.errors import InvalidRequest
-from core.storage import LocalStorage
+from core.datasets import examples_of
 from core.tokenization import prepare_tokenizer
 
 TRAINED_OPEN, TRAINED_CLOSE = "[[", "]]"
@@ -19,7 +18,6 @@ TRAINED_OPEN, TRAINED_CLOSE = "[[", "]]"
 
 def preview_file(
     session: Session,
-    storage: LocalStorage,
     org_id: str,
     file_id: str,
     model: str,
@@ -27,21 +25,12 @@ def preview_file(
     max_seq_length: int,
     train_on_inputs: bool,
 ) -> dict[str, Any]:
-    file = files.get_file(session, org_id, file_id)
-    if file.purpose not in files.PURPOSES:  # a job's results file holds metrics, not examples
-        raise InvalidRequest(
-            f"File {file_id} has purpose {file.purpose!r}; only training data can be previewed",
-            param="file_id",
-            code="invalid_file",
-        )
-    if file.status != files.PROCESSED:
-        raise InvalidRequest(
-            f"File {file_id} failed validation: {file.status_details}", param="file_id", code="invalid_file"
-        )
+    file = files.usable_for_training(session, org_id, file_id, "file_id")
     prepared = prepare_tokenizer(registry.resolve_model(model))
     shown = []
-    with storage.open(file.storage_key) as stream:
-        for example in islice(iter_examples(stream, file.file_type, file.format), n):  # type: ignore[arg-type]
+    examples = examples_of(files.data_file(file))
+    with closing(examples):  # the file closes even though only the first n are read
+        for example in islice(examples, n):
             encoded = prepared.encode(example, max_seq_length, train_on_inputs)
             segments = prepared.segments(encoded)
             shown.append(

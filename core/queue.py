@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
+import redis
 from celery import Celery
 
 from core.settings import get_settings
@@ -50,12 +51,10 @@ def _is_redis(url: str) -> bool:
     return url.startswith(("redis://", "rediss://"))
 
 
-def _redis_broker():  # type: ignore[no-untyped-def]
+def _redis_broker() -> redis.Redis | None:
     url = get_settings().broker_url
     if not _is_redis(url):
         return None
-    import redis
-
     return redis.Redis.from_url(url)
 
 

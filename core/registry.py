@@ -27,13 +27,13 @@ class ModelRef:
 def _local_dir(name: str) -> Path | None:
     if not LOCAL_NAME.match(name) or ".." in name:
         return None
-    path = get_settings().models_root / name  # type: ignore[operator]
+    path = get_settings().models_root / name
     return path if (path / "config.json").is_file() else None
 
 
 def list_models() -> list[ModelRef]:
     root = get_settings().models_root
-    if root is None or not root.is_dir():
+    if not root.is_dir():
         return []
     return [
         ModelRef(p.name, str(p), True, int(p.stat().st_mtime))

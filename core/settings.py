@@ -6,20 +6,22 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FTSVC_", extra="ignore")
 
+    # Unset (or empty) values below data_dir are derived from it (`_derive_from_data_dir`);
+    # set the URLs to run on Postgres and Redis.
     data_dir: Path = Path("var")
-    # Empty means "derive from data_dir"; set them to run on Postgres and Redis.
     database_url: str = ""
     broker_url: str = ""
-    models_root: Path | None = None
-    storage_root: Path | None = None
+    models_root: Path = Path("var/models")
+    storage_root: Path = Path("var/storage")
 
     max_upload_bytes: int = 1 << 30
     # Per organization: jobs queued or running at once, and bytes of stored files.
@@ -57,22 +59,18 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = 86400
     idempotency_pending_seconds: int = 3600
 
-    @field_validator("models_root", "storage_root", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        # FTSVC_MODELS_ROOT= (empty) means the default, not the current directory.
-        return None if value == "" else value
-
-    @model_validator(mode="after")
-    def _derive_paths(self) -> Settings:
-        self.data_dir = self.data_dir.resolve()
-        if not self.database_url:
-            self.database_url = f"sqlite:///{self.data_dir / 'ftsvc.db'}"
-        if not self.broker_url:
-            self.broker_url = f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
-        self.models_root = (self.models_root or self.data_dir / "models").resolve()
-        self.storage_root = (self.storage_root or self.data_dir / "storage").resolve()
-        return self
+    def _derive_from_data_dir(cls, values: dict[str, Any]) -> dict[str, Any]:
+        # Empty counts as unset: FTSVC_MODELS_ROOT= means the default, not the current directory.
+        data_dir = Path(values.get("data_dir") or "var").resolve()
+        return values | {
+            "data_dir": data_dir,
+            "database_url": values.get("database_url") or f"sqlite:///{data_dir / 'ftsvc.db'}",
+            "broker_url": values.get("broker_url") or f"sqla+sqlite:///{data_dir / 'broker.db'}",
+            "models_root": Path(values.get("models_root") or data_dir / "models").resolve(),
+            "storage_root": Path(values.get("storage_root") or data_dir / "storage").resolve(),
+        }
 
     @property
     def is_sqlite(self) -> bool:

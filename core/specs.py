@@ -1,7 +1,15 @@
-"""The job spec: one pydantic model, validated once by the API, stored as JSON with the
-job, and read back by the worker. The OpenAI-shaped fields come first; everything
-OpenAI lacks (quantization, LoRA, training knobs) sits in the `qlora` extension object,
-which the official client sends with `extra_body`. Defaults follow the QLoRA recipe."""
+"""The job spec, as asked and as resolved.
+
+`JobSpec` is what a client sends: validated once by the API, with "auto" wherever the
+service may choose. Job creation turns it into a `ResolvedSpec` (`resolve()`), with the
+seed, the hyperparameters, the data format and packing decided; that is what is stored
+with the job and the only spec a worker reads. What depends on the device a job lands
+on stays as asked and is resolved by the worker for that device (`qlora.performance`,
+`quantization.compute_dtype`; `training.checkpoint_steps: "auto"` means "by time").
+
+The OpenAI-shaped fields come first; everything OpenAI lacks (quantization, LoRA,
+training knobs) sits in the `qlora` extension object, which the official client sends
+with `extra_body`. Defaults follow the QLoRA recipe."""
 
 from __future__ import annotations
 
@@ -19,6 +27,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from core.formats import FormatName
 
 Auto = Literal["auto"]
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -195,6 +205,19 @@ PROMPT_LEARNING = ("prompt_tuning", "prefix_tuning", "p_tuning")
 NEEDS_UNQUANTIZED = ("loha", "lokr")
 
 
+def trains_on_token_budget(adapter_type: str) -> bool:
+    """Whether batches may be rows packed to a token budget: prompt-learning methods
+    prepend virtual tokens per row, and AdaLoRA's rank schedule counts example batches."""
+    return adapter_type not in (*PROMPT_LEARNING, "adalora")
+
+
+def packs_by_default(adapter_type: str) -> bool:
+    """Padding-free batches ("packing": a batch's examples concatenated into one row whose
+    position ids restart per example, so no example attends to another) suit every method
+    but prompt learning, which needs one example per row for its virtual tokens."""
+    return adapter_type not in PROMPT_LEARNING
+
+
 class Training(_Strict):
     learning_rate: Annotated[float, Field(gt=0, le=1)] = 2e-4
     max_seq_length: Annotated[int, Field(ge=16, le=131072)] = 2048
@@ -258,7 +281,7 @@ class QLoRA(_Strict):
     def _performance_fits(self) -> QLoRA:
         budget, kind = self.performance.tokens_per_step, self.adapter.type
         if isinstance(budget, int):
-            if kind in (*PROMPT_LEARNING, "adalora"):
+            if not trains_on_token_budget(kind):
                 raise ValueError(
                     f"{kind} cannot train on token-budget batches: set qlora.performance.tokens_per_step to null"
                 )
@@ -317,22 +340,97 @@ class JobSpec(_Strict):
 
     @property
     def hparams(self) -> Hyperparameters:
+        # OpenAI's legacy top-level field, when given, is what the client meant.
+        return self.hyperparameters or self.method.supervised.hyperparameters
+
+
+# -- as resolved at job creation ------------------------------------------------------------
+class ResolvedHyperparameters(_Strict):
+    n_epochs: int
+    batch_size: int
+    learning_rate_multiplier: float
+
+
+class ResolvedSupervised(_Strict):
+    hyperparameters: ResolvedHyperparameters
+
+
+class ResolvedMethod(_Strict):
+    type: Literal["supervised"] = "supervised"
+    supervised: ResolvedSupervised
+
+
+class ResolvedData(_Strict):
+    format: FormatName
+    train_on_inputs: bool
+    packing: bool
+    validation_split: float | None
+
+
+class ResolvedQLoRA(_Strict):
+    quantization: Quantization | None
+    adapter: Adapter
+    training: Training
+    data: ResolvedData
+    # Resolved by the worker for its device (worker.training.speed), reported on the job.
+    performance: Performance
+
+
+class ResolvedSpec(_Strict):
+    """What a job runs with: stored with the job, read by the worker."""
+
+    model: str
+    training_file: str
+    validation_file: str | None
+    seed: int
+    suffix: str | None
+    metadata: dict[str, str] | None
+    method: ResolvedMethod
+    qlora: ResolvedQLoRA
+    from_checkpoint: str | None
+
+    @property
+    def hparams(self) -> ResolvedHyperparameters:
         return self.method.supervised.hyperparameters
 
-    def resolved(self, n_examples: int, seed: int) -> JobSpec:
-        """A copy with the seed set and every "auto" hyperparameter replaced."""
-        spec = self.model_copy(deep=True)
-        if spec.hyperparameters is not None:
-            spec.method.supervised.hyperparameters = spec.hyperparameters
-            spec.hyperparameters = None
-        spec.seed = seed
-        spec.method.supervised.hyperparameters = resolve_auto(
-            spec.hparams, n_examples, spec.qlora.training.max_seq_length
-        )
-        return spec
+
+def resolve(
+    spec: JobSpec, *, n_examples: int, seed: int, data_format: FormatName, trained: ResolvedQLoRA | None = None
+) -> ResolvedSpec:
+    """The spec with every choice job creation can make made. `n_examples`: training
+    examples (after any validation split); `data_format`: what the training file was
+    validated as; `trained`: the settings of the checkpoint a job starts from, whose
+    adapter and quantization it keeps training."""
+    qlora = spec.qlora
+    adapter, quantization = (trained.adapter, trained.quantization) if trained else (qlora.adapter, qlora.quantization)
+    packing = qlora.data.packing
+    data = ResolvedData(
+        format=data_format,
+        train_on_inputs=qlora.data.train_on_inputs,
+        packing=packs_by_default(adapter.type) if packing == "auto" else packing,
+        validation_split=qlora.data.validation_split,
+    )
+    hyperparameters = resolve_hyperparameters(spec.hparams, n_examples, qlora.training.max_seq_length)
+    return ResolvedSpec(
+        model=spec.model,
+        training_file=spec.training_file,
+        validation_file=spec.validation_file,
+        seed=seed,
+        suffix=spec.suffix,
+        metadata=spec.metadata,
+        method=ResolvedMethod(supervised=ResolvedSupervised(hyperparameters=hyperparameters)),
+        qlora=ResolvedQLoRA(
+            quantization=quantization,
+            adapter=adapter,
+            training=qlora.training,
+            data=data,
+            performance=qlora.performance,
+        ),
+        from_checkpoint=spec.from_checkpoint,
+    )
 
 
-def resolve_auto(hp: Hyperparameters, n_examples: int, max_seq_length: int) -> Hyperparameters:
+def resolve_hyperparameters(hp: Hyperparameters, n_examples: int, max_seq_length: int) -> ResolvedHyperparameters:
     """The documented rule for "auto" (README, "Hyperparameters"):
     - batch_size: as many examples as fit in about 16k tokens at max_seq_length, at most
       16 and at most a quarter of the dataset (so an epoch has several steps), at least 1;
@@ -340,11 +438,7 @@ def resolve_auto(hp: Hyperparameters, n_examples: int, max_seq_length: int) -> H
     - learning_rate_multiplier: 1.0 (the QLoRA learning rate 2e-4 as is).
     """
     n = max(n_examples, 1)
-    batch = hp.batch_size
-    if batch == "auto":
-        batch = max(1, min(16, 16384 // max_seq_length, n // 4))
-    epochs = hp.n_epochs
-    if epochs == "auto":
-        epochs = max(1, min(10, math.ceil(300 / n)))
-    lrm = 1.0 if hp.learning_rate_multiplier == "auto" else hp.learning_rate_multiplier
-    return Hyperparameters(n_epochs=epochs, batch_size=batch, learning_rate_multiplier=lrm)
+    batch = hp.batch_size if isinstance(hp.batch_size, int) else max(1, min(16, 16384 // max_seq_length, n // 4))
+    epochs = hp.n_epochs if isinstance(hp.n_epochs, int) else max(1, min(10, math.ceil(300 / n)))
+    lrm = 1.0 if isinstance(hp.learning_rate_multiplier, str) else hp.learning_rate_multiplier
+    return ResolvedHyperparameters(n_epochs=epochs, batch_size=batch, learning_rate_multiplier=lrm)

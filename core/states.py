@@ -1,6 +1,8 @@
-"""Job states and the only allowed transitions between them."""
+"""Job states and the only allowed transitions between them; why a run stops early;
+the levels of a job's events. No database here: the training recipe uses it too."""
 
 from enum import StrEnum
+from typing import Literal
 
 
 class JobStatus(StrEnum):
@@ -27,3 +29,11 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 }
 TERMINAL = frozenset(s for s, targets in TRANSITIONS.items() if not targets)
 ACTIVE = frozenset(JobStatus) - TERMINAL
+
+# Why a run stops before the end of its training: the job was cancelled, a pause was
+# asked for (the run checkpoints first), or the run's lease was lost (it was presumed
+# dead and replaced).
+StopReason = Literal["cancel", "pause", "lease_lost"]
+
+# How much a job's event matters to its reader.
+Level = Literal["info", "warn", "error"]

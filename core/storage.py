@@ -5,6 +5,7 @@ reader never sees a partial object and a failed write leaves nothing behind."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import tempfile
@@ -14,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from typing_extensions import Buffer
 
 CHUNK = 1 << 20
 
@@ -25,18 +28,28 @@ class StoredObject:
     sha256: str
 
 
-class ObjectWriter:
-    """Accepts chunks; knows the running size and digest of what it has written."""
+class ObjectWriter(io.RawIOBase):
+    """A write-only binary stream (so gzip and tarfile can write into it) that knows the
+    running size and digest of what it has written."""
 
     def __init__(self, handle: BinaryIO) -> None:
+        super().__init__()
         self._handle = handle
         self._digest = hashlib.sha256()
         self.bytes = 0
 
-    def write(self, chunk: bytes) -> None:
-        self._handle.write(chunk)
-        self._digest.update(chunk)
-        self.bytes += len(chunk)
+    def writable(self) -> bool:
+        return True
+
+    def write(self, chunk: Buffer, /) -> int:
+        view = memoryview(chunk)
+        self._handle.write(view)
+        self._digest.update(view)
+        self.bytes += view.nbytes
+        return view.nbytes
+
+    def flush(self) -> None:
+        self._handle.flush()
 
     @property
     def sha256(self) -> str:
@@ -107,4 +120,4 @@ class LocalStorage:
 def get_storage() -> LocalStorage:
     from core.settings import get_settings
 
-    return LocalStorage(get_settings().storage_root)  # type: ignore[arg-type]
+    return LocalStorage(get_settings().storage_root)

@@ -72,10 +72,12 @@ class PreparedTokenizer:
 
     # -- rendering -----------------------------------------------------------------------
     def _render(self, messages: list[Message], add_generation_prompt: bool = False) -> str:
-        return self.tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in messages],
-            tokenize=False,
-            add_generation_prompt=add_generation_prompt,
+        return str(
+            self.tokenizer.apply_chat_template(
+                [{"role": m.role, "content": m.content} for m in messages],
+                tokenize=False,
+                add_generation_prompt=add_generation_prompt,
+            )
         )
 
     def _assistant_spans(self, messages: list[Message]) -> tuple[str, list[tuple[int, int, int]]]:
@@ -111,8 +113,9 @@ class PreparedTokenizer:
                 span = next((s for s in spans if s[0] <= start < s[1]), None)
                 ids.append(token)
                 mask.append(span[2] if span else 0)
-                leaving = span and (k + 1 == len(offsets) or offsets[k + 1][0] >= span[1])
-                if leaving and self.append_eos and span[2]:  # type: ignore[index]
+                if span is None or not (self.append_eos and span[2]):
+                    continue
+                if k + 1 == len(offsets) or offsets[k + 1][0] >= span[1]:  # the turn's last token
                     ids.append(tok.eos_token_id)
                     mask.append(1)
         if train_on_inputs:

@@ -1,4 +1,8 @@
-"""`ftsvc`: run the service, a worker or the API alone, migrate, build the tiny model."""
+"""`ftsvc`: run the service, a worker or the API alone, migrate, build the tiny model,
+administer organizations and API keys.
+
+Every command that fails says so in one line on stderr (`ftsvc: error: ...`) and exits 1
+(130 when interrupted); FTSVC_DEBUG=1 shows the traceback of an unexpected failure."""
 
 from __future__ import annotations
 
@@ -7,8 +11,15 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 from core.settings import get_settings
+from ftsvc.errors import describe, is_expected
+from ftsvc.preflight import require_database, require_key_pepper
+
+Command = Callable[[argparse.Namespace], None]
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 def worker_command(concurrency: int = 1) -> list[str]:
@@ -41,13 +52,22 @@ def cmd_migrate(_: argparse.Namespace) -> None:
 def cmd_tiny_model(_: argparse.Namespace) -> None:
     from worker.tiny_model import ensure_tiny_llama
 
-    print(ensure_tiny_llama(get_settings().models_root))  # type: ignore[arg-type]
+    print(ensure_tiny_llama(get_settings().models_root))
+
+
+def require_admin_database() -> None:
+    """The admin commands only administer: the database must exist already, with its schema."""
+    require_database()
+    # A pepper generated now, in a data directory the service does not use, would hash
+    # keys the service never accepts.
+    require_key_pepper(may_create_data_dir=False)
 
 
 def cmd_create_org(args: argparse.Namespace) -> None:
     from core.auth import create_key, create_organization
     from core.db import session_scope
 
+    require_admin_database()
     with session_scope() as session:
         org = create_organization(session, args.name)
         row, key = create_key(session, org.id, "admin")
@@ -58,6 +78,7 @@ def cmd_create_key(args: argparse.Namespace) -> None:
     from core.auth import create_key
     from core.db import session_scope
 
+    require_admin_database()
     with session_scope() as session:
         row, key = create_key(session, args.organization, args.name)
     print(f"API key {row.id} for {args.organization}: {key}\n(shown once: store it now)")
@@ -67,12 +88,15 @@ def cmd_revoke_key(args: argparse.Namespace) -> None:
     from core.auth import revoke_key
     from core.db import session_scope
 
+    require_admin_database()
     with session_scope() as session:
         revoke_key(session, args.key_id)
     print(f"revoked {args.key_id}")
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
+    # Checked here: once Celery runs, a missing database fails each job, not the command.
+    require_database()
     os.execv(sys.executable, worker_command(args.concurrency))
 
 
@@ -83,11 +107,21 @@ def cmd_maintain(args: argparse.Namespace) -> None:
 
     from core.maintenance import run_forever
 
+    require_database()
+    interval = args.interval or get_settings().maintenance_interval_seconds or 5.0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run_forever(threading.Event(), args.interval or get_settings().maintenance_interval_seconds or 5.0)
+    logging.getLogger("ftsvc").info("maintenance loop: a round every %.1f s", interval)
+    run_forever(threading.Event(), interval)
 
 
 def cmd_api(args: argparse.Namespace) -> None:
+    # Checked here: once uvicorn runs, a missing database fails each request, not the command.
+    require_database()
+    require_key_pepper(may_create_data_dir=True)
+    run_api(args)
+
+
+def run_api(args: argparse.Namespace) -> None:
     import uvicorn
 
     uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, log_level="info")
@@ -100,6 +134,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from core.db import session_scope
 
     settings = get_settings()
+    require_key_pepper(may_create_data_dir=True)
     cmd_migrate(args)
     cmd_tiny_model(args)
     with session_scope() as session:
@@ -110,7 +145,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     worker = subprocess.Popen(worker_command())
     print(f"ftsvc: API on http://{args.host}:{args.port}/v1  data in {settings.data_dir}", flush=True)
     try:
-        cmd_api(args)
+        run_api(args)
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
@@ -119,10 +154,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
             worker.kill()
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftsvc", description=__doc__)
     sub = parser.add_subparsers(required=True)
-    for name, func, help_ in (
+    commands: tuple[tuple[str, Command, str], ...] = (
         ("serve", cmd_serve, "API and one worker (embedded default: SQLite, serverless broker)"),
         ("api", cmd_api, "the HTTP API only"),
         ("worker", cmd_worker, "a Celery training worker only"),
@@ -132,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
         ("create-org", cmd_create_org, "create an organization and its first API key"),
         ("create-key", cmd_create_key, "create another API key for an organization"),
         ("revoke-key", cmd_revoke_key, "revoke an API key by its id"),
-    ):
+    )
+    for name, func, help_ in commands:
         p = sub.add_parser(name, help=help_)
         p.set_defaults(func=func)
         if name in ("serve", "api"):
@@ -149,9 +185,35 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--name", default="default")
         if name == "revoke-key":
             p.add_argument("key_id", help="the key's id (key-...), as create-key printed it")
-    args = parser.parse_args(argv)
-    args.func(args)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command. Its failures, whatever raised them, end here as one line on
+    stderr; argparse's usage errors keep their own message and exit code 2."""
+    args = build_parser().parse_args(argv)
+    command: Command = args.func
+    try:
+        command(args)
+    except KeyboardInterrupt:
+        if debugging():
+            raise
+        return fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:
+        if debugging() and not is_expected(exc):
+            raise
+        return fail(describe(exc), EXIT_ERROR)
+    return 0
+
+
+def debugging() -> bool:
+    return os.environ.get("FTSVC_DEBUG", "").lower() not in ("", "0", "false", "no")
+
+
+def fail(message: str, code: int) -> int:
+    print(f"ftsvc: error: {message}", file=sys.stderr, flush=True)
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

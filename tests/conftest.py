@@ -69,7 +69,7 @@ def tiny_model() -> Path:
     from core.settings import get_settings
     from worker.tiny_model import ensure_tiny_llama
 
-    return ensure_tiny_llama(get_settings().models_root)  # type: ignore[arg-type]
+    return ensure_tiny_llama(get_settings().models_root)
 
 
 class Workers:

@@ -29,7 +29,7 @@ def stored_objects() -> set[str]:
     """The names of the uploaded files' objects in storage."""
     from core.settings import get_settings
 
-    root = get_settings().storage_root / "files"  # type: ignore[operator]
+    root = get_settings().storage_root / "files"
     return {p.name for p in root.iterdir()} if root.exists() else set()
 
 

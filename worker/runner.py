@@ -10,30 +10,29 @@ import socket
 import tempfile
 from pathlib import Path
 
-from sqlalchemy import select
-
-from core import leases, registry
+from core import files, leases, registry
 from core.datasets import DataFile
 from core.db import session_scope
-from core.models import File
-from core.specs import JobSpec
+from core.errors import NotFound
+from core.models import Job
+from core.settings import get_settings
+from core.specs import ResolvedSpec
 from core.states import JobStatus
 from core.storage import get_storage
-from worker.failures import CheckpointMissing, DataError, classify
-from worker.lease import Heartbeat, new_owner
-from worker.reporting import JobReporter
+from worker.failure_reports import classify
+from worker.heartbeat import Heartbeat, new_owner
+from worker.job_reporter import JobReporter
+from worker.training.failures import CheckpointMissing, DataError
 
 log = logging.getLogger("ftsvc.worker")
 
 
-def _data_file(file_id: str | None) -> DataFile | None:
-    if file_id is None:
-        return None
-    with session_scope() as session:
-        file = session.scalar(select(File).where(File.id == file_id))
-    if file is None:
-        raise DataError(f"File {file_id} was deleted before training started", param="training_file")
-    return DataFile(get_storage().path(file.storage_key), file.file_type, file.format)  # type: ignore[arg-type]
+def _data_file(job: Job, file_id: str, param: str) -> DataFile:
+    try:
+        with session_scope() as session:
+            return files.data_file(files.get_file(session, job.organization_id, file_id, param=param))
+    except NotFound:
+        raise DataError(f"File {file_id} was deleted before training started", param=param) from None
 
 
 def execute_job(job_id: str) -> None:
@@ -55,29 +54,34 @@ def execute_job(job_id: str) -> None:
 
 def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path) -> None:
     job, attempt = claim.job, claim.attempt
-    spec = JobSpec.model_validate(job.spec)
+    spec = ResolvedSpec.model_validate(job.spec)
     reporter = JobReporter(job.id, owner, heartbeat, spec.qlora.training.keep_checkpoints)
     try:
         # Imported here so that a failure to import the stack also ends the job cleanly.
-        from worker.checkpoints import fetch_adapter, restore_state
+        from worker.checkpoint_storage import fetch_adapter, restore_state
         from worker.publish import publish_success
         from worker.training.recipe import JobData, Recipe
         from worker.training.runtime import pick_runtime
 
         quantization = spec.qlora.quantization
         runtime = pick_runtime(quantization.compute_dtype if quantization else "auto")
-        reporter.update(runtime=runtime.describe())
+        reporter.runtime(runtime.describe())
         resume_from = restore_state(claim.resume_from, workdir) if claim.resume_from else None
         initial_adapter = None
         if spec.from_checkpoint and resume_from is None:
-            initial_adapter = fetch_adapter(spec.from_checkpoint, workdir)
+            initial_adapter = fetch_adapter(job.organization_id, spec.from_checkpoint, workdir)
             if initial_adapter is None:
                 raise CheckpointMissing(
                     f"Checkpoint {spec.from_checkpoint} was deleted before the job started", param="from_checkpoint"
                 )
-        data = JobData(_data_file(job.training_file), _data_file(job.validation_file))  # type: ignore[arg-type]
+        validation = job.validation_file
+        data = JobData(
+            _data_file(job, job.training_file, "training_file"),
+            _data_file(job, validation, "validation_file") if validation else None,
+        )
         model = registry.resolve_model(spec.model)
-        recipe = Recipe(spec, model, data, workdir, runtime, reporter, resume_from, initial_adapter)
+        interval = get_settings().checkpoint_interval_seconds
+        recipe = Recipe(spec, model, data, workdir, runtime, reporter, resume_from, initial_adapter, interval)
         result = recipe.run()
         if result.stopped is None:
             if not publish_success(get_storage(), job, owner, attempt, result.adapter_dir, result.trained_tokens):

@@ -43,12 +43,10 @@ UPLOAD_BODY = {
 
 
 def _ingest(org: str, file_id: str, filename: str, fields: dict[str, str], stored: Any) -> dict[str, Any]:
-    storage = get_storage()
-    with session_scope() as session:
-        file = files.ingest_upload(
-            session, storage, org, file_id, filename, fields.get("purpose"), stored, fields.get("format")
-        )
-        body = file_wire(file)
+    file = files.ingest_upload(
+        get_storage(), org, file_id, filename, fields.get("purpose"), stored, fields.get("format")
+    )
+    body = file_wire(file)
     if file.status == files.ERROR:
         raise InvalidRequest(
             f"{filename} is not a valid training file: {file.status_details}. The file is kept as {file_id} "
@@ -136,10 +134,10 @@ def preview_file(
 ) -> dict[str, Any]:
     """The first `n` examples rendered through `model`'s chat template; the tokens the
     loss is computed on are wrapped in [[ ]] (and flagged in `segments`)."""
-    return previews.preview_file(session, get_storage(), org, file_id, model, n, max_seq_length, train_on_inputs)
+    return previews.preview_file(session, org, file_id, model, n, max_seq_length, train_on_inputs)
 
 
 @router.delete("/{file_id}")
-def delete_file(file_id: str, session: SessionDep, org: OrgDep) -> dict[str, Any]:
-    files.delete_file(session, get_storage(), org, file_id)
+def delete_file(file_id: str, org: OrgDep) -> dict[str, Any]:
+    files.delete_file(get_storage(), org, file_id)
     return {"id": file_id, "object": "file", "deleted": True}

@@ -18,7 +18,7 @@ from api.serializers import (
     metric_wire,
 )
 from api.streams import job_event_stream
-from core import artifacts, checkpoints, events, jobs
+from core import artifacts, checkpoints, events, job_creation, jobs
 from core.idempotency import fingerprint
 from core.specs import JobSpec
 from core.storage import get_storage
@@ -27,15 +27,13 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], route_cl
 
 
 @router.post("")
-def create_job(
-    spec: JobSpec, session: SessionDep, org: OrgDep, idempotency_key: idempotency.IdempotencyKeyHeader = None
-) -> Any:
+def create_job(spec: JobSpec, org: OrgDep, idempotency_key: idempotency.IdempotencyKeyHeader = None) -> Any:
     return idempotency.run_once(
         org,
         "POST /v1/fine_tuning/jobs",
         idempotency_key,
         fingerprint(spec.model_dump(mode="json")),
-        lambda: job_wire(jobs.submit_job(session, org, spec)),
+        lambda: job_wire(job_creation.submit_job(org, spec)),
     )
 
 
@@ -63,9 +61,9 @@ def pause_job(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> dict
 
 
 @router.post("/{fine_tuning_job_id}/resume")
-def resume_job(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> dict[str, Any]:
+def resume_job(fine_tuning_job_id: str, org: OrgDep) -> dict[str, Any]:
     """Queue a paused job again; it continues from its newest checkpoint."""
-    return job_wire(jobs.resume_job(session, org, fine_tuning_job_id))
+    return job_wire(jobs.resume_job(org, fine_tuning_job_id))
 
 
 @router.get("/{fine_tuning_job_id}/checkpoints")

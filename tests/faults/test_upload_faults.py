@@ -79,7 +79,7 @@ def begin_upload(port: int, key: str, announced_mb: int, sent_mb: int) -> socket
 
 
 def temporaries() -> list[Path]:
-    tmp = get_settings().storage_root / ".tmp"  # type: ignore[operator]
+    tmp = get_settings().storage_root / ".tmp"
     return list(tmp.iterdir()) if tmp.exists() else []
 
 

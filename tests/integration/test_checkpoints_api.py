@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.db import session_scope
-from core.jobs import create_job
+from core.job_creation import create_job
 from core.specs import JobSpec
 from tests.conftest import TEST_ORG
 from tests.helpers import assert_error, file_rows, stored_checkpoint, stored_objects

@@ -67,7 +67,7 @@ def test_a_file_over_the_limit_is_refused_while_streaming_and_nothing_is_stored(
         settings.max_upload_bytes = limit
     assert file_rows() == before_rows
     assert stored_objects() == before_objects
-    assert not any((settings.storage_root / ".tmp").iterdir())  # type: ignore[operator]
+    assert not any((settings.storage_root / ".tmp").iterdir())
 
 
 def test_bad_form_requests(client) -> None:  # type: ignore[no-untyped-def]
@@ -89,7 +89,7 @@ def test_delete_removes_row_and_bytes(client) -> None:  # type: ignore[no-untype
     file_id = upload_ok(client, jsonl(chat()))
     with session_scope() as session:
         key = session.scalar(select(File.storage_key).where(File.id == file_id))
-    path = get_settings().storage_root / key  # type: ignore[operator]
+    path = get_settings().storage_root / key
     assert path.exists()
     assert client.delete(f"/v1/files/{file_id}").json() == {"id": file_id, "object": "file", "deleted": True}
     assert not path.exists()

@@ -11,7 +11,8 @@ from sqlalchemy import select, update
 
 from core import leases, maintenance
 from core.db import session_scope
-from core.jobs import create_job, transition
+from core.job_creation import create_job
+from core.jobs import transition
 from core.models import Job, JobAttempt, JobEvent
 from core.queue import BROKER_MARKER
 from core.settings import get_settings

@@ -183,7 +183,7 @@ def test_models_that_need_remote_code_or_pickles_are_refused(client, chat_file, 
 def test_unsafe_names_and_oversized_strings_are_refused(client, chat_file) -> None:  # type: ignore[no-untyped-def]
     body = upload(client, jsonl(chat()), filename="../../../etc/cron.d/evil.jsonl").json()
     assert body["filename"] == "evil.jsonl"
-    stored = [p for p in (get_settings().storage_root / "files").iterdir() if p.name == body["id"]]  # type: ignore[operator]
+    stored = [p for p in (get_settings().storage_root / "files").iterdir() if p.name == body["id"]]
     assert len(stored) == 1
     cases = [
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),

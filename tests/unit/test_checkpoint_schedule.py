@@ -8,8 +8,8 @@ from pathlib import Path
 
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
-from worker.reporting import ConsoleReporter
 from worker.training.callbacks import JobProgressCallback
+from worker.training.reporting import ConsoleReporter
 
 
 def test_a_checkpoint_is_due_after_the_interval_and_not_at_the_end(tmp_path: Path) -> None:

@@ -1,15 +1,50 @@
 """The GPU worker image, as far as a machine without Docker can check it: the command it
-runs, the packages it installs, the environment it expects."""
+runs, the packages it installs, the environment it expects; and the three lock layers it
+installs from (runtime, worker; dev only for development)."""
 
 from __future__ import annotations
 
 import re
+import tomllib
 
 from ftsvc.cli import worker_command
 from tests.helpers import ROOT
 
 DOCKERFILE = (ROOT / "Dockerfile.gpu").read_text()
 COMPOSE = (ROOT / "docker-compose.yml").read_text()
+LOCKS = ROOT / "requirements"
+LAYERS = ("runtime", "worker", "dev")
+PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==(?P<version>[^\s;]+)\s*(;.*)?$")
+DEV_TOOLS = {"pytest", "ruff", "schemathesis", "hypothesis", "mypy", "celery-types"}
+
+
+def normalize(name: str) -> str:
+    """PEP 503: `typing_extensions` and `typing-extensions` are the same package."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins(lines: list[str]) -> dict[str, str]:
+    """name -> version of requirement lines; every line must be an exact `==` pin."""
+    found: dict[str, str] = {}
+    for line in lines:
+        match = PIN.match(line)
+        assert match, f"not an exact pin: {line!r}"
+        name = normalize(match["name"])
+        assert name not in found, f"{name} pinned twice"
+        found[name] = match["version"]
+    return found
+
+
+def lock(layer: str) -> dict[str, str]:
+    text = (LOCKS / f"{layer}.lock").read_text()
+    return pins([line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")])
+
+
+def instructions() -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined, comments left out (they
+    may name dev.lock to say why it is not installed)."""
+    lines = [line for line in DOCKERFILE.splitlines() if not line.lstrip().startswith("#")]
+    return [step.strip() for step in re.split(r"(?<!\\)\n", "\n".join(lines)) if step.strip()]
 
 
 def test_the_image_runs_a_celery_worker_on_the_training_queue() -> None:
@@ -20,13 +55,50 @@ def test_the_image_runs_a_celery_worker_on_the_training_queue() -> None:
     assert command[command.index("--max-tasks-per-child") + 1] == "1"  # GPU memory returned after each job
 
 
-def test_the_image_installs_cuda_torch_the_locked_stack_and_liger() -> None:
-    lock = (ROOT / "requirements.lock").read_text()
-    torch_pin = re.search(r"^torch==([\d.]+)", lock, re.M).group(1)  # type: ignore[union-attr]
+def test_the_image_installs_cuda_torch_the_runtime_and_worker_locks_and_liger() -> None:
+    torch_pin = lock("worker")["torch"].split("+")[0]  # the lock's CPU build, e.g. 2.13.0+cpu
     assert f"torch=={torch_pin} --index-url https://download.pytorch.org/whl/cu" in DOCKERFILE
-    assert "bitsandbytes==0.50.2" in lock and "grep -v '^torch=='" in DOCKERFILE
-    assert "liger-kernel==" in DOCKERFILE
+    assert lock("worker")["bitsandbytes"] == "0.50.2"
+    steps = instructions()
+    copies = " ".join(step for step in steps if step.startswith("COPY"))
+    assert "requirements/runtime.lock" in copies and "requirements/worker.lock" in copies
+    install = next(step for step in steps if "pip install -r" in step)
+    assert "grep -v '^torch==' requirements/worker.lock" in install  # the CUDA build stays
+    assert "-r requirements/runtime.lock" in install and "liger-kernel==" in install
+    # No test, lint or type-checking tools in production, and no leftover single lock.
+    assert not [step for step in steps if "dev.lock" in step or "requirements.lock" in step]
+    assert not (ROOT / "requirements.lock").exists()
     assert DOCKERFILE.startswith("# GPU training worker") and "FROM nvidia/cuda:" in DOCKERFILE
+
+
+def test_each_package_is_pinned_in_exactly_one_lock() -> None:
+    layers = {layer: lock(layer) for layer in LAYERS}
+    for i, lower in enumerate(LAYERS):
+        for upper in LAYERS[i + 1 :]:
+            both = layers[lower].keys() & layers[upper].keys()
+            assert not both, f"in both {lower}.lock and {upper}.lock: {sorted(both)}"
+    assert {"fastapi", "sqlalchemy", "celery", "redis", "psycopg-binary"} <= layers["runtime"].keys()
+    assert "torch" not in layers["runtime"] and "transformers" not in layers["runtime"]  # the API needs no torch
+
+
+def test_dev_tools_are_only_in_the_dev_lock() -> None:
+    assert DEV_TOOLS <= lock("dev").keys()
+    for layer in ("runtime", "worker"):
+        assert not DEV_TOOLS & lock(layer).keys(), layer
+
+
+def test_pyproject_groups_pin_what_their_locks_pin() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    groups = {
+        "runtime": project["dependencies"],
+        "worker": project["optional-dependencies"]["worker"],
+        "dev": project["optional-dependencies"]["dev"],
+    }
+    for layer, requirements in groups.items():
+        locked = lock(layer)
+        for name, version in pins(requirements).items():
+            # pyproject names the release (torch==2.13.0), the lock may name its build (+cpu).
+            assert locked.get(name, "").split("+")[0] == version, (layer, name, version, locked.get(name))
 
 
 def test_compose_gives_workers_a_gpu_postgres_and_redis() -> None:

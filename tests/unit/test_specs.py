@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from core.specs import Hyperparameters, JobSpec, resolve_auto
+from core.specs import Hyperparameters, JobSpec, ResolvedHyperparameters, ResolvedSpec, resolve, resolve_hyperparameters
 
 
 def spec(**extra):  # type: ignore[no-untyped-def]
@@ -40,15 +40,27 @@ def test_out_of_range_and_unknown_fields_are_refused(body: dict, loc: str) -> No
 
 def test_auto_rule() -> None:
     auto = Hyperparameters()
-    assert resolve_auto(auto, 36, 2048) == Hyperparameters(n_epochs=9, batch_size=8, learning_rate_multiplier=1.0)
-    assert resolve_auto(auto, 10_000, 512) == Hyperparameters(n_epochs=1, batch_size=16, learning_rate_multiplier=1.0)
-    assert resolve_auto(auto, 2, 8192).batch_size == 1
+    resolved = ResolvedHyperparameters
+    assert resolve_hyperparameters(auto, 36, 2048) == resolved(n_epochs=9, batch_size=8, learning_rate_multiplier=1.0)
+    assert resolve_hyperparameters(auto, 10_000, 512) == resolved(n_epochs=1, batch_size=16, learning_rate_multiplier=1)
+    assert resolve_hyperparameters(auto, 2, 8192).batch_size == 1
     fixed = Hyperparameters(n_epochs=2, batch_size=3, learning_rate_multiplier=0.5)
-    assert resolve_auto(fixed, 36, 2048) == fixed
+    assert resolve_hyperparameters(fixed, 36, 2048) == resolved(n_epochs=2, batch_size=3, learning_rate_multiplier=0.5)
 
 
-def test_resolved_merges_legacy_hyperparameters_and_sets_the_seed() -> None:
-    resolved = spec(hyperparameters={"n_epochs": 4}).resolved(n_examples=100, seed=7)
+def test_resolving_merges_legacy_hyperparameters_and_sets_seed_format_and_packing() -> None:
+    resolved = resolve(spec(hyperparameters={"n_epochs": 4}), n_examples=100, seed=7, data_format="qa")
+    assert isinstance(resolved, ResolvedSpec) and "hyperparameters" not in resolved.model_dump()
     assert resolved.seed == 7
-    assert resolved.hyperparameters is None
-    assert resolved.hparams.n_epochs == 4 and resolved.hparams.batch_size != "auto"
+    assert resolved.hparams == ResolvedHyperparameters(n_epochs=4, batch_size=8, learning_rate_multiplier=1.0)
+    assert (resolved.qlora.data.format, resolved.qlora.data.packing) == ("qa", True)
+    prompt = resolve(spec(qlora={"adapter": {"type": "prompt_tuning"}}), n_examples=100, seed=7, data_format="qa")
+    assert prompt.qlora.data.packing is False
+    # What is stored with the job reads back as the same resolved spec.
+    assert ResolvedSpec.model_validate(resolved.model_dump(mode="json")) == resolved
+
+
+def test_a_checkpoints_adapter_and_quantization_replace_the_asked_ones() -> None:
+    trained = resolve(spec(qlora={"adapter": {"r": 4}}), n_examples=10, seed=1, data_format="chat").qlora
+    resolved = resolve(spec(qlora={"adapter": {"r": 64}}), n_examples=10, seed=1, data_format="chat", trained=trained)
+    assert resolved.qlora.adapter == trained.adapter and resolved.qlora.quantization == trained.quantization

@@ -6,25 +6,19 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.specs import JobSpec
+from core.specs import JobSpec, ResolvedSpec, resolve
+from worker import model_shapes
 from worker.training.runtime import Runtime, pick_runtime
 from worker.training.speed import activation_bytes, fits_without_checkpointing, resolve_speed
 
-LLAMA_8B = SimpleNamespace(
-    hidden_size=4096,
-    intermediate_size=14336,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=8,
-    vocab_size=128256,
-    tie_word_embeddings=False,
-)
+LLAMA_8B = SimpleNamespace(**model_shapes.LLAMA_8B)
 H200 = Runtime("cuda:0", "NVIDIA H200", "bfloat16", 150_109_880_320)
 A100_40GB = Runtime("cuda:0", "NVIDIA A100-SXM4-40GB", "bfloat16", 42_949_672_960)
 
 
-def spec(**qlora) -> JobSpec:  # type: ignore[no-untyped-def]
-    return JobSpec.model_validate({"model": "m", "training_file": "f", "qlora": qlora}).resolved(1000, 0)
+def spec(**qlora: object) -> ResolvedSpec:
+    asked = JobSpec.model_validate({"model": "m", "training_file": "f", "qlora": qlora})
+    return resolve(asked, n_examples=1000, seed=0, data_format="chat")
 
 
 def test_cpu_keeps_the_plain_recipe() -> None:

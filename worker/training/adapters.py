@@ -18,18 +18,18 @@ from peft import (
 )
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from core.specs import Adapter, JobSpec
+from core.specs import Adapter, ResolvedSpec
 
 CAUSAL_LM = "CAUSAL_LM"
 
 
-def planned_steps(spec: JobSpec, n_examples: int) -> int:
+def planned_steps(spec: ResolvedSpec, n_examples: int) -> int:
     """Optimizer steps the Trainer will take (AdaLoRA's budget schedule needs it upfront)."""
     hp, training = spec.hparams, spec.qlora.training
     if training.max_steps:
         return training.max_steps
-    batches = math.ceil(n_examples / hp.batch_size)  # type: ignore[operator]
-    return max(1, math.ceil(batches / training.gradient_accumulation_steps) * hp.n_epochs)  # type: ignore[operator]
+    batches = math.ceil(n_examples / hp.batch_size)
+    return max(1, math.ceil(batches / training.gradient_accumulation_steps) * hp.n_epochs)
 
 
 def peft_config(adapter: Adapter, model_source: str, total_steps: int) -> PeftConfig:

@@ -75,6 +75,8 @@ def _varlen_forward(
         int(kwargs["max_length_k"]),
         **options,
     )
+    if isinstance(out, tuple):  # (output, auxiliaries) only when return_aux asks for them
+        out = out[0]
     return out.unsqueeze(0).to(query.dtype), None  # (1, tokens, heads, dim), as transformers expects
 
 

@@ -11,8 +11,8 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from worker.checkpoints import checkpoint_metrics
-from worker.reporting import Reporter, StopReason
+from core.states import StopReason
+from worker.training.reporting import Reporter
 
 
 class JobProgressCallback(TrainerCallback):
@@ -98,5 +98,21 @@ class JobProgressCallback(TrainerCallback):
         step = state.global_step
         if step >= state.max_steps and self.stopped is None:
             return  # the trainer's save at the end: the job publishes its adapter instead
-        directory = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+        directory = Path(str(args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
         self.reporter.checkpoint(step, directory, checkpoint_metrics(state.log_history, step))
+
+
+def checkpoint_metrics(log_history: list[dict[str, Any]], step: int) -> dict[str, Any]:
+    """OpenAI's checkpoint metrics from the trainer's log: the newest train and
+    validation values at or before `step`."""
+    metrics: dict[str, Any] = {"step": step}
+    for entry in log_history:
+        if entry.get("step", 0) > step:
+            continue
+        if "loss" in entry:
+            metrics["train_loss"] = entry["loss"]
+            metrics["train_mean_token_accuracy"] = entry.get("mean_token_accuracy")
+        if "eval_loss" in entry:
+            metrics["valid_loss"] = entry["eval_loss"]
+            metrics["valid_mean_token_accuracy"] = entry.get("eval_mean_token_accuracy")
+    return metrics

@@ -10,20 +10,19 @@ from typing import Any
 
 from datasets import Dataset
 
-from core.datasets import DataFile, iter_examples
+from core.datasets import DataFile, examples_of
 from core.errors import ServiceError
 from core.tokenization import PreparedTokenizer
-from worker.failures import DataError
+from worker.training.failures import DataError
 
 
 def _encoded(
     prepared: PreparedTokenizer, source: DataFile, max_length: int, train_on_inputs: bool
 ) -> Iterator[dict[str, Any]]:
-    with source.path.open("rb") as stream:
-        for example in iter_examples(stream, source.file_type, source.format):
-            encoded = prepared.encode(example, max_length, train_on_inputs)
-            if encoded.trained_tokens:  # nothing to learn from an example truncated to its prompt
-                yield {"input_ids": encoded.input_ids, "completion_mask": encoded.completion_mask}
+    for example in examples_of(source):
+        encoded = prepared.encode(example, max_length, train_on_inputs)
+        if encoded.trained_tokens:  # nothing to learn from an example truncated to its prompt
+            yield {"input_ids": encoded.input_ids, "completion_mask": encoded.completion_mask}
 
 
 def encoded_dataset(

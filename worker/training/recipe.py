@@ -17,22 +17,23 @@ from peft import PeftModel, prepare_model_for_kbit_training, set_peft_model_stat
 from peft.utils import SAFETENSORS_WEIGHTS_NAME as SAFE_ADAPTER_WEIGHTS
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedModel, TrainerCallback
-from trl import SFTConfig, SFTTrainer
+from trl.trainer.sft_config import SFTConfig
+from trl.trainer.sft_trainer import SFTTrainer
 
 from core.datasets import DataFile
 from core.errors import ServiceError
 from core.registry import ModelRef
-from core.settings import get_settings
-from core.specs import JobSpec
+from core.specs import ResolvedSpec
+from core.states import StopReason
 from core.tokenization import PreparedTokenizer, prepare_tokenizer
-from worker.failures import DataError, ModelLoadError
-from worker.reporting import Reporter, StopReason
 from worker.training import attention
 from worker.training.adapters import AdaLoraBudgetCallback, peft_config, planned_steps
 from worker.training.callbacks import JobProgressCallback
 from worker.training.data import encoded_dataset, hold_out
+from worker.training.failures import DataError, ModelLoadError
+from worker.training.reporting import Reporter
 from worker.training.runtime import Runtime
-from worker.training.speed import Speed, resolve_speed, uses_packing
+from worker.training.speed import Speed, resolve_speed
 
 
 class ResumableSFTTrainer(SFTTrainer):
@@ -46,7 +47,8 @@ class ResumableSFTTrainer(SFTTrainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         weights = load_file(Path(resume_from_checkpoint) / SAFE_ADAPTER_WEIGHTS)
-        result = set_peft_model_state_dict(model or self.model, weights)
+        # torch's _IncompatibleKeys, a namedtuple peft's annotation does not let mypy see into.
+        result: Any = set_peft_model_state_dict(model or self.model, weights)
         if result.unexpected_keys:
             raise DataError(f"The checkpoint does not fit this adapter: {result.unexpected_keys[:3]}", param="qlora")
 
@@ -69,24 +71,27 @@ class JobData:
 
 class Recipe:
     """`resume_from`: a trainer checkpoint directory to continue from (same job);
-    `initial_adapter`: adapter weights to start from (another job's checkpoint)."""
+    `initial_adapter`: adapter weights to start from (another job's checkpoint);
+    `checkpoint_seconds`: training time between checkpoints when the spec's
+    `checkpoint_steps` is "auto"."""
 
     def __init__(
         self,
-        spec: JobSpec,
+        spec: ResolvedSpec,
         model_ref: ModelRef,
-        data: JobData,
+        data: JobData | None,
         workdir: Path,
         runtime: Runtime,
         reporter: Reporter,
         resume_from: Path | None = None,
         initial_adapter: Path | None = None,
+        checkpoint_seconds: float = 600.0,
     ) -> None:
         self.spec, self.model_ref, self.data, self.runtime = spec, model_ref, data, runtime
         self.workdir, self.reporter = workdir, reporter
         self.resume_from, self.initial_adapter = resume_from, initial_adapter
         timed = reporter.saves_checkpoints and spec.qlora.training.checkpoint_steps == "auto"
-        self.progress = JobProgressCallback(reporter, get_settings().checkpoint_interval_seconds if timed else None)
+        self.progress = JobProgressCallback(reporter, checkpoint_seconds if timed else None)
 
     # -- setup ---------------------------------------------------------------------------
     def load_tokenizer(self) -> PreparedTokenizer:
@@ -105,10 +110,12 @@ class Recipe:
         def encode(source: DataFile) -> Dataset:
             return encoded_dataset(prepared, source, training.max_seq_length, data.train_on_inputs, cache)
 
+        if self.data is None:
+            raise DataError("This run was given no data files", param="training_file")
         train = encode(self.data.training)
         valid = encode(self.data.validation) if self.data.validation else None
         if data.validation_split:
-            train, valid = hold_out(train, data.validation_split, self.spec.seed)  # type: ignore[arg-type]
+            train, valid = hold_out(train, data.validation_split, self.spec.seed)
         return train, valid
 
     def load_model(self, speed: Speed) -> PreTrainedModel:
@@ -142,7 +149,8 @@ class Recipe:
         if q is not None and speed.upcast_unquantized:
             # peft's QLoRA preparation: freezes the base, casts every unquantized weight
             # (norms, embeddings, head) to fp32, enables checkpointing.
-            return prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+            prepared: PreTrainedModel = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+            return prepared
         # The same without the fp32 cast: the residual stream stays in the compute dtype.
         model.requires_grad_(False)
         if checkpointing:
@@ -162,7 +170,7 @@ class Recipe:
         if speed.tokens_per_step:
             # One row of whole examples packed best-fit to the token budget per micro-step,
             # accumulated to about the requested effective batch (in tokens).
-            wanted = hp.batch_size * training.gradient_accumulation_steps * mean_tokens  # type: ignore[operator]
+            wanted = hp.batch_size * training.gradient_accumulation_steps * mean_tokens
             batching: dict[str, Any] = {
                 "packing": True,
                 "packing_strategy": "bfd",
@@ -174,7 +182,7 @@ class Recipe:
         else:
             # Examples arrive truncated to max_seq_length; padding-free needs no max_length.
             batching = {
-                "padding_free": uses_packing(self.spec),
+                "padding_free": self.spec.qlora.data.packing,
                 "max_length": None,
                 "per_device_train_batch_size": hp.batch_size,
                 "per_device_eval_batch_size": hp.batch_size,
@@ -182,13 +190,13 @@ class Recipe:
             }
         return SFTConfig(
             output_dir=str(self.workdir / "trainer"),
-            num_train_epochs=hp.n_epochs,  # type: ignore[arg-type]
-            learning_rate=training.learning_rate * hp.learning_rate_multiplier,  # type: ignore[operator]
+            num_train_epochs=hp.n_epochs,
+            learning_rate=training.learning_rate * hp.learning_rate_multiplier,
             warmup_steps=training.warmup_ratio,  # a float below 1 is a ratio of all steps
             lr_scheduler_type=training.lr_scheduler,
             max_steps=training.max_steps or -1,
             logging_steps=training.logging_steps,
-            seed=self.spec.seed,  # type: ignore[arg-type]
+            seed=self.spec.seed,
             data_seed=self.spec.seed,
             bf16=dtype == "bfloat16" and self.runtime.on_cuda,
             fp16=dtype == "float16" and self.runtime.on_cuda,
@@ -217,7 +225,7 @@ class Recipe:
     def resolve_speed(self) -> Speed:
         config = AutoConfig.from_pretrained(self.model_ref.source, trust_remote_code=False)
         speed = resolve_speed(self.spec, self.runtime, config)
-        self.reporter.update(runtime=self.runtime.describe() | {"speed": speed.describe()})
+        self.reporter.runtime(self.runtime.describe() | {"speed": speed.describe()})
         return speed
 
     # -- train and save --------------------------------------------------------------------
@@ -241,7 +249,7 @@ class Recipe:
             f"packed rows of {speed.tokens_per_step} tokens"
             if speed.tokens_per_step
             else "padding-free batches"
-            if uses_packing(self.spec)
+            if self.spec.qlora.data.packing
             else "padded batches"
         )
         model = self.load_model(speed)
@@ -257,13 +265,14 @@ class Recipe:
             callbacks.append(AdaLoraBudgetCallback())
         mean_tokens = sum(len(ids) for ids in train["input_ids"]) / len(train)
         new_adapter = None
+        trained: PreTrainedModel | PeftModel = model
         if self.initial_adapter is not None:
-            model = PeftModel.from_pretrained(model, self.initial_adapter, is_trainable=True)
+            trained = PeftModel.from_pretrained(model, self.initial_adapter, is_trainable=True)
         else:
             new_adapter = peft_config(adapter, self.model_ref.source, planned_steps(self.spec, len(train)))
         try:
             trainer = ResumableSFTTrainer(
-                model=model,
+                model=trained,
                 args=self.training_args(valid is not None, speed, mean_tokens),
                 train_dataset=train,
                 eval_dataset=valid,
@@ -279,6 +288,8 @@ class Recipe:
         if stopped is None:
             if valid is not None and self.progress.last_eval_step != steps:
                 trainer.evaluate()  # the final evaluation, when the schedule did not end on one
-            trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
+            peft_model = trainer.model
+            assert isinstance(peft_model, PeftModel), "SFTTrainer wraps the model in its adapter"
+            peft_model.save_pretrained(str(adapter_dir), safe_serialization=True)
             tokenizer.save_pretrained(adapter_dir)
         return TrainResult(adapter_dir, int(trainer.state.num_input_tokens_seen), steps, stopped, speed)

@@ -17,7 +17,7 @@ import importlib.util
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from core.specs import PROMPT_LEARNING, JobSpec
+from core.specs import ResolvedSpec, trains_on_token_budget
 from worker.training.attention import available as varlen_available
 from worker.training.runtime import Runtime
 
@@ -51,7 +51,7 @@ def activation_bytes(config: Any, tokens: int, lora_dropout: bool) -> int:
     per_token = 10 * hidden + 2 * kv + 4 * inter
     if lora_dropout:
         per_token += 6 * hidden + inter
-    return 2 * tokens * config.num_hidden_layers * per_token
+    return int(2 * tokens * config.num_hidden_layers * per_token)
 
 
 def weight_bytes(config: Any, quantized: bool) -> int:
@@ -60,28 +60,28 @@ def weight_bytes(config: Any, quantized: bool) -> int:
     kv = hidden * config.num_key_value_heads // config.num_attention_heads
     matrices = layers * (2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * inter)
     embeddings = config.vocab_size * hidden * (1 if config.tie_word_embeddings else 2)
-    return int(matrices * (0.55 if quantized else 2)) + 2 * embeddings
+    return int(matrices * (0.55 if quantized else 2) + 2 * embeddings)
 
 
-def fits_without_checkpointing(config: Any, tokens: int, spec: JobSpec, memory: int) -> bool:
+def fits_without_checkpointing(config: Any, tokens: int, spec: ResolvedSpec, memory: int) -> bool:
     dropout = getattr(spec.qlora.adapter, "dropout", 0.0) > 0
     need = weight_bytes(config, spec.qlora.quantization is not None) + activation_bytes(config, tokens, dropout)
     return need < MEMORY_HEADROOM * memory
 
 
-def resolve_speed(spec: JobSpec, runtime: Runtime, config: Any) -> Speed:
+def resolve_speed(spec: ResolvedSpec, runtime: Runtime, config: Any) -> Speed:
     perf, adapter = spec.qlora.performance, spec.qlora.adapter.type
     memory = runtime.memory_bytes
-    budget = perf.tokens_per_step
-    if budget == "auto":
-        budget = None
-        if runtime.on_cuda and adapter not in (*PROMPT_LEARNING, "adalora"):
+    asked = perf.tokens_per_step
+    budget = asked if isinstance(asked, int) else None
+    if asked == "auto":
+        if runtime.on_cuda and trains_on_token_budget(adapter):
             floor = spec.qlora.training.max_seq_length
             candidates = [max(b, floor) for b in GPU_BUDGETS]
             budget = next((b for b in candidates if fits_without_checkpointing(config, b, spec, memory)), candidates[0])
     checkpointing = perf.gradient_checkpointing
     if checkpointing == "auto":
-        tokens = budget or spec.hparams.batch_size * spec.qlora.training.max_seq_length  # type: ignore[operator]
+        tokens = budget or spec.hparams.batch_size * spec.qlora.training.max_seq_length
         checkpointing = adapter != "prefix_tuning" and (
             not runtime.on_cuda or not fits_without_checkpointing(config, tokens, spec, memory)
         )
@@ -93,18 +93,9 @@ def resolve_speed(spec: JobSpec, runtime: Runtime, config: Any) -> Speed:
         optimizer = "adamw_torch_fused" if runtime.on_cuda else "adamw_torch"
     attention = perf.attention
     if attention == "auto":
-        packed = budget is not None or uses_packing(spec)
+        packed = budget is not None or spec.qlora.data.packing
         attention = "torch_varlen" if packed and runtime.on_cuda and varlen_available() else "sdpa"
     upcast = perf.upcast_unquantized
     if upcast == "auto":
         upcast = not (runtime.on_cuda and runtime.compute_dtype == "bfloat16")
     return Speed(budget, checkpointing, liger, optimizer, attention, upcast)
-
-
-def uses_packing(spec: JobSpec) -> bool:
-    """Padding-free batches ("packing"): examples of a batch are concatenated into one
-    row whose position ids restart per example, which transformers turns into a
-    block-diagonal attention mask, so no example sees another. Prompt-learning methods
-    prepend virtual tokens per row, so they need one example per row."""
-    packing = spec.qlora.data.packing
-    return spec.qlora.adapter.type not in PROMPT_LEARNING if packing == "auto" else packing

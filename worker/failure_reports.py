@@ -1,35 +1,13 @@
-"""Why a job failed, in the words a user needs: each failure has a code and says
-whether the user can fix it (their data, their model, their settings) or we must."""
+"""Why a job failed, in the words a user needs: any exception of a run as a report with
+a code, a message, the parameter to fix, and whether the user can fix it (their data,
+their model, their settings) or we must."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from core.errors import ServiceError
-
-
-class JobFailure(Exception):
-    code = "internal_error"
-    user_error = False
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message, self.param = message, param
-
-
-class ModelLoadError(JobFailure):
-    code = "model_load_failed"
-    user_error = True
-
-
-class DataError(JobFailure):
-    code = "invalid_training_data"
-    user_error = True
-
-
-class CheckpointMissing(JobFailure):
-    code = "checkpoint_not_found"
-    user_error = True
+from worker.training.failures import JobFailure
 
 
 @dataclass

@@ -1,0 +1,43 @@
+"""The installed package works away from the source tree, as in the GPU image (which
+installs the project, not a checkout): the migrations travel with it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+# Which copy of the code runs, then the migration, exiting with the command's status.
+SCRIPT = "import sys, core; print(core.__file__); from ftsvc.cli import main; sys.exit(main(['migrate']))"
+
+
+def test_an_installed_ftsvc_migrates_a_database_outside_the_source_tree(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), "."],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("ftsvc-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    assert (site / "migrations" / "script.py.mako").is_file()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FTSVC_")} | {
+        "PYTHONPATH": str(site),
+        "FTSVC_DATA_DIR": str(tmp_path / "data"),
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith(str(site)), run.stdout  # the installed copy ran, not the checkout
+    assert (tmp_path / "data" / "ftsvc.db").is_file()

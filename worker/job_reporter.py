@@ -1,0 +1,45 @@
+"""The job's record as the recipe's reporter (worker.training.reporting.Reporter):
+events, metrics, the runtime, checkpoints and whether to stop (cancelled, pause asked
+for, lease lost), each in its own short transaction so the API sees them as training
+runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core import jobs, leases
+from core.db import session_scope
+from core.events import add_event, record_metric
+from core.states import Level, StopReason
+from worker.checkpoint_storage import publish_checkpoint
+from worker.heartbeat import Heartbeat
+
+
+class JobReporter:
+    saves_checkpoints = True
+
+    def __init__(self, job_id: str, owner: str, heartbeat: Heartbeat, keep_checkpoints: int) -> None:
+        self.job_id, self.owner, self.heartbeat = job_id, owner, heartbeat
+        self.keep_checkpoints = keep_checkpoints
+
+    def event(self, message: str, level: Level = "info", data: dict[str, Any] | None = None) -> None:
+        with session_scope() as session:
+            add_event(session, self.job_id, message, level=level, data=data)
+
+    def metric(self, step: int, values: dict[str, Any], split: str = "train") -> None:
+        with session_scope() as session:
+            record_metric(session, self.job_id, step, values, split)
+
+    def runtime(self, description: dict[str, Any]) -> None:
+        with session_scope() as session:
+            jobs.record_runtime(session, self.job_id, description)
+
+    def checkpoint(self, step: int, directory: Path, metrics: dict[str, Any]) -> None:
+        publish_checkpoint(self.job_id, self.owner, step, directory, metrics, self.keep_checkpoints)
+
+    def stop_reason(self) -> StopReason | None:
+        if self.heartbeat.lost.is_set():
+            return "lease_lost"
+        with session_scope() as session:
+            return leases.stop_reason(session, self.job_id, self.owner)

@@ -1,0 +1,79 @@
+"""The recipe on its own, as a plain script: no database, no broker, no API.
+
+    python -m worker.training --model var/models/tiny-llama --data examples/chat.jsonl \\
+        --spec '{"qlora": {"training": {"max_steps": 5}}}' --output /tmp/adapter
+
+`--spec` is a job spec without `model` and `training_file` (JSON text, or the path of a
+JSON file), validated and resolved as job creation does; events print to the console
+and the trained adapter (PEFT format) is written to `--output`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from core.datasets import DataFile, detect_file_type, validate
+from core.errors import ServiceError
+from core.formats import as_format_name
+from core.registry import ModelRef
+from core.specs import JobSpec, resolve
+from worker.training.failures import JobFailure
+from worker.training.recipe import JobData, Recipe
+from worker.training.reporting import ConsoleReporter
+from worker.training.runtime import pick_runtime
+
+
+def _spec_fields(text: str) -> dict[str, object]:
+    path = Path(text)
+    fields = json.loads(path.read_text() if path.is_file() else text)
+    if not isinstance(fields, dict):
+        raise SystemExit("ftsvc: error: --spec must be a JSON object")
+    return fields
+
+
+def _data_file(path: Path, format_name: str) -> tuple[DataFile, int]:
+    with path.open("rb") as stream:
+        file_type = detect_file_type(path.name, stream.read(512))
+        stream.seek(0)
+        report = validate(stream, file_type, format_name)
+    data_format = as_format_name(report.format)
+    if not report.ok or data_format is None:
+        raise SystemExit(f"ftsvc: error: {path} is not a valid training file: {report.summary()}")
+    return DataFile(path, file_type, data_format), report.n_examples
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Train; returns where the adapter was written."""
+    parser = argparse.ArgumentParser(prog="python -m worker.training", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="a local model directory (config.json, safetensors)")
+    parser.add_argument("--data", type=Path, required=True, help="a training file in any supported format")
+    parser.add_argument("--spec", default="{}", help="job spec fields as JSON text or a JSON file")
+    parser.add_argument("--output", type=Path, required=True, help="where the adapter is written")
+    args = parser.parse_args(argv)
+    fields = _spec_fields(args.spec) | {"model": args.model.name, "training_file": args.data.name}
+    asked = JobSpec.model_validate(fields)
+    data, n_examples = _data_file(args.data, asked.qlora.data.format)
+    spec = resolve(asked, n_examples=n_examples, seed=asked.seed or 0, data_format=data.format)
+    quantization = spec.qlora.quantization
+    runtime = pick_runtime(quantization.compute_dtype if quantization else "auto")
+    workdir = Path(tempfile.mkdtemp(prefix="ftsvc-recipe-"))
+    try:
+        model = ModelRef(args.model.name, str(args.model.resolve()), True)
+        result = Recipe(spec, model, JobData(data, None), workdir, runtime, ConsoleReporter()).run()
+        shutil.copytree(result.adapter_dir, args.output, dirs_exist_ok=True)
+    except (JobFailure, ServiceError) as exc:
+        raise SystemExit(f"ftsvc: error: {exc}") from exc
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    output: Path = args.output
+    print(f"adapter: {output} ({result.steps} steps, {result.trained_tokens} tokens)", flush=True)
+    return output
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,54 @@
+"""Where a training run reports to, as the recipe sees it: a protocol the job's record
+implements (worker.job_reporter) and a console reporter for runs outside a job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from core.states import Level, StopReason
+
+
+class Reporter(Protocol):
+    """Where a training run reports to: the job's record, or the console."""
+
+    # Whether the run saves checkpoints (a job does; a benchmark run does not).
+    saves_checkpoints: bool
+
+    def event(self, message: str, level: Level = "info", data: dict[str, Any] | None = None) -> None: ...
+
+    def metric(self, step: int, values: dict[str, Any], split: str = "train") -> None: ...
+
+    def runtime(self, description: dict[str, Any]) -> None:
+        """What the run runs with (device, dtype, speed settings, library versions)."""
+
+    def checkpoint(self, step: int, directory: Path, metrics: dict[str, Any]) -> None: ...
+
+    def stop_reason(self) -> StopReason | None:
+        """Checked after every optimizer step."""
+
+
+class ConsoleReporter:
+    """The reporter's interface without a database: prints events and metrics, never
+    stops or checkpoints. For runs of the recipe outside a job (benchmarks, experiments)."""
+
+    saves_checkpoints = False
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.metrics: list[tuple[int, dict[str, Any]]] = []
+
+    def event(self, message: str, level: Level = "info", data: dict[str, Any] | None = None) -> None:
+        print(f"{self.prefix}[{level}] {message}", flush=True)
+
+    def metric(self, step: int, values: dict[str, Any], split: str = "train") -> None:
+        self.metrics.append((step, {"split": split, **values}))
+
+    def runtime(self, description: dict[str, Any]) -> None:
+        print(f"{self.prefix}[runtime] {description}", flush=True)
+
+    def checkpoint(self, step: int, directory: Path, metrics: dict[str, Any]) -> None:
+        return None
+
+    def stop_reason(self) -> StopReason | None:
+        return None
