@@ -8,14 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from api.deps import refuse_nul_characters
-from api.errors import error_responses, install_error_handlers
+from api.error_responses import error_responses, install_error_handlers
 from api.openapi import drop_fastapi_422
 from api.routes import files, jobs, models
 from core.maintenance import start_thread
 from core.settings import get_settings
 
 # The error statuses each resource answers, declared per router so that routes added to
-# it later are described too (api.errors has the body they share). 400 everywhere: any
+# it later are described too (api.error_responses has the body they share). 400 everywhere: any
 # query parameter may carry a NUL (api.deps.refuse_nul_characters).
 ROUTER_ERRORS = {
     files: error_responses(400, 401, 403, 404, 409, 413, 422, 500),

@@ -39,7 +39,7 @@ def streamed(media_type: str, description: str) -> dict[int | str, dict[str, Any
 
 def drop_fastapi_422(app: FastAPI) -> None:
     """FastAPI documents a 422 with its own body on every route that has parameters; this
-    API never sends it (api.errors answers validation errors with 400 in the error shape),
+    API never sends it (api.error_responses answers validation errors with 400 in the error shape),
     so it is taken out of the generated document. A 422 declared with the error body
     (a reused Idempotency-Key) stays."""
     generate = app.openapi

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from api import idempotency
+from api import idempotent_requests
 from api.deps import Limit, OrgDep, SessionDep
 from api.openapi import PlainRoute, streamed
 from api.serializers import as_list, file_wire
@@ -65,10 +65,14 @@ UPLOADS = "POST /v1/files"
 
 
 @router.post("", openapi_extra=UPLOAD_BODY)
-async def upload_file(request: Request, org: OrgDep, idempotency_key: idempotency.IdempotencyKeyHeader = None) -> Any:
+async def upload_file(
+    request: Request, org: OrgDep, idempotency_key: idempotent_requests.IdempotencyKeyHeader = None
+) -> Any:
     """Upload a dataset (multipart: `file`, `purpose=fine-tune`, optional `format`):
     JSONL, JSON array, CSV or Parquet in any of the formats the README lists."""
-    earlier = await run_in_threadpool(idempotency.reserve, org, UPLOADS, idempotency_key) if idempotency_key else None
+    earlier = (
+        await run_in_threadpool(idempotent_requests.reserve, org, UPLOADS, idempotency_key) if idempotency_key else None
+    )
     file_id = new_id("file")
     storage = get_storage()
     try:
@@ -79,14 +83,14 @@ async def upload_file(request: Request, org: OrgDep, idempotency_key: idempotenc
         asked = fingerprint([upload.filename, upload.fields, upload.stored.sha256, upload.stored.bytes])
         if earlier is not None:
             storage.delete(upload.stored.key)  # a retry: the first upload's file stands
-            return idempotency.replay(earlier, asked)
+            return idempotent_requests.replay(earlier, asked)
         body = await run_in_threadpool(_ingest, org, file_id, upload.filename, upload.fields, upload.stored)
     except BaseException:
         if idempotency_key and earlier is None:
-            await run_in_threadpool(idempotency.forget, org, UPLOADS, idempotency_key)
+            await run_in_threadpool(idempotent_requests.forget, org, UPLOADS, idempotency_key)
         raise
     if idempotency_key:
-        await run_in_threadpool(idempotency.remember, org, UPLOADS, idempotency_key, asked, body)
+        await run_in_threadpool(idempotent_requests.remember, org, UPLOADS, idempotency_key, asked, body)
     return body
 
 

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header
 from fastapi.responses import StreamingResponse
 
-from api import idempotency
+from api import idempotent_requests
 from api.deps import Limit, OrgDep, SessionDep
 from api.openapi import PlainRoute, streamed
 from api.serializers import (
@@ -28,9 +28,9 @@ router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], route_cl
 
 @router.post("")
 def create_job(
-    spec: JobSpec, session: SessionDep, org: OrgDep, idempotency_key: idempotency.IdempotencyKeyHeader = None
+    spec: JobSpec, session: SessionDep, org: OrgDep, idempotency_key: idempotent_requests.IdempotencyKeyHeader = None
 ) -> Any:
-    return idempotency.run_once(
+    return idempotent_requests.run_once(
         org,
         "POST /v1/fine_tuning/jobs",
         idempotency_key,

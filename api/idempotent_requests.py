@@ -1,5 +1,6 @@
-"""The API side of Idempotency-Key (core.idempotency): reserve the key, run the request
-once, remember its response; a retry gets that response with `Idempotent-Replayed: true`."""
+"""Idempotent create requests, the API side of Idempotency-Key (core.idempotency):
+reserve the key, run the request once, remember its response; a retry gets that
+response with `Idempotent-Replayed: true`."""
 
 from __future__ import annotations
 
