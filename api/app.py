@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from api.deps import refuse_nul_characters
 from api.error_responses import error_responses, install_error_handlers
-from api.openapi import drop_fastapi_422
+from api.openapi import ModelRoute, drop_fastapi_422
 from api.routes import files, jobs, models
+from api.schemas import Health
 from core.maintenance import start_thread
 from core.settings import get_settings
 
@@ -48,8 +49,11 @@ def create_app() -> FastAPI:
         app.include_router(module.router, responses=errors)
     drop_fastapi_422(app)
 
-    @app.get("/healthz", tags=["health"])
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
+    health_router = APIRouter(tags=["health"], route_class=ModelRoute)
 
+    @health_router.get("/healthz")
+    def health() -> Health:
+        return Health()
+
+    app.include_router(health_router)
     return app

@@ -5,10 +5,10 @@ response with `Idempotent-Replayed: true`."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, TypeVar
 
-from fastapi import Header
-from fastapi.responses import JSONResponse
+from fastapi import Header, Response
+from pydantic import BaseModel
 
 from core import idempotency
 from core.db import session_scope
@@ -29,14 +29,19 @@ def reserve(org: str, endpoint: str, key: str) -> IdempotencyKey | None:
         return idempotency.reserve(session, org, endpoint, key)
 
 
-def replay(record: IdempotencyKey, fingerprint: str) -> JSONResponse:
-    body = idempotency.check_replay(record, fingerprint)
-    return JSONResponse(body, headers={"Idempotent-Replayed": "true"})
+Body = TypeVar("Body", bound=BaseModel)
 
 
-def remember(org: str, endpoint: str, key: str, fingerprint: str, response: dict[str, Any]) -> None:
+def replay(record: IdempotencyKey, fingerprint: str, model: type[BaseModel]) -> Response:
+    """The first answer again, byte for byte: it is stored as JSON and sent as the model
+    sent it the first time."""
+    body = model.model_validate(idempotency.check_replay(record, fingerprint))
+    return Response(body.model_dump_json(), media_type="application/json", headers={"Idempotent-Replayed": "true"})
+
+
+def remember(org: str, endpoint: str, key: str, fingerprint: str, response: BaseModel) -> None:
     with session_scope() as session:
-        idempotency.complete(session, org, endpoint, key, fingerprint, response)
+        idempotency.complete(session, org, endpoint, key, fingerprint, response.model_dump(mode="json"))
 
 
 def forget(org: str, endpoint: str, key: str) -> None:
@@ -45,13 +50,13 @@ def forget(org: str, endpoint: str, key: str) -> None:
 
 
 def run_once(
-    org: str, endpoint: str, key: str | None, fingerprint: str, action: Callable[[], dict[str, Any]]
-) -> dict[str, Any] | JSONResponse:
+    org: str, endpoint: str, key: str | None, fingerprint: str, model: type[Body], action: Callable[[], Body]
+) -> Body | Response:
     """For requests whose fingerprint is known before they run (JSON bodies)."""
     if key is None:
         return action()
     if (record := reserve(org, endpoint, key)) is not None:
-        return replay(record, fingerprint)
+        return replay(record, fingerprint, model)
     try:
         response = action()
     except BaseException:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from sqlalchemy import select
 
-from api.serializers import event_wire
+from api.schemas import JobEventObject
 from core.db import session_scope
 from core.events import events_after
 from core.models import Job, JobEvent
@@ -18,6 +18,11 @@ from core.states import TERMINAL
 
 # Comment lines keep proxies from closing a quiet stream.
 KEEPALIVE_SECONDS = 15.0
+
+
+def _sse(event: JobEvent) -> str:
+    """One event as a Server-Sent Event: its data is the event object of the events list."""
+    return f"id: {event.id}\nevent: {event.type}\ndata: {JobEventObject.from_row(event).model_dump_json()}\n\n"
 
 
 def job_event_stream(job_id: str, last_event_id: str | None) -> Iterator[str]:
@@ -33,7 +38,7 @@ def job_event_stream(job_id: str, last_event_id: str | None) -> Iterator[str]:
             # read next include its last one, so nothing is missed at the end.
             status = session.scalar(select(Job.status).where(Job.id == job_id))
             batch = events_after(session, job_id, position)
-            lines = [f"id: {e.id}\nevent: {e.type}\ndata: {json.dumps(event_wire(e))}\n\n" for e in batch]
+            lines = [_sse(e) for e in batch]
             position = batch[-1].pk if batch else position
         yield from lines
         if status in TERMINAL and not batch:
