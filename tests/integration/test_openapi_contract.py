@@ -1,5 +1,6 @@
-"""What /openapi.json promises about every operation (a typed body for each success), and
-that real objects fetched from the API are exactly their documented models."""
+"""What /openapi.json promises about every operation (a typed body for each success, the
+bearer key, the error body for each failure), and that real objects fetched from the API
+are exactly their documented models."""
 
 from __future__ import annotations
 
@@ -21,9 +22,13 @@ from api.schemas import (
     ListPage,
     MetricPoint,
 )
+from core.auth import create_key, revoke_key
 from core.db import session_scope
 from core.events import record_metric
-from tests.helpers import EXAMPLES, stored_checkpoint
+from tests.conftest import TEST_ORG, make_client
+from tests.helpers import EXAMPLES, assert_error, stored_checkpoint
+
+ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +50,51 @@ def test_every_json_success_has_a_typed_schema(openapi: dict[str, Any]) -> None:
             assert "$ref" in schema or "type" in schema, f"{method} {path} {status}: {schema}"
             documented += 1
     assert documented >= 16
+
+
+def test_every_operation_but_health_takes_the_bearer_key_and_documents_its_errors(openapi: dict[str, Any]) -> None:
+    schemes = openapi["components"]["securitySchemes"]
+    bearer = [name for name, scheme in schemes.items() if (scheme["type"], scheme.get("scheme")) == ("http", "bearer")]
+    assert len(bearer) == 1, schemes
+    for method, path, op in operations(openapi):
+        if path == "/healthz":
+            assert "security" not in op
+            continue
+        assert op.get("security") == [{bearer[0]: []}], f"{method} {path}"
+        failures = {status: r for status, r in op["responses"].items() if status[0] in "45"}
+        assert {"401", "500"} <= set(failures), f"{method} {path}: {sorted(failures)}"
+        for status, response in failures.items():
+            assert response["content"]["application/json"]["schema"] == ERROR_BODY, f"{method} {path} {status}"
+
+
+@pytest.mark.parametrize(
+    ("authorization", "code"),
+    [
+        (None, "missing_api_key"),
+        ("Basic abc", "missing_api_key"),
+        ("Bearer ", "missing_api_key"),
+        ("bearer ftsk-forged", "invalid_api_key"),
+        ("Bearer  ftsk-forged ", "invalid_api_key"),
+    ],
+)
+def test_the_documented_scheme_keeps_the_401_answers(authorization: str | None, code: str) -> None:
+    with make_client(None) as anonymous:
+        headers = {"Authorization": authorization} if authorization is not None else {}
+        response = anonymous.get("/v1/models", headers=headers)
+    assert_error(response, 401, param=None, code=code)
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_key_is_read_as_before_and_a_revoked_one_refused(api_keys: dict[str, str]) -> None:
+    with session_scope() as session:
+        row, revoked = create_key(session, TEST_ORG, "to-revoke")
+        revoke_key(session, row.id)
+    with make_client(None) as anonymous:
+        spaced = {"Authorization": f"bearer   {api_keys[TEST_ORG]} "}
+        assert anonymous.get("/v1/models", headers=spaced).status_code == 200
+        response = anonymous.get("/v1/models", headers={"Authorization": f"Bearer {revoked}"})
+    assert_error(response, 401, code="invalid_api_key")
+    assert response.headers["www-authenticate"] == "Bearer"
 
 
 def test_no_route_validates_its_answer_a_second_time() -> None:
