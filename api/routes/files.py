@@ -70,28 +70,21 @@ async def upload_file(
 ) -> FileObject | Response:
     """Upload a dataset (multipart: `file`, `purpose=fine-tune`, optional `format`):
     JSONL, JSON array, CSV or Parquet in any of the formats the README lists."""
-    earlier = (
-        await run_in_threadpool(idempotent_requests.reserve, org, UPLOADS, idempotency_key) if idempotency_key else None
-    )
     file_id = new_id("file")
     storage = get_storage()
-    try:
+
+    async def receive(replaying: bool) -> tuple[str, FileObject | None]:
         with session_scope() as session:
             max_bytes, too_large = files.upload_allowance(session, org)
         upload = await receive_upload(request, storage, f"files/{file_id}", max_bytes, too_large)
         # What the upload asks for; the multipart boundary differs between retries.
         asked = fingerprint([upload.filename, upload.fields, upload.stored.sha256, upload.stored.bytes])
-        if earlier is not None:
-            storage.delete(upload.stored.key)  # a retry: the first upload's file stands
-            return idempotent_requests.replay(earlier, asked, FileObject)
-        body = await run_in_threadpool(_ingest, org, file_id, upload.filename, upload.fields, upload.stored)
-    except BaseException:
-        if idempotency_key and earlier is None:
-            await run_in_threadpool(idempotent_requests.forget, org, UPLOADS, idempotency_key)
-        raise
-    if idempotency_key:
-        await run_in_threadpool(idempotent_requests.remember, org, UPLOADS, idempotency_key, asked, body)
-    return body
+        if replaying:  # a retry: the first upload's file stands, this one's bytes go
+            storage.delete(upload.stored.key)
+            return asked, None
+        return asked, await run_in_threadpool(_ingest, org, file_id, upload.filename, upload.fields, upload.stored)
+
+    return await idempotent_requests.run_once(org, UPLOADS, idempotency_key, FileObject, receive)
 
 
 @router.get("")

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from api import idempotent_requests
@@ -11,6 +12,7 @@ from api.openapi import ModelRoute, streamed
 from api.schemas import CheckpointObject, JobEventObject, JobObject, ListPage, MetricPoint
 from api.streams import job_event_stream
 from core import artifacts, checkpoints, events, jobs
+from core.db import session_scope
 from core.idempotency import fingerprint
 from core.models import Artifact, Checkpoint
 from core.specs import JobSpec
@@ -35,18 +37,24 @@ def _checkpoint_headers(c: Checkpoint) -> dict[str, str]:
     return _download_headers(f"{c.job_id}-step-{c.step}-adapter.tar.gz", c.adapter_bytes, c.adapter_sha256)
 
 
+JOBS = "POST /v1/fine_tuning/jobs"
+
+
+def _submit(org: str, spec: JobSpec) -> JobObject:
+    with session_scope() as session:
+        return JobObject.from_row(jobs.submit_job(session, org, spec))
+
+
 @router.post("")
-def create_job(
-    spec: JobSpec, session: SessionDep, org: OrgDep, idempotency_key: idempotent_requests.IdempotencyKeyHeader = None
+async def create_job(
+    spec: JobSpec, org: OrgDep, idempotency_key: idempotent_requests.IdempotencyKeyHeader = None
 ) -> JobObject | Response:
-    return idempotent_requests.run_once(
-        org,
-        "POST /v1/fine_tuning/jobs",
-        idempotency_key,
-        fingerprint(spec.model_dump(mode="json")),
-        JobObject,
-        lambda: JobObject.from_row(jobs.submit_job(session, org, spec)),
-    )
+    asked = fingerprint(spec.model_dump(mode="json"))
+
+    async def submit(replaying: bool) -> tuple[str, JobObject | None]:
+        return asked, None if replaying else await run_in_threadpool(_submit, org, spec)
+
+    return await idempotent_requests.run_once(org, JOBS, idempotency_key, JobObject, submit)
 
 
 @router.get("")
