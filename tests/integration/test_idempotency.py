@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from core.db import session_scope
@@ -98,7 +99,7 @@ def test_a_key_in_use_by_a_request_in_progress_is_a_conflict(client_module, chat
     assert_error(too_long, 400, param="Idempotency-Key", code="invalid_idempotency_key")
 
 
-def test_a_failed_upload_is_not_remembered(client_module) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_upload_is_not_remembered(client_module: TestClient) -> None:
     headers = {"Idempotency-Key": "upload-2"}
     bad = client_module.post(
         "/v1/files", files={"file": ("bad.jsonl", b"not json\n")}, data={"purpose": "fine-tune"}, headers=headers
