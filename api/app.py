@@ -5,17 +5,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from api.deps import refuse_nul_characters
-from api.errors import error_responses, install_error_handlers
-from api.openapi import drop_fastapi_422
+from api.error_responses import error_responses, install_error_handlers
+from api.openapi import ModelRoute, drop_fastapi_422
 from api.routes import files, jobs, models
+from api.schemas import Health
 from core.maintenance import start_thread
 from core.settings import get_settings
 
 # The error statuses each resource answers, declared per router so that routes added to
-# it later are described too (api.errors has the body they share). 400 everywhere: any
+# it later are described too (api.error_responses has the body they share). 400 everywhere: any
 # query parameter may carry a NUL (api.deps.refuse_nul_characters).
 ROUTER_ERRORS = {
     files: error_responses(400, 401, 403, 404, 409, 413, 422, 500),
@@ -48,8 +49,11 @@ def create_app() -> FastAPI:
         app.include_router(module.router, responses=errors)
     drop_fastapi_422(app)
 
-    @app.get("/healthz", tags=["health"])
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
+    health_router = APIRouter(tags=["health"], route_class=ModelRoute)
 
+    @health_router.get("/healthz")
+    def health() -> Health:
+        return Health()
+
+    app.include_router(health_router)
     return app

@@ -1,13 +1,21 @@
 """What /openapi.json says beyond what FastAPI derives from the routes: the bodies of
-downloads and event streams, and no 422 of FastAPI's own (validation errors are 400)."""
+successful answers (from the route functions' return annotations, without FastAPI's
+response validation: ModelRoute), of downloads and event streams, and no 422 of
+FastAPI's own (validation errors are 400)."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from fastapi.datastructures import Default, DefaultPlaceholder
+from fastapi.dependencies.utils import get_typed_return_annotation
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 FASTAPI_VALIDATION_ERROR = {"$ref": "#/components/schemas/HTTPValidationError"}
 # One Server-Sent Event, as OpenAPI 3.2's `itemSchema` describes the items of a stream
@@ -39,7 +47,7 @@ def streamed(media_type: str, description: str) -> dict[int | str, dict[str, Any
 
 def drop_fastapi_422(app: FastAPI) -> None:
     """FastAPI documents a 422 with its own body on every route that has parameters; this
-    API never sends it (api.errors answers validation errors with 400 in the error shape),
+    API never sends it (api.error_responses answers validation errors with 400 in the error shape),
     so it is taken out of the generated document. A 422 declared with the error body
     (a reused Idempotency-Key) stays."""
     generate = app.openapi
@@ -60,13 +68,67 @@ def drop_fastapi_422(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-class PlainRoute(APIRoute):
-    """A route whose return value (a dict built by api.serializers) is sent as is.
-    FastAPI would otherwise re-validate it against the `dict[str, Any]` annotation in a
-    worker thread after a sync route returns, while the request still holds its
-    database connection; under load every thread can then be waiting for a connection
-    and the API deadlocks (fastapi#3205)."""
+def documented_model(endpoint: Callable[..., Any]) -> type[BaseModel] | None:
+    """The pydantic model a route function's return annotation names: `-> JobObject`,
+    or `-> JobObject | Response` for a route that sometimes answers with a Response of
+    its own (an idempotent replay). None for a route that returns only Responses
+    (downloads, streams)."""
+    annotation = get_typed_return_annotation(endpoint)
+    options = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    models = [t for t in options if not (isinstance(t, type) and issubclass(t, Response))]
+    if not models:
+        return None
+    if len(models) == 1 and isinstance(models[0], type) and issubclass(models[0], BaseModel):
+        return models[0]
+    name = getattr(endpoint, "__qualname__", endpoint)
+    raise TypeError(f"{name} must be annotated to return a pydantic model (or a Response), not {annotation!r}")
+
+
+def _send(result: object, status_code: int) -> object:
+    if isinstance(result, BaseModel):
+        return Response(result.model_dump_json(), status_code=status_code, media_type="application/json")
+    return result
+
+
+def _sending_json(endpoint: Callable[..., Any], status_code: int) -> Callable[..., Any]:
+    """The endpoint, returning its model as JSON bytes in a Response. Sync stays sync
+    (the model is serialized in the worker thread the route already runs in), async
+    stays async; FastAPI reads the parameters through `__wrapped__`."""
+    if inspect.iscoroutinefunction(endpoint):
+
+        @functools.wraps(endpoint)
+        async def send_async(*args: Any, **kwargs: Any) -> object:
+            return _send(await endpoint(*args, **kwargs), status_code)
+
+        return send_async
+
+    @functools.wraps(endpoint)
+    def send(*args: Any, **kwargs: Any) -> object:
+        return _send(endpoint(*args, **kwargs), status_code)
+
+    return send
+
+
+class ModelRoute(APIRoute):
+    """A route whose return annotation (a pydantic model, api.schemas) is the documented
+    body of its 200, and whose returned model is sent as its `model_dump_json()`.
+
+    FastAPI would use the annotation as `response_model` and validate the returned value
+    against it again, for a sync route in a worker thread after the route returned, while
+    the request still holds its database connection: under load every thread can then be
+    waiting for a connection and the API deadlocks (fastapi#3205). So the model is
+    documented through `responses` (which describes a body without validating it), the
+    `response_model` stays None, and the endpoint itself returns the serialized Response,
+    with no hop after it returns. The models are validated once, when built from rows."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        declared = kwargs.get("response_model", Default(None))
+        model = documented_model(endpoint) if isinstance(declared, DefaultPlaceholder) else declared
+        if model is not None:
+            status_code = kwargs.get("status_code") or 200
+            responses = dict(kwargs.get("responses") or {})
+            responses[status_code] = {**responses.get(status_code, {}), "model": model}
+            kwargs["responses"] = responses
+            endpoint = _sending_json(endpoint, status_code)
         kwargs["response_model"] = None
         super().__init__(path, endpoint, **kwargs)

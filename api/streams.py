@@ -7,12 +7,10 @@ import json
 import time
 from collections.abc import Iterator
 
-from sqlalchemy import select
-
-from api.serializers import event_wire
+from api.schemas import JobEventObject
+from core import events
 from core.db import session_scope
-from core.events import events_after
-from core.models import Job, JobEvent
+from core.models import JobEvent
 from core.settings import get_settings
 from core.states import TERMINAL
 
@@ -20,20 +18,22 @@ from core.states import TERMINAL
 KEEPALIVE_SECONDS = 15.0
 
 
+def _sse(event: JobEvent) -> str:
+    """One event as a Server-Sent Event: its data is the event object of the events list."""
+    return f"id: {event.id}\nevent: {event.type}\ndata: {JobEventObject.from_row(event).model_dump_json()}\n\n"
+
+
 def job_event_stream(job_id: str, last_event_id: str | None) -> Iterator[str]:
+    """The job's events after `last_event_id` (one of this job's; any other id: from the
+    first), then each new one as it comes, ending with `event: end` once the job ended."""
     poll = get_settings().event_poll_seconds
     with session_scope() as session:
-        position = (
-            (session.scalar(select(JobEvent.pk).where(JobEvent.id == last_event_id)) or 0) if last_event_id else 0
-        )
+        position = events.event_position(session, job_id, last_event_id)
     quiet = 0.0
     while True:
         with session_scope() as session:
-            # Read the status before the events: if the job was already over, the events
-            # read next include its last one, so nothing is missed at the end.
-            status = session.scalar(select(Job.status).where(Job.id == job_id))
-            batch = events_after(session, job_id, position)
-            lines = [f"id: {e.id}\nevent: {e.type}\ndata: {json.dumps(event_wire(e))}\n\n" for e in batch]
+            status, batch = events.poll_stream(session, job_id, position)
+            lines = [_sse(e) for e in batch]
             position = batch[-1].pk if batch else position
         yield from lines
         if status in TERMINAL and not batch:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.ids import new_id
-from core.models import JobEvent, JobMetric
+from core.models import Job, JobEvent, JobMetric
 from core.paging import page
 from core.states import Level
 
@@ -45,6 +45,23 @@ def events_after(session: Session, job_id: str, after_pk: int, limit: int = 500)
     """Events in chronological order from a position, for streams."""
     stmt = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.pk > after_pk).order_by(JobEvent.pk).limit(limit)
     return list(session.scalars(stmt))
+
+
+def event_position(session: Session, job_id: str, event_id: str | None) -> int:
+    """The position of one of the job's events in its stream (what `events_after` takes),
+    for a stream that resumes after it (Server-Sent Events' `Last-Event-ID`). No id, an
+    unknown one or another job's event: 0, the beginning."""
+    if not event_id:
+        return 0
+    return session.scalar(select(JobEvent.pk).where(JobEvent.id == event_id, JobEvent.job_id == job_id)) or 0
+
+
+def poll_stream(session: Session, job_id: str, after_pk: int) -> tuple[str | None, list[JobEvent]]:
+    """One poll of a job's event stream: the job's status, then its events after
+    `after_pk`. The status is read first: if the job was already over, the events read
+    next include its last one, so a stream that ends at this status has missed nothing."""
+    status = session.scalar(select(Job.status).where(Job.id == job_id))
+    return status, events_after(session, job_id, after_pk)
 
 
 def metrics_for(session: Session, job_id: str) -> list[JobMetric]:

@@ -1,16 +1,16 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from api import idempotency
+from api import idempotent_requests
 from api.deps import Limit, OrgDep, SessionDep
-from api.openapi import PlainRoute, streamed
-from api.serializers import as_list, file_wire
+from api.openapi import ModelRoute, streamed
+from api.schemas import DeletedFile, FileObject, FilePreview, ListPage
 from api.upload import receive_upload
 from core import files, previews
 from core.db import session_scope
@@ -18,9 +18,9 @@ from core.errors import InvalidRequest
 from core.formats import FORMATS
 from core.idempotency import fingerprint
 from core.ids import new_id
-from core.storage import get_storage
+from core.storage import StoredObject, get_storage
 
-router = APIRouter(prefix="/v1/files", tags=["files"], route_class=PlainRoute)
+router = APIRouter(prefix="/v1/files", tags=["files"], route_class=ModelRoute)
 
 UPLOAD_BODY = {
     "requestBody": {
@@ -42,11 +42,11 @@ UPLOAD_BODY = {
 }
 
 
-def _ingest(org: str, file_id: str, filename: str, fields: dict[str, str], stored: Any) -> dict[str, Any]:
+def _ingest(org: str, file_id: str, filename: str, fields: dict[str, str], stored: StoredObject) -> FileObject:
     file = files.ingest_upload(
         get_storage(), org, file_id, filename, fields.get("purpose"), stored, fields.get("format")
     )
-    body = file_wire(file)
+    body = FileObject.from_row(file)
     if file.status == files.ERROR:
         raise InvalidRequest(
             f"{filename} is not a valid training file: {file.status_details}. The file is kept as {file_id} "
@@ -54,7 +54,7 @@ def _ingest(org: str, file_id: str, filename: str, fields: dict[str, str], store
             param="file",
             code="invalid_file",
             details=file.problems,
-            extra={"file": body},
+            extra={"file": body.model_dump(mode="json")},
         )
     return body
 
@@ -63,42 +63,39 @@ UPLOADS = "POST /v1/files"
 
 
 @router.post("", openapi_extra=UPLOAD_BODY)
-async def upload_file(request: Request, org: OrgDep, idempotency_key: idempotency.IdempotencyKeyHeader = None) -> Any:
+async def upload_file(
+    request: Request, org: OrgDep, idempotency_key: idempotent_requests.IdempotencyKeyHeader = None
+) -> FileObject | Response:
     """Upload a dataset (multipart: `file`, `purpose=fine-tune`, optional `format`):
     JSONL, JSON array, CSV or Parquet in any of the formats the README lists."""
-    earlier = await run_in_threadpool(idempotency.reserve, org, UPLOADS, idempotency_key) if idempotency_key else None
     file_id = new_id("file")
     storage = get_storage()
-    try:
+
+    async def receive(replaying: bool) -> tuple[str, FileObject | None]:
         with session_scope() as session:
             max_bytes, too_large = files.upload_allowance(session, org)
         upload = await receive_upload(request, storage, f"files/{file_id}", max_bytes, too_large)
         # What the upload asks for; the multipart boundary differs between retries.
         asked = fingerprint([upload.filename, upload.fields, upload.stored.sha256, upload.stored.bytes])
-        if earlier is not None:
-            storage.delete(upload.stored.key)  # a retry: the first upload's file stands
-            return idempotency.replay(earlier, asked)
-        body = await run_in_threadpool(_ingest, org, file_id, upload.filename, upload.fields, upload.stored)
-    except BaseException:
-        if idempotency_key and earlier is None:
-            await run_in_threadpool(idempotency.forget, org, UPLOADS, idempotency_key)
-        raise
-    if idempotency_key:
-        await run_in_threadpool(idempotency.remember, org, UPLOADS, idempotency_key, asked, body)
-    return body
+        if replaying:  # a retry: the first upload's file stands, this one's bytes go
+            storage.delete(upload.stored.key)
+            return asked, None
+        return asked, await run_in_threadpool(_ingest, org, file_id, upload.filename, upload.fields, upload.stored)
+
+    return await idempotent_requests.run_once(org, UPLOADS, idempotency_key, FileObject, receive)
 
 
 @router.get("")
 def list_files(
     session: SessionDep, org: OrgDep, after: str | None = None, limit: Limit = 20, purpose: str | None = None
-) -> dict[str, Any]:
+) -> ListPage[FileObject]:
     rows, has_more = files.list_files(session, org, after, limit, purpose)
-    return as_list([file_wire(f) for f in rows], has_more)
+    return ListPage[FileObject].of([FileObject.from_row(f) for f in rows], has_more)
 
 
 @router.get("/{file_id}")
-def get_file(file_id: str, session: SessionDep, org: OrgDep) -> dict[str, Any]:
-    return file_wire(files.get_file(session, org, file_id))
+def get_file(file_id: str, session: SessionDep, org: OrgDep) -> FileObject:
+    return FileObject.from_row(files.get_file(session, org, file_id))
 
 
 def _attachment(filename: str) -> str:
@@ -131,13 +128,14 @@ def preview_file(
     n: Annotated[int, Query(ge=1, le=50)] = 5,
     max_seq_length: Annotated[int, Query(ge=16, le=131072)] = 2048,
     train_on_inputs: bool = False,
-) -> dict[str, Any]:
+) -> FilePreview:
     """The first `n` examples rendered through `model`'s chat template; the tokens the
     loss is computed on are wrapped in [[ ]] (and flagged in `segments`)."""
-    return previews.preview_file(session, org, file_id, model, n, max_seq_length, train_on_inputs)
+    preview = previews.preview_file(session, org, file_id, model, n, max_seq_length, train_on_inputs)
+    return FilePreview.model_validate(preview)
 
 
 @router.delete("/{file_id}")
-def delete_file(file_id: str, org: OrgDep) -> dict[str, Any]:
+def delete_file(file_id: str, org: OrgDep) -> DeletedFile:
     files.delete_file(get_storage(), org, file_id)
-    return {"id": file_id, "object": "file", "deleted": True}
+    return DeletedFile(id=file_id)

@@ -1,79 +1,97 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from api import idempotency
+from api import idempotent_requests
 from api.deps import Limit, OrgDep, SessionDep
-from api.openapi import PlainRoute, streamed
-from api.serializers import (
-    artifact_headers,
-    as_list,
-    checkpoint_headers,
-    checkpoint_wire,
-    event_wire,
-    job_wire,
-    metric_wire,
-)
+from api.openapi import ModelRoute, streamed
+from api.schemas import CheckpointObject, JobEventObject, JobObject, ListPage, MetricPoint
 from api.streams import job_event_stream
 from core import artifacts, checkpoints, events, job_creation, jobs
 from core.idempotency import fingerprint
+from core.models import Artifact, Checkpoint
 from core.specs import JobSpec
 from core.storage import get_storage
 
-router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], route_class=PlainRoute)
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], route_class=ModelRoute)
+
+
+def _download_headers(filename: str, size: int, sha256: str) -> dict[str, str]:
+    return {
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Content-Length": str(size),
+        "X-Artifact-SHA256": sha256,
+    }
+
+
+def _artifact_headers(a: Artifact) -> dict[str, str]:
+    return _download_headers(a.filename, a.bytes, a.sha256)
+
+
+def _checkpoint_headers(c: Checkpoint) -> dict[str, str]:
+    return _download_headers(f"{c.job_id}-step-{c.step}-adapter.tar.gz", c.adapter_bytes, c.adapter_sha256)
+
+
+JOBS = "POST /v1/fine_tuning/jobs"
+
+
+def _submit(org: str, spec: JobSpec) -> JobObject:
+    return JobObject.from_row(job_creation.submit_job(org, spec))
 
 
 @router.post("")
-def create_job(spec: JobSpec, org: OrgDep, idempotency_key: idempotency.IdempotencyKeyHeader = None) -> Any:
-    return idempotency.run_once(
-        org,
-        "POST /v1/fine_tuning/jobs",
-        idempotency_key,
-        fingerprint(spec.model_dump(mode="json")),
-        lambda: job_wire(job_creation.submit_job(org, spec)),
-    )
+async def create_job(
+    spec: JobSpec, org: OrgDep, idempotency_key: idempotent_requests.IdempotencyKeyHeader = None
+) -> JobObject | Response:
+    asked = fingerprint(spec.model_dump(mode="json"))
+
+    async def submit(replaying: bool) -> tuple[str, JobObject | None]:
+        return asked, None if replaying else await run_in_threadpool(_submit, org, spec)
+
+    return await idempotent_requests.run_once(org, JOBS, idempotency_key, JobObject, submit)
 
 
 @router.get("")
-def list_jobs(session: SessionDep, org: OrgDep, after: str | None = None, limit: Limit = 20) -> dict[str, Any]:
+def list_jobs(session: SessionDep, org: OrgDep, after: str | None = None, limit: Limit = 20) -> ListPage[JobObject]:
     rows, has_more = jobs.list_jobs(session, org, after, limit)
-    return as_list([job_wire(j) for j in rows], has_more)
+    return ListPage[JobObject].of([JobObject.from_row(j) for j in rows], has_more)
 
 
 @router.get("/{fine_tuning_job_id}")
-def get_job(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> dict[str, Any]:
-    return job_wire(jobs.get_job(session, org, fine_tuning_job_id))
+def get_job(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> JobObject:
+    return JobObject.from_row(jobs.get_job(session, org, fine_tuning_job_id))
 
 
 @router.post("/{fine_tuning_job_id}/cancel")
-def cancel_job(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> dict[str, Any]:
-    return job_wire(jobs.cancel_job(session, org, fine_tuning_job_id))
+def cancel_job(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> JobObject:
+    return JobObject.from_row(jobs.cancel_job(session, org, fine_tuning_job_id))
 
 
 @router.post("/{fine_tuning_job_id}/pause")
-def pause_job(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> dict[str, Any]:
+def pause_job(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> JobObject:
     """A queued job pauses at once; a running one saves a checkpoint at the end of its
     current step and frees its GPU (status stays `running` until then)."""
-    return job_wire(jobs.pause_job(session, org, fine_tuning_job_id))
+    return JobObject.from_row(jobs.pause_job(session, org, fine_tuning_job_id))
 
 
 @router.post("/{fine_tuning_job_id}/resume")
-def resume_job(fine_tuning_job_id: str, org: OrgDep) -> dict[str, Any]:
+def resume_job(fine_tuning_job_id: str, org: OrgDep) -> JobObject:
     """Queue a paused job again; it continues from its newest checkpoint."""
-    return job_wire(jobs.resume_job(org, fine_tuning_job_id))
+    return JobObject.from_row(jobs.resume_job(org, fine_tuning_job_id))
 
 
 @router.get("/{fine_tuning_job_id}/checkpoints")
 def list_checkpoints(
     fine_tuning_job_id: str, session: SessionDep, org: OrgDep, after: str | None = None, limit: Limit = 10
-) -> dict[str, Any]:
+) -> ListPage[CheckpointObject]:
     """The job's kept checkpoints, newest first (OpenAI's checkpoint objects)."""
     job = jobs.get_job(session, org, fine_tuning_job_id)
     rows, has_more = checkpoints.list_checkpoints(session, job.id, after, limit)
-    return as_list([checkpoint_wire(job, c) for c in rows], has_more)
+    return ListPage[CheckpointObject].of([CheckpointObject.from_row(job, c) for c in rows], has_more)
 
 
 @router.get(
@@ -89,18 +107,18 @@ def download_checkpoint_adapter(
     return StreamingResponse(
         get_storage().iter_chunks(checkpoint.adapter_key),
         media_type="application/gzip",
-        headers=checkpoint_headers(checkpoint),
+        headers=_checkpoint_headers(checkpoint),
     )
 
 
 @router.get("/{fine_tuning_job_id}/events")
 def list_events(
     fine_tuning_job_id: str, session: SessionDep, org: OrgDep, after: str | None = None, limit: Limit = 20
-) -> dict[str, Any]:
+) -> ListPage[JobEventObject]:
     """Newest first, as OpenAI pages them."""
     job = jobs.get_job(session, org, fine_tuning_job_id)
     rows, has_more = events.list_events(session, job.id, after, limit)
-    return as_list([event_wire(e) for e in rows], has_more)
+    return ListPage[JobEventObject].of([JobEventObject.from_row(e) for e in rows], has_more)
 
 
 @router.get(
@@ -120,10 +138,11 @@ def stream_events(
 
 
 @router.get("/{fine_tuning_job_id}/metrics")
-def list_metrics(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> dict[str, Any]:
-    """The whole time series (step, loss, learning rate, grad norm, tokens/s)."""
+def list_metrics(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> ListPage[MetricPoint]:
+    """The whole time series (step, loss, learning rate, grad norm, tokens/s), by split
+    and step; one page (`has_more` false; points have no ids)."""
     job = jobs.get_job(session, org, fine_tuning_job_id)
-    return {"object": "list", "data": [metric_wire(m) for m in events.metrics_for(session, job.id)], "has_more": False}
+    return ListPage[MetricPoint].of([MetricPoint.from_row(m) for m in events.metrics_for(session, job.id)], False)
 
 
 @router.get(
@@ -137,5 +156,5 @@ def download_artifact(fine_tuning_job_id: str, kind: str, session: SessionDep, o
     return StreamingResponse(
         get_storage().iter_chunks(artifact.storage_key),
         media_type="application/gzip",
-        headers=artifact_headers(artifact),
+        headers=_artifact_headers(artifact),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from core.db import session_scope
@@ -89,10 +90,39 @@ def test_a_failed_request_is_not_remembered_and_keys_expire(client_module, chat_
 def test_a_key_in_use_by_a_request_in_progress_is_a_conflict(client_module, chat_file: str, api_keys) -> None:  # type: ignore[no-untyped-def]
     from core import idempotency
 
-    with session_scope() as session:  # another request holds the key, not finished yet
-        assert idempotency.reserve(session, "org-test", "POST /v1/fine_tuning/jobs", "job-3") is None
+    # Another request holds the key, not finished yet (the claim is committed at once).
+    assert idempotency.reserve("org-test", "POST /v1/fine_tuning/jobs", "job-3") is None
     body = {"model": "tiny-llama", "training_file": chat_file}
     response = client_module.post("/v1/fine_tuning/jobs", json=body, headers={"Idempotency-Key": "job-3"})
     assert_error(response, 409, param="Idempotency-Key", code="idempotency_key_in_use")
     too_long = client_module.post("/v1/fine_tuning/jobs", json=body, headers={"Idempotency-Key": "k" * 256})
     assert_error(too_long, 400, param="Idempotency-Key", code="invalid_idempotency_key")
+
+
+def test_a_failed_upload_is_not_remembered(client_module: TestClient) -> None:
+    headers = {"Idempotency-Key": "upload-2"}
+    bad = client_module.post(
+        "/v1/files", files={"file": ("bad.jsonl", b"not json\n")}, data={"purpose": "fine-tune"}, headers=headers
+    )
+    assert_error(bad, 400, code="invalid_file")
+    good = client_module.post(
+        "/v1/files", files={"file": ("good.jsonl", jsonl(chat()))}, data={"purpose": "fine-tune"}, headers=headers
+    )
+    assert good.status_code == 200 and "idempotent-replayed" not in good.headers
+
+
+def test_concurrent_claims_of_one_key_let_exactly_one_request_run() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core import idempotency
+    from core.errors import Conflict
+
+    def claim(_: int) -> str:
+        try:
+            return "claimed" if idempotency.reserve("org-test", "POST /v1/files", "race-1") is None else "replay"
+        except Conflict:
+            return "in use"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = sorted(pool.map(claim, range(8)))
+    assert outcomes == ["claimed"] + ["in use"] * 7

@@ -4,7 +4,10 @@ here is cancelled, so the worker of later tests drops its message."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from fastapi.testclient import TestClient
 
 from core.db import session_scope
 from core.jobs import transition
@@ -12,7 +15,7 @@ from core.states import JobStatus
 from tests.helpers import assert_error, chat, jsonl, upload
 
 
-def create(client, **body):  # type: ignore[no-untyped-def]
+def create(client: TestClient, **body: Any) -> Any:
     return client.post("/v1/fine_tuning/jobs", json={"model": "tiny-llama", **body})
 
 
@@ -52,6 +55,24 @@ def test_create_resolves_the_spec_and_cancel_is_immediate_for_queued_jobs(client
     assert_error(
         client_module.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts/adapter"), 404, code="artifact_not_ready"
     )
+
+
+def test_a_stream_resumed_with_another_jobs_event_id_starts_from_its_own_first(
+    client_module: TestClient, chat_file: str
+) -> None:
+    def stream(job_id: str, last_event_id: str | None = None) -> list[str]:
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        text = client_module.get(f"/v1/fine_tuning/jobs/{job_id}/events/stream", headers=headers).text
+        return [line.removeprefix("id: ") for line in text.splitlines() if line.startswith("id: ")]
+
+    mine, other = (create(client_module, training_file=chat_file).json()["id"] for _ in range(2))
+    for job_id in (mine, other):
+        client_module.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
+    # The other job's newest event comes after all of this job's: taken as a position,
+    # it would skip them all.
+    foreign = stream(other)[-1]
+    assert stream(mine, foreign) == stream(mine) and len(stream(mine)) >= 3
+    assert stream(mine, "ftevent-unknown") == stream(mine)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ installs the project, not a checkout): the migrations travel with it."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,14 +12,18 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
+LOCAL_FOLDERS = (".git", ".venv", "var", "build", "*.egg-info", "__pycache__", ".mypy_cache", ".ruff_cache")
 # Which copy of the code runs, then the migration, exiting with the command's status.
 SCRIPT = "import sys, core; print(core.__file__); from ftsvc.cli import main; sys.exit(main(['migrate']))"
 
 
 def test_an_installed_ftsvc_migrates_a_database_outside_the_source_tree(tmp_path: Path) -> None:
+    # Built from a copy: setuptools leaves build/ and egg-info folders where it builds.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*LOCAL_FOLDERS))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), "."],
-        cwd=ROOT,
+        cwd=source,
         check=True,
         capture_output=True,
     )

@@ -58,7 +58,9 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody, "description": ERROR_MEANINGS[status]} for status in statuses}
 
 
-def error_body(message: str, type_: str, param: str | None = None, code: str | None = None, **extra: Any) -> dict:
+def error_body(
+    message: str, type_: str, param: str | None = None, code: str | None = None, **extra: Any
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code, **extra}}
 
 
@@ -91,7 +93,7 @@ def _message(error: dict[str, Any]) -> str:
         return f"not a parameter of the {tag} adapter" if tag else "unknown field"
     if error["type"] == "union_tag_not_found":  # the adapter, given as something other than an object
         return 'must be an object, e.g. {"type": "lora"}'
-    return error["msg"].removeprefix("Value error, ")
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,0 +1,373 @@
+"""The bodies of the API's successful answers: OpenAI's wire shapes plus this service's
+extension fields, as pydantic models. They are what /openapi.json documents for every
+200 and what the routes return; each builds itself from its database row (`from_row`),
+validated once there. api.openapi.ModelRoute sends a returned model as its
+`model_dump_json()`, without FastAPI's second validation."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.datasets import FileType
+from core.formats import FormatName
+from core.jobs import fine_tuned_model_name
+from core.models import Checkpoint, File, Job, JobEvent, JobMetric
+from core.registry import ModelRef
+from core.specs import ResolvedHyperparameters, ResolvedMethod, ResolvedQLoRA
+from core.states import JobStatus, Level
+
+Item = TypeVar("Item", bound=BaseModel)
+
+
+class _Wire(BaseModel):
+    # Every field is always sent, defaults included: the documented schema says so
+    # (`required`), and an unknown key in a row is an error here, not a silent extra.
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
+
+
+class ListPage(_Wire, Generic[Item]):
+    """A page of a list, newest first (OpenAI's cursor paging)."""
+
+    object: Literal["list"] = "list"
+    data: list[Item]
+    has_more: bool = Field(description="Whether another page follows: ask for it with `after` = `last_id`")
+    first_id: str | None = Field(description="The id of the first object of `data`; null when empty or id-less")
+    last_id: str | None = Field(description="The id of the last object of `data`, the `after` of the next page")
+
+    @classmethod
+    def of(cls, data: list[Item], has_more: bool) -> Self:
+        first, last = (getattr(data[0], "id", None), getattr(data[-1], "id", None)) if data else (None, None)
+        return cls(data=data, has_more=has_more, first_id=first, last_id=last)
+
+
+# -- files ------------------------------------------------------------------------------
+
+
+class FileProblem(_Wire):
+    """Something wrong with an uploaded file, and where."""
+
+    line: int | None = Field(description="The line in the file (JSONL, CSV); null for Parquet and JSON arrays")
+    field: str | None = Field(description="The example's field at fault, if one is")
+    message: str
+    row: int | None = Field(default=None, description="The 1-based number of the example, in any file type")
+
+
+class FileObject(_Wire):
+    """OpenAI's file object, and what validation found in it."""
+
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int = Field(description="Unix seconds")
+    expires_at: int | None = Field(description="Always null: files are kept until deleted")
+    filename: str
+    purpose: str = Field(description="`fine-tune` for uploads, `fine-tune-results` for a job's metrics CSV")
+    status: Literal["processed", "error"] = Field(
+        description="`error`: the file failed validation (see `problems`) and cannot train"
+    )
+    status_details: str | None = Field(description="What validation found: the example count, or the problems")
+    sha256: str = Field(description="Of the bytes as uploaded")
+    format: FormatName | None = Field(description="The dataset format it was validated as; null when unreadable")
+    file_type: FileType | None = Field(description="How the bytes were read; null when unreadable")
+    examples: int = Field(description="Valid examples in the file")
+    problems: list[FileProblem] = Field(description="The first problems found (at most 100); empty when processed")
+
+    @classmethod
+    def from_row(cls, f: File) -> Self:
+        return cls.model_validate(
+            {
+                "id": f.id,
+                "bytes": f.bytes,
+                "created_at": f.created_at,
+                "expires_at": None,
+                "filename": f.filename,
+                "purpose": f.purpose,
+                "status": f.status,
+                "status_details": f.status_details,
+                "sha256": f.sha256,
+                "format": f.format,
+                "file_type": f.file_type,
+                "examples": f.n_examples,
+                "problems": f.problems,
+            }
+        )
+
+
+class DeletedFile(_Wire):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: Literal[True] = True
+
+
+class PreviewSegment(_Wire):
+    """Consecutive tokens that are all trained or all not."""
+
+    text: str
+    trained: bool = Field(description="Whether the loss is computed on these tokens")
+    tokens: int
+
+
+class PreviewExample(_Wire):
+    tokens: int = Field(description="Tokens after truncation to `max_seq_length`")
+    trained_tokens: int
+    truncated: bool
+    marked: str = Field(description="The rendered example with its trained spans wrapped in `marker`")
+    segments: list[PreviewSegment]
+
+
+class FilePreview(_Wire):
+    """Examples of a file rendered through a base model's chat template, as training
+    encodes them."""
+
+    object: Literal["file.preview"] = "file.preview"
+    file_id: str
+    model: str
+    format: FormatName | None
+    chat_template: Literal["model", "default"] = Field(
+        description="`model`: the tokenizer's own template; `default`: the service's ChatML default"
+    )
+    eos_appended: bool = Field(description="Whether EOS is appended to trained assistant turns")
+    notes: list[str] = Field(description="What the service changed about the template, if anything")
+    marker: tuple[str, str] = Field(description="What opens and closes a trained span in `marked`")
+    data: list[PreviewExample]
+
+
+# -- models -----------------------------------------------------------------------------
+
+
+class ModelObject(_Wire):
+    """A base model that can be fine-tuned (a directory under the models root)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(description="Unix seconds: when the model's directory last changed")
+    owned_by: Literal["local"] = "local"
+
+    @classmethod
+    def from_ref(cls, ref: ModelRef) -> Self:
+        return cls(id=ref.name, created=ref.created_at)
+
+
+# -- fine-tuning jobs -------------------------------------------------------------------
+
+
+class JobError(_Wire):
+    """Why a job failed; the failure's event has the details."""
+
+    code: str = Field(description="e.g. `model_load_failed`, `invalid_training_data`, `out_of_memory`, `worker_lost`")
+    message: str
+    param: str | None = Field(description="The field of the job spec to fix, if one is at fault")
+
+
+class TokenStatistics(_Wire):
+    """The training data under the base model's tokenizer, computed at job creation."""
+
+    examples: int
+    tokens_total: int
+    tokens_min: int = Field(description="Tokens of the shortest example, before truncation")
+    tokens_mean: float
+    tokens_p95: int
+    tokens_max: int
+    max_seq_length: int
+    truncated_examples: int = Field(description="Examples longer than `max_seq_length`")
+    trainable_tokens: int = Field(description="Tokens the loss is computed on, after truncation")
+    examples_without_trainable_tokens: int
+    chat_template: Literal["model", "default"] = Field(
+        description="`model`: the tokenizer's own template; `default`: the service's ChatML default"
+    )
+    eos_appended: bool = Field(description="Whether EOS is appended to trained assistant turns")
+
+
+class Speed(_Wire):
+    """The speed settings the worker resolved for its device (README, "Speed")."""
+
+    # Open: a newer worker may report more.
+    model_config = ConfigDict(extra="allow")
+
+    tokens_per_step: int | None = Field(description="Tokens per packed micro-batch; null: batches of examples")
+    gradient_checkpointing: bool
+    liger_kernel: bool
+    optimizer: str
+    attention: str
+    upcast_unquantized: bool
+
+
+class Runtime(_Wire):
+    """What the worker runs the job with, recorded when it starts."""
+
+    # Open: an older or newer worker may report other keys; `speed` comes once the
+    # model is loaded, so it is left out until then (not sent as null).
+    model_config = ConfigDict(extra="allow", json_schema_serialization_defaults_required=False)
+
+    device: str = Field(description="e.g. `cuda:0`, `cpu`")
+    device_name: str
+    compute_dtype: Literal["bfloat16", "float16", "float32"]
+    memory_bytes: int = Field(description="Of the GPU, or of the host on a CPU")
+    torch: str
+    transformers: str
+    peft: str
+    trl: str
+    bitsandbytes: str
+    speed: Speed | None = Field(default=None, exclude_if=lambda speed: speed is None)
+
+
+class JobObject(_Wire):
+    """OpenAI's fine-tuning job object, with the `qlora` extension and what the service
+    adds (`statistics`, `runtime`, `attempts`, `pause_requested`, `from_checkpoint`)."""
+
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int = Field(description="Unix seconds")
+    finished_at: int | None = Field(description="Unix seconds; null until the job ends")
+    model: str = Field(description="The base model")
+    fine_tuned_model: str | None = Field(description="`ft:<base>:<org>[:<suffix>]:<job id>` once it succeeded")
+    organization_id: str
+    status: JobStatus
+    training_file: str
+    validation_file: str | None
+    # The spec's own models, as resolved at creation (what the worker runs).
+    hyperparameters: ResolvedHyperparameters = Field(description="The same as `method.supervised.hyperparameters`")
+    method: ResolvedMethod
+    seed: int
+    user_provided_suffix: str | None
+    metadata: dict[str, str] | None
+    result_files: list[str] = Field(description="Once it succeeded: the id of the metrics CSV")
+    trained_tokens: int | None
+    error: JobError | None = Field(description="Why the job failed; null unless it did")
+    estimated_finish: None = Field(default=None, description="Always null")
+    integrations: list[dict[str, Any]] = Field(default_factory=list, max_length=0, description="Always empty")
+    qlora: ResolvedQLoRA
+    statistics: TokenStatistics | None
+    runtime: Runtime | None = Field(description="Null until a worker starts the job")
+    attempts: int = Field(description="How many times a worker claimed the job (a lost worker's job runs again)")
+    pause_requested: bool = Field(description="A running job asked to pause: it checkpoints and stops after its step")
+    from_checkpoint: str | None = Field(description="The checkpoint whose adapter the job started from")
+
+    @classmethod
+    def from_row(cls, job: Job) -> Self:
+        spec = job.spec
+        return cls.model_validate(
+            {
+                "id": job.id,
+                "created_at": job.created_at,
+                "finished_at": job.finished_at,
+                "model": job.model,
+                "fine_tuned_model": job.fine_tuned_model,
+                "organization_id": job.organization_id,
+                "status": job.status,
+                "training_file": job.training_file,
+                "validation_file": job.validation_file,
+                "hyperparameters": spec["method"]["supervised"]["hyperparameters"],
+                "method": spec["method"],
+                "seed": job.seed,
+                "user_provided_suffix": job.suffix,
+                "metadata": job.metadata_,
+                "result_files": job.result_files,
+                "trained_tokens": job.trained_tokens,
+                "error": job.error,
+                "estimated_finish": None,
+                "integrations": [],
+                "qlora": spec["qlora"],
+                "statistics": job.statistics,
+                "runtime": job.runtime,
+                "attempts": job.attempt,
+                "pause_requested": job.pause_requested,
+                "from_checkpoint": spec.get("from_checkpoint"),
+            }
+        )
+
+
+class JobEventObject(_Wire):
+    """One entry of a job's log (OpenAI's fine_tuning.job.event)."""
+
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int = Field(description="Unix seconds")
+    level: Level
+    message: str
+    type: Literal["message", "metrics"] = Field(description="`metrics`: a point of the loss curve, in `data`")
+    data: dict[str, Any] | None = Field(description="Structured details (a metrics point, a failure's exception)")
+
+    @classmethod
+    def from_row(cls, e: JobEvent) -> Self:
+        return cls.model_validate(
+            {
+                "id": e.id,
+                "created_at": e.created_at,
+                "level": e.level,
+                "message": e.message,
+                "type": e.type,
+                "data": e.data,
+            }
+        )
+
+
+class CheckpointObject(_Wire):
+    """OpenAI's fine_tuning.job.checkpoint, and the adapter's size and digest."""
+
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int = Field(description="Unix seconds")
+    fine_tuning_job_id: str
+    fine_tuned_model_checkpoint: str = Field(description="The job's model name and `:ckpt-step-<step>`")
+    step_number: int
+    metrics: dict[str, int | float | None] = Field(
+        description="At the checkpoint's step: `step`, and the newest `train_loss`, `train_mean_token_accuracy`, "
+        "`valid_loss`, `valid_mean_token_accuracy` logged by then (those that were)"
+    )
+    adapter_bytes: int = Field(description="Size of the adapter download (.tar.gz)")
+    adapter_sha256: str = Field(description="Of the adapter download")
+
+    @classmethod
+    def from_row(cls, job: Job, c: Checkpoint) -> Self:
+        return cls.model_validate(
+            {
+                "id": c.id,
+                "created_at": c.created_at,
+                "fine_tuning_job_id": job.id,
+                "fine_tuned_model_checkpoint": f"{fine_tuned_model_name(job)}:ckpt-step-{c.step}",
+                "step_number": c.step,
+                "metrics": c.metrics,
+                "adapter_bytes": c.adapter_bytes,
+                "adapter_sha256": c.adapter_sha256,
+            }
+        )
+
+
+class MetricPoint(_Wire):
+    """One point of a job's time series."""
+
+    object: Literal["fine_tuning.job.metric"] = "fine_tuning.job.metric"
+    step: int
+    split: Literal["train", "valid"] = Field(description="`valid`: an evaluation on the validation data")
+    epoch: float | None
+    loss: float | None
+    learning_rate: float | None
+    grad_norm: float | None
+    tokens_per_second: float | None
+    mean_token_accuracy: float | None = Field(description="Share of trained tokens predicted exactly")
+    tokens_seen: int | None = Field(description="Trained tokens so far")
+    created_at: int = Field(description="Unix seconds")
+
+    @classmethod
+    def from_row(cls, m: JobMetric) -> Self:
+        return cls.model_validate(
+            {
+                "step": m.step,
+                "split": m.split,
+                "epoch": m.epoch,
+                "loss": m.loss,
+                "learning_rate": m.learning_rate,
+                "grad_norm": m.grad_norm,
+                "tokens_per_second": m.tokens_per_second,
+                "mean_token_accuracy": m.mean_token_accuracy,
+                "tokens_seen": m.tokens_seen,
+                "created_at": m.created_at,
+            }
+        )
+
+
+class Health(_Wire):
+    status: Literal["ok"] = "ok"
