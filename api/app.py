@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from api.deps import refuse_nul_characters
 from api.error_responses import error_responses, install_error_handlers
-from api.openapi import ModelRoute, drop_fastapi_422
+from api.openapi import DocumentedApp, ModelRoute
 from api.routes import files, jobs, models
 from api.schemas import Health
 from core.maintenance import start_thread
@@ -37,7 +37,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(
+    app = DocumentedApp(
         lifespan=lifespan,
         title="Fine-tuning service",
         version="0.1.0",
@@ -47,7 +47,6 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     for module, errors in ROUTER_ERRORS.items():
         app.include_router(module.router, responses=errors)
-    drop_fastapi_422(app)
 
     health_router = APIRouter(tags=["health"], route_class=ModelRoute)
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
@@ -19,6 +20,7 @@ from core.errors import ServiceError
 from core.specs import ADAPTER_TYPES
 
 log = logging.getLogger("ftsvc.api")
+E = TypeVar("E", bound=Exception)
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -75,7 +77,7 @@ def _param(loc: tuple[Any, ...]) -> str | None:
     return text or None
 
 
-async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+def _service_error(exc: ServiceError) -> JSONResponse:
     extra: dict[str, Any] = dict(exc.extra)
     if exc.details is not None:
         extra["details"] = exc.details
@@ -96,7 +98,7 @@ def _message(error: dict[str, Any]) -> str:
     return str(error["msg"]).removeprefix("Value error, ")
 
 
-async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+def _validation_error(exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
     first = errors[0]
     if first.get("type") == "json_invalid":
@@ -110,7 +112,7 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     )
 
 
-async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+def _http_error(exc: HTTPException) -> JSONResponse:
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return JSONResponse(
         error_body(str(exc.detail), "invalid_request_error", None, code),
@@ -119,7 +121,7 @@ async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
     )
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+def _unexpected(exc: Exception) -> JSONResponse:
     reference = secrets.token_hex(8)
     log.error("unhandled error, reference %s", reference, exc_info=exc)
     return JSONResponse(
@@ -128,8 +130,20 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _handler(
+    kind: type[E], respond: Callable[[E], JSONResponse]
+) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """Starlette's handler for exceptions of `kind` (async: answered on the event loop)."""
+
+    async def handle(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, kind), exc  # Starlette calls a handler only for its class
+        return respond(exc)
+
+    return handle
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
-    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(ServiceError, _handler(ServiceError, _service_error))
+    app.add_exception_handler(RequestValidationError, _handler(RequestValidationError, _validation_error))
+    app.add_exception_handler(HTTPException, _handler(HTTPException, _http_error))
+    app.add_exception_handler(Exception, _handler(Exception, _unexpected))

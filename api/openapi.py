@@ -45,27 +45,24 @@ def streamed(media_type: str, description: str) -> dict[int | str, dict[str, Any
     return {200: {"description": description, "content": {media_type: body}}}
 
 
-def drop_fastapi_422(app: FastAPI) -> None:
-    """FastAPI documents a 422 with its own body on every route that has parameters; this
-    API never sends it (api.error_responses answers validation errors with 400 in the error shape),
-    so it is taken out of the generated document. A 422 declared with the error body
-    (a reused Idempotency-Key) stays."""
-    generate = app.openapi
+class DocumentedApp(FastAPI):
+    """FastAPI whose /openapi.json leaves out FastAPI's own 422: it documents one with its
+    own body on every route that has parameters, and this API never sends it
+    (api.error_responses answers validation errors with 400 in the error shape). A 422
+    declared with the error body (a reused Idempotency-Key) stays."""
 
-    def openapi() -> dict[str, Any]:
-        fresh = app.openapi_schema is None
-        schema = generate()
-        if fresh:
-            for operations in schema["paths"].values():
-                for operation in operations.values():
-                    declared = operation["responses"].get("422", {}).get("content", {}).get("application/json", {})
-                    if declared.get("schema") == FASTAPI_VALIDATION_ERROR:
-                        del operation["responses"]["422"]
-            for name in ("HTTPValidationError", "ValidationError"):
-                schema.get("components", {}).get("schemas", {}).pop(name, None)
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is not None:
+            return self.openapi_schema
+        schema = super().openapi()
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                declared = operation["responses"].get("422", {}).get("content", {}).get("application/json", {})
+                if declared.get("schema") == FASTAPI_VALIDATION_ERROR:
+                    del operation["responses"]["422"]
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
         return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def documented_model(endpoint: Callable[..., Any]) -> type[BaseModel] | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 from python_multipart.exceptions import FormParserError
@@ -14,6 +15,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from core.errors import InvalidRequest, ServiceError
 from core.storage import LocalStorage, ObjectWriter, StoredObject
+
+if TYPE_CHECKING:  # python-multipart defines its callback types for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 MAX_FIELD_BYTES = 4096  # for the small text fields beside the file (purpose)
 
@@ -46,7 +50,7 @@ class _PartCollector:
         self._is_file = False
         self.complete = False
 
-    def callbacks(self) -> dict[str, object]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._part_begin,
             "on_header_field": self._header_field,
@@ -118,7 +122,7 @@ async def receive_upload(
     with storage.writer(key) as out:
         collector = _PartCollector(out, max_bytes, too_large)
         try:
-            parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
+            parser = MultipartParser(boundary, collector.callbacks())
             async for chunk in request.stream():
                 parser.write(chunk)
         except FormParserError as exc:  # a body (or boundary) that is not multipart/form-data
