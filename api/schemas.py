@@ -292,16 +292,7 @@ class JobEventObject(_Wire):
 
     @classmethod
     def from_row(cls, e: JobEvent) -> Self:
-        return cls.model_validate(
-            {
-                "id": e.id,
-                "created_at": e.created_at,
-                "level": e.level,
-                "message": e.message,
-                "type": e.type,
-                "data": e.data,
-            }
-        )
+        return cls.model_validate(e, from_attributes=True)  # the row's columns bear the fields' names
 
 
 class CheckpointObject(_Wire):
@@ -353,20 +344,7 @@ class MetricPoint(_Wire):
 
     @classmethod
     def from_row(cls, m: JobMetric) -> Self:
-        return cls.model_validate(
-            {
-                "step": m.step,
-                "split": m.split,
-                "epoch": m.epoch,
-                "loss": m.loss,
-                "learning_rate": m.learning_rate,
-                "grad_norm": m.grad_norm,
-                "tokens_per_second": m.tokens_per_second,
-                "mean_token_accuracy": m.mean_token_accuracy,
-                "tokens_seen": m.tokens_seen,
-                "created_at": m.created_at,
-            }
-        )
+        return cls.model_validate(m, from_attributes=True)  # the row's columns bear the fields' names
 
 
 class Health(_Wire):
