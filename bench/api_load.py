@@ -398,7 +398,10 @@ def seed(url: str, key: str, model: str, jobs: int) -> tuple[dict[str, str], tup
         body = {"model": model, "training_file": upload.json()["id"]}
         ids = []
         for _ in range(jobs):
-            job = client.post(JOBS, json=body)
+            # A connection each: the kernel spreads them over the server's processes, so
+            # every process loads the tokenizer for its first submission here, not in the
+            # counted window (one process's cold load there costs seconds of its CPU).
+            job = client.post(JOBS, json=body, headers={"Connection": "close"})
             if not job.is_success:
                 raise SetupError(f"job submission failed: HTTP {job.status_code}: {job.text}")
             ids.append(job.json()["id"])
