@@ -45,20 +45,51 @@ def test_the_recipe_trains_an_adapter_from_a_plain_script(tiny_model: Path, tmp_
     assert any(name.endswith("lora_B.weight") and tensor.abs().sum() > 0 for name, tensor in weights.items())
 
 
-def test_bad_data_is_one_line_and_nothing_is_trained(tiny_model: Path, tmp_path: Path) -> None:
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"messages": [{"role": "user", "content": "no answer"}]}\n')
+def refusal(tmp_path: Path, *args: str) -> list[str]:
+    """Run the script with `args`; it must exit 1 with its error lines on stderr, training nothing."""
     run = subprocess.run(
-        [sys.executable, "-m", "worker.training", "--model", str(tiny_model), "--data", str(bad), "--output", "out"],
+        [sys.executable, "-m", "worker.training", *args, "--output", "out"],
         cwd=tmp_path,
         env=os.environ | UNREACHABLE | {"PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert run.returncode == 1
-    assert run.stderr.strip().splitlines() == [
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "out").exists()
+    return run.stderr.strip().splitlines()
+
+
+def test_bad_data_is_one_line_and_nothing_is_trained(tiny_model: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "no answer"}]}\n')
+    assert refusal(tmp_path, "--model", str(tiny_model), "--data", str(bad)) == [
         f"ftsvc: error: {bad} is not a valid training file: 1 problem(s); first: line 1, field messages: "
         "needs at least one assistant message to train on"
     ]
-    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("spec", "line"),
+    [
+        ("{not json", "ftsvc: error: --spec is not valid JSON: Expecting property name enclosed in double quotes"),
+        ("[1, 2]", "ftsvc: error: --spec must be a JSON object"),
+        ('{"qlora": {"adapter": {"rank": 8}}}', "ftsvc: error: --spec: qlora.adapter.lora.rank: Extra inputs"),
+        ('{"qlora": {"training": {"max_steps": 0}}}', "ftsvc: error: --spec: qlora.training.max_steps: Input should"),
+    ],
+)
+def test_a_bad_spec_is_one_line(tiny_model: Path, tmp_path: Path, spec: str, line: str) -> None:
+    data = str(EXAMPLES / "chat.jsonl")
+    (error,) = refusal(tmp_path, "--model", str(tiny_model), "--data", data, "--spec", spec)
+    assert error.startswith(line), error
+
+
+def test_missing_model_or_data_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
+    data = str(EXAMPLES / "chat.jsonl")
+    assert refusal(tmp_path, "--model", str(tiny_model), "--data", "nothing.jsonl") == [
+        "ftsvc: error: --data nothing.jsonl is not a file"
+    ]
+    assert refusal(tmp_path, "--model", str(tmp_path), "--data", data) == [
+        f"ftsvc: error: --model {tmp_path} is not a model directory (no config.json)"
+    ]

@@ -16,6 +16,9 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
+
+from pydantic import ValidationError
 
 from core.datasets import DataFile, detect_file_type, validate
 from core.errors import ServiceError
@@ -28,12 +31,24 @@ from worker.training.reporting import ConsoleReporter
 from worker.training.runtime import pick_runtime
 
 
-def _spec_fields(text: str) -> dict[str, object]:
+def _fail(message: str) -> NoReturn:
+    raise SystemExit(f"ftsvc: error: {message}")
+
+
+def _spec(text: str, model: Path, data: Path) -> JobSpec:
+    """The job spec of `--spec` (JSON text or a file) for this model and data."""
     path = Path(text)
-    fields = json.loads(path.read_text() if path.is_file() else text)
+    try:
+        fields = json.loads(path.read_text() if path.is_file() else text)
+    except json.JSONDecodeError as exc:
+        _fail(f"--spec is not valid JSON: {exc}")
     if not isinstance(fields, dict):
-        raise SystemExit("ftsvc: error: --spec must be a JSON object")
-    return fields
+        _fail("--spec must be a JSON object")
+    try:
+        return JobSpec.model_validate(fields | {"model": model.name, "training_file": data.name})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(f"--spec: {'.'.join(str(part) for part in first['loc'])}: {first['msg']}")
 
 
 def _data_file(path: Path, format_name: str) -> tuple[DataFile, int]:
@@ -43,7 +58,7 @@ def _data_file(path: Path, format_name: str) -> tuple[DataFile, int]:
         report = validate(stream, file_type, format_name)
     data_format = as_format_name(report.format)
     if not report.ok or data_format is None:
-        raise SystemExit(f"ftsvc: error: {path} is not a valid training file: {report.summary()}")
+        _fail(f"{path} is not a valid training file: {report.summary()}")
     return DataFile(path, file_type, data_format), report.n_examples
 
 
@@ -55,8 +70,11 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--spec", default="{}", help="job spec fields as JSON text or a JSON file")
     parser.add_argument("--output", type=Path, required=True, help="where the adapter is written")
     args = parser.parse_args(argv)
-    fields = _spec_fields(args.spec) | {"model": args.model.name, "training_file": args.data.name}
-    asked = JobSpec.model_validate(fields)
+    if not args.data.is_file():
+        _fail(f"--data {args.data} is not a file")
+    if not (args.model / "config.json").is_file():
+        _fail(f"--model {args.model} is not a model directory (no config.json)")
+    asked = _spec(args.spec, args.model, args.data)
     data, n_examples = _data_file(args.data, asked.qlora.data.format)
     spec = resolve(asked, n_examples=n_examples, seed=asked.seed or 0, data_format=data.format)
     quantization = spec.qlora.quantization
@@ -67,7 +85,7 @@ def main(argv: list[str] | None = None) -> Path:
         result = Recipe(spec, model, JobData(data, None), workdir, runtime, ConsoleReporter()).run()
         shutil.copytree(result.adapter_dir, args.output, dirs_exist_ok=True)
     except (JobFailure, ServiceError) as exc:
-        raise SystemExit(f"ftsvc: error: {exc}") from exc
+        _fail(str(exc))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     output: Path = args.output
