@@ -66,3 +66,11 @@ class PayloadTooLarge(ServiceError):
 class IdempotencyKeyReused(ServiceError):
     status_code = 422
     default_code = "idempotency_key_reused"
+
+
+class PreflightUnavailable(ServiceError):
+    """No pre-flight worker answered in time: a transient condition, retried later."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    default_code = "preflight_unavailable"

@@ -17,7 +17,7 @@ from core.events import add_event
 from core.ids import now
 from core.models import Job
 from core.paging import page
-from core.queue import enqueue_job
+from core.queue import PREFLIGHT_JOB_TASK, RUN_JOB_TASK, send
 from core.states import ACTIVE, TERMINAL, TRANSITIONS, JobStatus, Level
 
 
@@ -81,28 +81,39 @@ def record_runtime(session: Session, job_id: str, runtime: dict[str, Any]) -> No
     session.execute(update(Job).where(Job.id == job_id).values(runtime=runtime))
 
 
-def publish(job_id: str) -> bool:
-    """Send a committed queued job's id to the broker, then note when (committing it). A
-    job whose message could not be sent keeps `enqueued_at` empty, and the maintenance
-    loop sends it again."""
-    if not enqueue_job(job_id):
+# The message a job waits for in each state that waits for a worker: its pre-flight
+# (the pre-flight queue), then its training (the training queue).
+MESSAGE_FOR = {JobStatus.VALIDATING_FILES: PREFLIGHT_JOB_TASK, JobStatus.QUEUED: RUN_JOB_TASK}
+WAITING = [s.value for s in MESSAGE_FOR]
+
+
+def publish(job_id: str, status: JobStatus = JobStatus.QUEUED) -> bool:
+    """Send a committed job's id to the queue of the state it waits in, then note when
+    (committing it). A job whose message could not be sent keeps `enqueued_at` empty,
+    and the maintenance loop sends it again."""
+    if not send(MESSAGE_FOR[status], job_id):
         return False
     with session_scope() as session:
-        session.execute(
-            update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value).values(enqueued_at=time.time())
-        )
+        session.execute(update(Job).where(Job.id == job_id, Job.status == status.value).values(enqueued_at=time.time()))
     return True
 
 
 def forget_sent_messages(session: Session) -> None:
-    """The broker lost its messages: every queued job must be sent again."""
-    session.execute(update(Job).where(Job.status == JobStatus.QUEUED.value).values(enqueued_at=None))
+    """The broker lost its messages: every waiting job must be sent again."""
+    session.execute(update(Job).where(Job.status.in_(WAITING)).values(enqueued_at=None))
 
 
-def unsent_job_ids(session: Session) -> list[str]:
-    """Queued jobs whose message never reached the broker, oldest first."""
-    stmt = select(Job.id).where(Job.status == JobStatus.QUEUED.value, Job.enqueued_at.is_(None)).order_by(Job.pk)
-    return list(session.scalars(stmt))
+def unsent_jobs(session: Session) -> list[tuple[str, JobStatus]]:
+    """Waiting jobs whose message never reached the broker, oldest first, with the state
+    they wait in."""
+    stmt = select(Job.id, Job.status).where(Job.status.in_(WAITING), Job.enqueued_at.is_(None)).order_by(Job.pk)
+    return [(job_id, JobStatus(status)) for job_id, status in session.execute(stmt)]
+
+
+def waiting_job(session: Session, job_id: str, status: JobStatus) -> Job | None:
+    """The job if it is in `status` (a worker's message for a job that has moved on
+    since is dropped)."""
+    return session.scalar(select(Job).where(Job.id == job_id, Job.status == status.value))
 
 
 def cancel_job(session: Session, org_id: str, job_id: str) -> Job:

@@ -2,10 +2,10 @@
 
 Each round, in its own transactions:
 - the reaper requeues (or fails) jobs whose worker stopped renewing its lease;
-- the reconciler sends again every queued job whose message never reached the broker
+- the reconciler sends again every waiting job (pre-flight or training) whose message never reached the broker
   (broker down at submission, a requeue by the reaper) or was lost with the broker's
   data; duplicates are harmless, a worker drops a message for a job that is not queued;
-- expired Idempotency-Keys are forgotten;
+- expired Idempotency-Keys and old previews are forgotten;
 - temporary objects left by a process that died mid-upload are removed.
 
 Every step is a conditional UPDATE or idempotent, so any number of API processes (or
@@ -17,24 +17,27 @@ from __future__ import annotations
 import logging
 import threading
 
-from core import idempotency, jobs, leases
+from core import idempotency, jobs, leases, previews
 from core.db import session_scope
 from core.queue import broker_lost_messages, remember_broker
 from core.settings import get_settings
 from core.storage import get_storage
 
 log = logging.getLogger("ftsvc.maintenance")
+# A preview is reused while its question is asked again soon after; then it goes.
+PREVIEW_MAX_AGE_SECONDS = 3600.0
 
 
 def reconcile_queue() -> int:
-    """Publish the queued jobs that have no message in the broker; returns how many."""
+    """Publish the waiting jobs (pre-flight or training) that have no message in the
+    broker; returns how many."""
     if broker_lost_messages():
         with session_scope() as session:
             jobs.forget_sent_messages(session)
         remember_broker()  # only once committed: a crash before this line repeats the marking
     with session_scope() as session:
-        pending = jobs.unsent_job_ids(session)
-    return sum(jobs.publish(job_id) for job_id in pending)
+        pending = jobs.unsent_jobs(session)
+    return sum(jobs.publish(job_id, status) for job_id, status in pending)
 
 
 def run_once() -> None:
@@ -46,6 +49,7 @@ def run_once() -> None:
         log.info("sent %d queued jobs to the broker again", sent)
     with session_scope() as session:
         idempotency.forget_expired(session)
+        previews.forget_old(session, PREVIEW_MAX_AGE_SECONDS)
     get_storage().remove_stale_temporaries(settings.orphan_grace_seconds)
 
 

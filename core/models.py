@@ -76,8 +76,12 @@ class Job(Base):
     training_file: Mapped[str] = mapped_column(String(64), index=True)
     validation_file: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(32), index=True)
-    # The request as validated by core.specs.JobSpec, with "auto" values resolved.
+    # The request as validated by core.specs.JobSpec, with "auto" values resolved. Until
+    # the pre-flight has counted the trainable examples, the hyperparameters that depend
+    # on that count are provisional (resolved from the file's example count).
     spec: Mapped[dict[str, Any]] = mapped_column()
+    # The request itself (JobSpec), which the pre-flight resolves again with the exact count.
+    request: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     seed: Mapped[int] = mapped_column(BigInteger)
     suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", nullable=True)
@@ -139,6 +143,27 @@ class Checkpoint(Base):
     state_key: Mapped[str] = mapped_column(String(255))
     state_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
+class Preview(Base):
+    """A preview of a file under a model's tokenizer (core.previews), computed by a
+    pre-flight worker: the API asks for one, waits for its result, and serves a finished
+    one again to the same question (`key`: file content, model version and options)."""
+
+    __tablename__ = "file_previews"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    file_id: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(64), index=True)
+    # The question: model, n, max_seq_length, train_on_inputs.
+    request: Mapped[dict[str, Any]] = mapped_column()
+    # pending, then done (result) or failed (error: status, code, message, param).
+    status: Mapped[str] = mapped_column(String(16))
+    result: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now, index=True)
 
 
 class IdempotencyKey(Base):

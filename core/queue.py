@@ -13,6 +13,10 @@ from celery import Celery
 from core.settings import get_settings
 
 RUN_JOB_TASK = "ftsvc.run_job"
+# The pre-flight queue's tasks: CPU work with the base model's tokenizer, which the API
+# process never loads (it imports neither torch nor transformers).
+PREFLIGHT_JOB_TASK = "ftsvc.preflight_job"
+PREVIEW_FILE_TASK = "ftsvc.preview_file"
 # A key the reconciler keeps in a Redis broker: when it is gone, so is everything the
 # broker held (FLUSHALL, a restart without persistence), queued messages included.
 BROKER_MARKER = "ftsvc:broker-marker"
@@ -30,7 +34,11 @@ def get_celery() -> Celery:
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
         task_default_queue=settings.training_queue,
-        task_routes={RUN_JOB_TASK: {"queue": settings.training_queue}},
+        task_routes={
+            RUN_JOB_TASK: {"queue": settings.training_queue},
+            PREFLIGHT_JOB_TASK: {"queue": settings.preflight_queue},
+            PREVIEW_FILE_TASK: {"queue": settings.preflight_queue},
+        },
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         task_serializer="json",
@@ -77,14 +85,13 @@ def remember_broker() -> None:
             client.set(BROKER_MARKER, "1")
 
 
-def enqueue_job(job_id: str) -> bool:
-    """Publish a job id; called only after the job's row is committed. Returns False
-    when the broker cannot be reached: the job stays `queued` in the database."""
+def send(task: str, row_id: str) -> bool:
+    """Publish a task for a row (a job or a preview) by its id; called only after the row
+    is committed. Returns False when the broker cannot be reached: the row is safe in the
+    database, and the maintenance loop sends it again."""
     try:
-        get_celery().send_task(
-            RUN_JOB_TASK, args=[job_id], retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2}
-        )
-    except Exception:  # broker down: the job is safe in the database
-        log.exception("could not publish job %s", job_id)
+        get_celery().send_task(task, args=[row_id], retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2})
+    except Exception:  # broker down: the row is safe in the database
+        log.exception("could not publish %s for %s", task, row_id)
         return False
     return True

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     # network can switch them off so a typo fails at submission, not in the worker.
     allow_hub_models: bool = True
     training_queue: str = "training"
+    # Job pre-flight and previews (the base model's tokenizer over the data): CPU work,
+    # on its own queue so that it never waits behind a training job.
+    preflight_queue: str = "preflight"
+    # How long a preview request waits for a pre-flight worker's answer before 503.
+    preview_timeout_seconds: float = 60.0
     # How often an SSE stream polls the database for new events.
     event_poll_seconds: float = 0.5
 

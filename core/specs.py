@@ -442,3 +442,11 @@ def resolve_hyperparameters(hp: Hyperparameters, n_examples: int, max_seq_length
     epochs = hp.n_epochs if isinstance(hp.n_epochs, int) else max(1, min(10, math.ceil(300 / n)))
     lrm = 1.0 if isinstance(hp.learning_rate_multiplier, str) else hp.learning_rate_multiplier
     return ResolvedHyperparameters(n_epochs=epochs, batch_size=batch, learning_rate_multiplier=lrm)
+
+
+def training_examples(examples: int, validation_split: float) -> int:
+    """How many examples train once the validation split is set aside (at least 1: the
+    hyperparameter rules divide by it)."""
+    if validation_split:
+        examples -= max(1, round(examples * validation_split))
+    return max(examples, 1)

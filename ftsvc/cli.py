@@ -43,6 +43,27 @@ def worker_command(concurrency: int = 1) -> list[str]:
     ]
 
 
+def preflight_worker_command() -> list[str]:
+    # Threads: a preview is not held up by a long pre-flight, and the tokenizers and
+    # statistics cached in the process serve every task.
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "-Q",
+        get_settings().preflight_queue,
+        "--pool",
+        "threads",
+        "--concurrency",
+        "2",
+        "--loglevel",
+        "INFO",
+    ]
+
+
 def cmd_migrate(_: argparse.Namespace) -> None:
     from core.migrate import upgrade_database
 
@@ -142,16 +163,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
     key_file = settings.data_dir / LOCAL_KEY_FILE
     if key:
         print(f"ftsvc: created the local organization and its API key: {key}\n(kept in {key_file})", flush=True)
-    worker = subprocess.Popen(worker_command())
+    workers = [subprocess.Popen(worker_command()), subprocess.Popen(preflight_worker_command())]
     print(f"ftsvc: API on http://{args.host}:{args.port}/v1  data in {settings.data_dir}", flush=True)
     try:
         run_api(args)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -82,14 +82,23 @@ class Workers:
         self._numbers = itertools.count(1)
 
     def start(self, **env: str) -> str:
-        from core.queue import get_celery
         from ftsvc.cli import worker_command
 
-        name = f"w{next(self._numbers)}@{socket.gethostname()}"
+        return self._start(worker_command(), "w", env)
+
+    def start_preflight(self) -> str:
+        from ftsvc.cli import preflight_worker_command
+
+        return self._start(preflight_worker_command(), "preflight", {})
+
+    def _start(self, command: list[str], prefix: str, env: dict[str, str]) -> str:
+        from core.queue import get_celery
+
+        name = f"{prefix}{next(self._numbers)}@{socket.gethostname()}"
         log_path = DATA_DIR / f"worker-{name}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [*worker_command(), "--hostname", name],
+                [*command, "--hostname", name],
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -133,6 +142,17 @@ def worker(tiny_model: Path) -> Iterator[Workers]:
             print(log_path.read_text())
 
 
+@pytest.fixture(scope="session")
+def preflight_worker(tiny_model: Path) -> Iterator[Workers]:
+    """A real pre-flight worker process (job pre-flight and previews): jobs wait in
+    `validating_files` until it has read their data."""
+    workers = Workers()
+    workers.start_preflight()
+    yield workers
+    for name in list(workers.processes):
+        workers.stop(name)
+
+
 TEST_ORG, OTHER_ORG = "org-test", "org-other"
 
 
@@ -160,13 +180,13 @@ def make_client(key: str | None):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def client(api_keys: dict[str, str]):  # type: ignore[no-untyped-def]
+def client(api_keys: dict[str, str], preflight_worker: Workers):  # type: ignore[no-untyped-def]
     with make_client(api_keys[TEST_ORG]) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def client_module(tiny_model: Path, api_keys: dict[str, str]):  # type: ignore[no-untyped-def]
+def client_module(tiny_model: Path, api_keys: dict[str, str], preflight_worker: Workers):  # type: ignore[no-untyped-def]
     """One API client for a module's tests (the tiny model exists for job creation)."""
     with make_client(api_keys[TEST_ORG]) as client:
         yield client

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from api import idempotent_requests
 from api.deps import Limit, OrgDep, SessionDep
 from api.openapi import ModelRoute, streamed
+from api.previews import wait_for_preview
 from api.schemas import DeletedFile, FileObject, FilePreview, ListPage
 from api.upload import receive_upload
 from core import files, previews
@@ -120,9 +121,8 @@ def get_file_content(file_id: str, session: SessionDep, org: OrgDep) -> Streamin
 
 
 @router.get("/{file_id}/preview")
-def preview_file(
+async def preview_file(
     file_id: str,
-    session: SessionDep,
     org: OrgDep,
     model: Annotated[str, Query(min_length=1)],
     n: Annotated[int, Query(ge=1, le=50)] = 5,
@@ -130,9 +130,12 @@ def preview_file(
     train_on_inputs: bool = False,
 ) -> FilePreview:
     """The first `n` examples rendered through `model`'s chat template; the tokens the
-    loss is computed on are wrapped in [[ ]] (and flagged in `segments`)."""
-    preview = previews.preview_file(session, org, file_id, model, n, max_seq_length, train_on_inputs)
-    return FilePreview.model_validate(preview)
+    loss is computed on are wrapped in [[ ]] (and flagged in `segments`). A pre-flight
+    worker renders it; the request waits for it without holding a thread, and answers
+    503 (`preflight_unavailable`) if none answers within the preview timeout."""
+    request = previews.PreviewRequest(model, n, max_seq_length, train_on_inputs)
+    preview_id = await run_in_threadpool(previews.ask, org, file_id, request)
+    return FilePreview.model_validate(await wait_for_preview(preview_id))
 
 
 @router.delete("/{file_id}")

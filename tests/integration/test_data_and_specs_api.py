@@ -1,11 +1,12 @@
-"""Job creation with the base model's tokenizer: statistics, pre-flight refusals, adapter
-parameter checks, and the preview endpoint. No worker: created jobs are cancelled."""
+"""Job creation and its pre-flight with the base model's tokenizer (in the pre-flight
+worker): statistics, pre-flight refusals, adapter parameter checks, and the preview
+endpoint. No training worker: created jobs are cancelled."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.helpers import EXAMPLES, assert_error, chat, jsonl, upload_ok
+from tests.helpers import EXAMPLES, assert_error, chat, jsonl, upload_ok, wait_for
 
 
 def create(client, **body):  # type: ignore[no-untyped-def]
@@ -15,8 +16,18 @@ def create(client, **body):  # type: ignore[no-untyped-def]
     return response
 
 
+def preflight(client, **body):  # type: ignore[no-untyped-def]
+    """Create a job and wait for its pre-flight's verdict: queued (then cancelled) or failed."""
+    response = client.post("/v1/fine_tuning/jobs", json={"model": "tiny-llama", **body})
+    assert response.status_code == 200, response.text
+    job = wait_for(client, response.json()["id"], {"queued", "failed"}, timeout=120)
+    client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
+    return job
+
+
 def test_statistics_are_computed_with_the_models_tokenizer(client_module, chat_file) -> None:  # type: ignore[no-untyped-def]
-    job = create(client_module, training_file=chat_file, qlora={"training": {"max_seq_length": 48}}).json()
+    job = preflight(client_module, training_file=chat_file, qlora={"training": {"max_seq_length": 48}})
+    assert job["status"] == "queued"
     stats = job["statistics"]
     assert stats["examples"] == 36 and stats["max_seq_length"] == 48
     assert stats["tokens_min"] <= stats["tokens_mean"] <= stats["tokens_p95"] <= stats["tokens_max"]
@@ -27,15 +38,33 @@ def test_statistics_are_computed_with_the_models_tokenizer(client_module, chat_f
     assert any(e["message"].startswith("Training data: 36 examples") for e in events)
 
 
-def test_nothing_left_to_train_after_truncation_is_refused(client_module) -> None:  # type: ignore[no-untyped-def]
+def test_nothing_left_to_train_after_truncation_fails_the_pre_flight(client_module) -> None:  # type: ignore[no-untyped-def]
     long_prompts = upload_ok(client_module, jsonl(*[chat("word " * 100, "ok") for _ in range(3)]))
-    error = assert_error(
-        create(client_module, training_file=long_prompts, qlora={"training": {"max_seq_length": 32}}),
-        400,
-        "qlora.training.max_seq_length",
-        "no_trainable_tokens",
-    )
+    job = preflight(client_module, training_file=long_prompts, qlora={"training": {"max_seq_length": 32}})
+    assert job["status"] == "failed" and job["statistics"] is None
+    error = job["error"]
+    assert (error["code"], error["param"]) == ("no_trainable_tokens", "qlora.training.max_seq_length")
     assert "None of the 3 examples" in error["message"]
+    events = client_module.get(f"/v1/fine_tuning/jobs/{job['id']}/events", params={"limit": 100}).json()["data"]
+    assert events[0]["level"] == "error" and events[0]["message"].startswith("Pre-flight failed (no_trainable_tokens)")
+    assert any(e["message"].startswith("Pre-flight started on ") for e in events)
+
+
+def test_pre_flight_resolves_auto_hyperparameters_from_the_examples_that_train(client_module) -> None:  # type: ignore[no-untyped-def]
+    # 40 examples, of which 20 lose every trained token to truncation: "auto" is resolved
+    # from the 20 that train (batch 20 // 4 = 5), not the file's 40 (batch 10 at creation).
+    mixed = upload_ok(client_module, jsonl(*[chat("hi", "ok")] * 20, *[chat("word " * 100, "ok")] * 20))
+    created = client_module.post(
+        "/v1/fine_tuning/jobs",
+        json={"model": "tiny-llama", "training_file": mixed, "qlora": {"training": {"max_seq_length": 32}}},
+    ).json()
+    assert created["hyperparameters"]["batch_size"] == 10
+    job = wait_for(client_module, created["id"], {"queued"}, timeout=120)
+    client_module.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
+    assert job["statistics"]["examples_without_trainable_tokens"] == 20
+    assert (
+        job["hyperparameters"]["batch_size"] == 5 and job["method"]["supervised"]["hyperparameters"]["batch_size"] == 5
+    )
 
 
 @pytest.mark.parametrize(
@@ -77,7 +106,7 @@ def test_validation_file_and_split_are_exclusive(client_module, chat_file) -> No
 
 
 def test_loha_defaults_to_an_unquantized_base(client_module, chat_file) -> None:  # type: ignore[no-untyped-def]
-    job = create(client_module, training_file=chat_file, qlora={"adapter": {"type": "loha"}}).json()
+    job = preflight(client_module, training_file=chat_file, qlora={"adapter": {"type": "loha"}})
     assert job["qlora"]["quantization"] is None and job["qlora"]["adapter"]["type"] == "loha"
 
 

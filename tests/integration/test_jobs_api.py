@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from core.db import session_scope
 from core.jobs import transition
 from core.states import JobStatus
-from tests.helpers import assert_error, chat, jsonl, upload
+from tests.helpers import assert_error, chat, jsonl, upload, wait_for
 
 
 def create(client: TestClient, **body: Any) -> Any:
@@ -24,7 +24,9 @@ def test_create_resolves_the_spec_and_cancel_is_immediate_for_queued_jobs(client
     assert response.status_code == 200, response.text
     job = response.json()
     assert job["object"] == "fine_tuning.job" and job["id"].startswith("ftjob-")
-    assert job["status"] == "queued" and job["seed"] == 3 and job["metadata"] == {"team": "a"}
+    assert job["status"] == "validating_files" and job["statistics"] is None  # the pre-flight worker's part
+    job = wait_for(client_module, job["id"], {"queued"})
+    assert job["statistics"]["examples"] == 36 and job["seed"] == 3 and job["metadata"] == {"team": "a"}
     assert job["hyperparameters"] == {"n_epochs": 9, "batch_size": 8, "learning_rate_multiplier": 1.0}
     assert job["qlora"]["quantization"] == {
         "bits": 4,

@@ -26,7 +26,7 @@ from core.auth import create_key, revoke_key
 from core.db import session_scope
 from core.events import record_metric
 from tests.conftest import TEST_ORG, make_client
-from tests.helpers import EXAMPLES, assert_error, stored_checkpoint
+from tests.helpers import EXAMPLES, assert_error, stored_checkpoint, wait_for
 
 ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
 
@@ -126,13 +126,14 @@ def test_real_objects_are_their_models(client_module: TestClient, chat_file: str
     created = exactly(
         JobObject, client.post("/v1/fine_tuning/jobs", json={"model": "tiny-llama", "training_file": chat_file})
     )
-    assert isinstance(created, JobObject) and created.statistics is not None
+    assert isinstance(created, JobObject) and created.status == "validating_files"
     job_id = created.id
+    wait_for(client, job_id, {"queued"})  # the pre-flight worker computed its statistics
     stored_checkpoint(job_id, step=2)
     with session_scope() as session:  # a point of the loss curve, as a worker records one
         record_metric(session, job_id, 1, {"epoch": 0.5, "loss": 2.5, "learning_rate": 1e-5, "tokens_seen": 64})
     job = exactly(JobObject, client.get(f"/v1/fine_tuning/jobs/{job_id}"))
-    assert isinstance(job, JobObject) and job.status == "queued"  # no worker runs in this module
+    assert isinstance(job, JobObject) and job.status == "queued" and job.statistics is not None  # no training worker
     exactly(ListPage[JobObject], client.get("/v1/fine_tuning/jobs"))
     events = exactly(ListPage[JobEventObject], client.get(f"/v1/fine_tuning/jobs/{job_id}/events"))
     assert isinstance(events, ListPage) and {e.type for e in events.data} == {"message", "metrics"}

@@ -1,6 +1,7 @@
-"""The GPU worker image, as far as a machine without Docker can check it: the command it
-runs, the packages it installs, the environment it expects; and the three lock layers it
-installs from (runtime, worker; dev only for development)."""
+"""The images, as far as a machine without Docker can check them: the GPU worker image
+and the slim one of the API and pre-flight workers; the commands they run, the packages
+they install, the environment they expect; and the four lock layers they install from
+(runtime, preflight, worker; dev only for development)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from ftsvc.cli import worker_command
 from tests.helpers import ROOT
 
 DOCKERFILE = (ROOT / "Dockerfile.gpu").read_text()
+SLIM_DOCKERFILE = (ROOT / "Dockerfile").read_text()
 COMPOSE = (ROOT / "docker-compose.yml").read_text()
 LOCKS = ROOT / "requirements"
-LAYERS = ("runtime", "worker", "dev")
+LAYERS = ("runtime", "preflight", "worker", "dev")
 PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==(?P<version>[^\s;]+)\s*(;.*)?$")
 DEV_TOOLS = {"pytest", "ruff", "schemathesis", "hypothesis", "mypy", "celery-types"}
 
@@ -40,10 +42,10 @@ def lock(layer: str) -> dict[str, str]:
     return pins([line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")])
 
 
-def instructions() -> list[str]:
-    """The Dockerfile's instructions, continuation lines joined, comments left out (they
+def instructions(dockerfile: str = DOCKERFILE) -> list[str]:
+    """A Dockerfile's instructions, continuation lines joined, comments left out (they
     may name dev.lock to say why it is not installed)."""
-    lines = [line for line in DOCKERFILE.splitlines() if not line.lstrip().startswith("#")]
+    lines = [line for line in dockerfile.splitlines() if not line.lstrip().startswith("#")]
     return [step.strip() for step in re.split(r"(?<!\\)\n", "\n".join(lines)) if step.strip()]
 
 
@@ -61,10 +63,10 @@ def test_the_image_installs_cuda_torch_the_runtime_and_worker_locks_and_liger() 
     assert lock("worker")["bitsandbytes"] == "0.50.2"
     steps = instructions()
     copies = " ".join(step for step in steps if step.startswith("COPY"))
-    assert "requirements/runtime.lock" in copies and "requirements/worker.lock" in copies
+    assert all(f"requirements/{layer}.lock" in copies for layer in ("runtime", "preflight", "worker"))
     install = next(step for step in steps if "pip install -r" in step)
     assert "grep -v '^torch==' requirements/worker.lock" in install  # the CUDA build stays
-    assert "-r requirements/runtime.lock" in install and "liger-kernel==" in install
+    assert "-r requirements/runtime.lock -r requirements/preflight.lock" in install and "liger-kernel==" in install
     # No test, lint or type-checking tools in production, and no leftover single lock.
     assert not [step for step in steps if "dev.lock" in step or "requirements.lock" in step]
     assert not (ROOT / "requirements.lock").exists()
@@ -79,11 +81,12 @@ def test_each_package_is_pinned_in_exactly_one_lock() -> None:
             assert not both, f"in both {lower}.lock and {upper}.lock: {sorted(both)}"
     assert {"fastapi", "sqlalchemy", "celery", "redis", "psycopg-binary"} <= layers["runtime"].keys()
     assert "torch" not in layers["runtime"] and "transformers" not in layers["runtime"]  # the API needs no torch
+    assert "torch" not in layers["preflight"] and "transformers" in layers["preflight"]  # tokenizers, no torch
 
 
 def test_dev_tools_are_only_in_the_dev_lock() -> None:
     assert DEV_TOOLS <= lock("dev").keys()
-    for layer in ("runtime", "worker"):
+    for layer in ("runtime", "preflight", "worker"):
         assert not DEV_TOOLS & lock(layer).keys(), layer
 
 
@@ -91,6 +94,7 @@ def test_pyproject_groups_pin_what_their_locks_pin() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     groups = {
         "runtime": project["dependencies"],
+        "preflight": project["optional-dependencies"]["preflight"],
         "worker": project["optional-dependencies"]["worker"],
         "dev": project["optional-dependencies"]["dev"],
     }
@@ -105,3 +109,20 @@ def test_compose_gives_workers_a_gpu_postgres_and_redis() -> None:
     worker = COMPOSE.split("  worker:")[1]
     assert 'command: ["worker"]' in worker and "capabilities: [gpu]" in worker
     assert "FTSVC_DATABASE_URL: postgresql+psycopg://" in COMPOSE and "FTSVC_BROKER_URL: redis://" in COMPOSE
+
+
+def test_the_slim_image_serves_the_api_from_the_runtime_and_preflight_locks_alone() -> None:
+    steps = instructions(SLIM_DOCKERFILE)
+    assert steps[0] == "FROM python:3.11-slim" and not [step for step in steps if "cuda" in step.lower()]
+    install = next(step for step in steps if "pip install -r" in step)
+    assert install == "RUN pip install -r requirements/runtime.lock -r requirements/preflight.lock"
+    assert not [step for step in steps if "worker.lock" in step or "dev.lock" in step or "torch" in step]
+    assert 'ENTRYPOINT ["ftsvc"]' in SLIM_DOCKERFILE and 'CMD ["api", "--host", "0.0.0.0"' in SLIM_DOCKERFILE
+
+
+def test_compose_runs_the_api_and_the_pre_flight_worker_from_the_slim_image() -> None:
+    services = {name: COMPOSE.split(f"  {name}:")[1].split("\n\n")[0] for name in ("api", "preflight", "migrate")}
+    for name, service in services.items():
+        assert "dockerfile: Dockerfile}" in service, name
+    assert 'command: ["worker", "--queues", "preflight"]' in services["preflight"]
+    assert "dockerfile: Dockerfile.gpu}" in COMPOSE.split("  worker:")[1]

@@ -1,0 +1,28 @@
+"""The pre-flight queue's tasks: a job's pre-flight and file previews (CPU work with the
+base model's tokenizer). The worker process is long-lived, so tokenizers and token
+statistics stay cached between tasks."""
+
+from __future__ import annotations
+
+import logging
+
+from core import job_preflight, previews
+from core.queue import PREFLIGHT_JOB_TASK, PREVIEW_FILE_TASK, get_celery
+
+app = get_celery()
+log = logging.getLogger("ftsvc.preflight")
+
+
+@app.task(name=PREFLIGHT_JOB_TASK, acks_late=True)
+def preflight_job(job_id: str) -> None:
+    try:
+        job_preflight.run_preflight(job_id)
+    except Exception as exc:
+        log.exception("pre-flight of job %s failed", job_id)
+        message = f"The pre-flight failed unexpectedly ({type(exc).__name__}: {exc})"
+        job_preflight.fail(job_id, "preflight_failed", message, None)
+
+
+@app.task(name=PREVIEW_FILE_TASK, acks_late=True)
+def preview_file(preview_id: str) -> None:
+    previews.compute(preview_id)
