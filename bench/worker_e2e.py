@@ -61,7 +61,7 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="ftsvc-e2e-"))
     os.environ.update(FTSVC_DATA_DIR=str(data_dir), FTSVC_MODELS_ROOT=args.models)
     from bench.train_throughput import build_model
-    from core import files, job_creation, jobs
+    from core import files, job_creation, job_preflight, jobs
     from core.db import session_scope
     from core.events import metrics_for
     from core.migrate import upgrade_database
@@ -94,7 +94,9 @@ def main() -> None:
             },
         }
     )
-    job_id = job_creation.submit_job(LOCAL_ORG, spec).id
+    with session_scope() as session:
+        job_id = job_creation.create_job(session, LOCAL_ORG, spec).id
+    job_preflight.run_preflight(job_id)  # what a pre-flight worker does; it queues the job
     print(f"submitted {job_id}", flush=True)
 
     worker = subprocess.Popen(worker_command(), cwd=ROOT, stdout=sys.stdout, stderr=subprocess.STDOUT)

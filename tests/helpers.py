@@ -47,6 +47,21 @@ def stored_checkpoint(job_id: str, step: int = 1) -> str:
         return checkpoints.record(session, job_id, step, {"step": step}, stored, stored).id
 
 
+def unsent_queued_job(org_id: str, training_file: str) -> str:
+    """A queued job that no broker message names yet (created, its pre-flight skipped,
+    never published), so no worker takes it meanwhile."""
+    from core.db import session_scope
+    from core.job_creation import create_job
+    from core.jobs import transition
+    from core.specs import JobSpec
+    from core.states import JobStatus
+
+    with session_scope() as session:
+        job_id = create_job(session, org_id, JobSpec(model="tiny-llama", training_file=training_file)).id
+        transition(session, job_id, JobStatus.QUEUED, message="queued by the test")
+    return job_id
+
+
 def wait_healthy(port: int, process: Any, timeout: float, log: Path) -> None:
     """Until a server process answers /healthz; fails with its log if it exits."""
     deadline = time.monotonic() + timeout

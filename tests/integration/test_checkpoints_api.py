@@ -9,18 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from core.db import session_scope
-from core.job_creation import create_job
-from core.specs import JobSpec
 from tests.conftest import TEST_ORG
-from tests.helpers import assert_error, file_rows, stored_checkpoint, stored_objects
+from tests.helpers import assert_error, file_rows, stored_checkpoint, stored_objects, unsent_queued_job
 
 
 @pytest.fixture
 def job_id(client_module, chat_file: str) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """A queued job no broker message names yet, so no worker takes it meanwhile."""
-    with session_scope() as session:
-        job_id = create_job(session, TEST_ORG, JobSpec(model="tiny-llama", training_file=chat_file)).id
+    job_id = unsent_queued_job(TEST_ORG, chat_file)
     yield job_id
     client_module.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
 

@@ -19,14 +19,12 @@ from core.settings import get_settings
 from core.specs import JobSpec
 from core.states import JobStatus
 from tests.conftest import BROKER_URL, TEST_ORG
+from tests.helpers import unsent_queued_job
 
 
 @pytest.fixture
 def job_id(client_module, chat_file: str):  # type: ignore[no-untyped-def]
-    """A queued job that no broker message names yet (created, not submitted)."""
-    with session_scope() as session:
-        job = create_job(session, TEST_ORG, JobSpec(model="tiny-llama", training_file=chat_file))
-        job_id = job.id
+    job_id = unsent_queued_job(TEST_ORG, chat_file)
     yield job_id
     with session_scope() as session:
         transition(session, job_id, JobStatus.CANCELLED, message="test over")
@@ -119,3 +117,19 @@ def test_the_reconciler_sends_unsent_jobs_and_all_queued_jobs_after_the_broker_l
     assert maintenance.reconcile_queue() >= 1
     assert job(job_id).enqueued_at > sent_at  # type: ignore[operator]
     assert broker.exists(BROKER_MARKER)
+
+
+def test_the_reconciler_sends_a_job_waiting_for_its_pre_flight_to_the_pre_flight_queue(
+    client_module, chat_file: str
+) -> None:  # type: ignore[no-untyped-def]
+    with session_scope() as session:  # created, its message never sent (the broker was down)
+        job_id = create_job(session, TEST_ORG, JobSpec(model="tiny-llama", training_file=chat_file)).id
+    assert job(job_id).status == "validating_files" and job(job_id).enqueued_at is None
+    assert maintenance.reconcile_queue() >= 1
+    deadline = time.monotonic() + 120
+    while job(job_id).status == "validating_files":  # the pre-flight worker reads the data
+        assert time.monotonic() < deadline, "the pre-flight never ran"
+        time.sleep(0.2)
+    assert job(job_id).status == "queued" and job(job_id).statistics["examples"] == 36  # type: ignore[index]
+    with session_scope() as session:
+        transition(session, job_id, JobStatus.CANCELLED, message="test over")
