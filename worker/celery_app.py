@@ -1,7 +1,20 @@
-"""Celery entry point: `celery -A worker.celery_app worker -Q training`."""
+"""Celery entry point: `celery -A worker.celery_app worker -Q training --pool threads`."""
+
+from typing import Any
+
+from celery import signals
 
 from core.queue import get_celery
+from core.settings import get_settings
+from worker.job_processes import job_processes
 
 app = get_celery()
 
 import worker.tasks  # noqa: E402,F401  (registers the tasks on the app)
+
+
+@signals.worker_shutting_down.connect
+def _stop_jobs(**_: Any) -> None:
+    # Celery's warm shutdown would wait for whole jobs: ask them to checkpoint and give
+    # their jobs back instead, within the grace period.
+    job_processes.stop(get_settings().worker_stop_grace_seconds)
