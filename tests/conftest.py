@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -74,14 +74,15 @@ def tiny_model() -> Path:
 
 class Workers:
     """Real Celery worker processes on the test broker and database. Each runs in its
-    own process group, so `kill` takes the worker and its pool child down at once, like
-    a lost machine."""
+    own process group, so `kill` takes the worker and its job's process down at once,
+    like a lost machine."""
 
     def __init__(self) -> None:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._numbers = itertools.count(1)
 
-    def start(self, **env: str) -> str:
+    def start(self, queues: Sequence[str] = (), **env: str) -> str:
+        """A worker on `queues` (default: the training queue), with extra settings `env`."""
         from core.queue import get_celery
         from ftsvc.cli import worker_command
 
@@ -89,7 +90,7 @@ class Workers:
         log_path = DATA_DIR / f"worker-{name}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [*worker_command(), "--hostname", name],
+                [*worker_command(queues), "--hostname", name],
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -52,7 +52,8 @@ def test_the_image_runs_a_celery_worker_on_the_training_queue() -> None:
     command = worker_command()
     assert command[1:6] == ["-m", "celery", "-A", "worker.celery_app", "worker"]
     assert command[command.index("-Q") + 1] == "training"
-    assert command[command.index("--max-tasks-per-child") + 1] == "1"  # GPU memory returned after each job
+    # A light worker process; each job runs in a new process of its own (GPU memory returned).
+    assert command[command.index("--pool") + 1] == "threads"
 
 
 def test_the_image_installs_cuda_torch_the_runtime_and_worker_locks_and_liger() -> None:
