@@ -28,6 +28,10 @@ from core.models import Checkpoint, Job, JobAttempt, JobMetric
 from core.settings import get_settings
 from core.states import TERMINAL, JobStatus, Level, StopReason
 
+# How an attempt ended when its worker was asked to stop and gave the job back: such an
+# attempt is no fault of the job, so it does not count toward max_attempts.
+GIVEN_BACK = "worker_stopped"
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -74,6 +78,12 @@ def claim(session: Session, job_id: str, owner: str, worker: str) -> Claim | Non
         )
     )
     return Claim(session.scalars(select(Job).where(Job.id == job_id)).one(), attempt, checkpoint)
+
+
+def is_claimable(session: Session, job_id: str) -> bool:
+    """Whether a message for the job is worth starting a run for: the job is queued.
+    The claim itself decides (two workers may both see True; one claim wins)."""
+    return session.scalar(select(Job.status).where(Job.id == job_id)) == JobStatus.QUEUED
 
 
 def attempts_of(session: Session, job_id: str) -> list[JobAttempt]:
@@ -131,6 +141,37 @@ def end_run(
     return moved
 
 
+def give_back(session: Session, job_id: str, owner: str, attempt: int, steps: int) -> bool:
+    """The worker is shutting down: running -> queued (to be published again), the
+    lease released and the attempt closed as GIVEN_BACK."""
+    return end_run(
+        session,
+        job_id,
+        owner,
+        attempt,
+        GIVEN_BACK,
+        JobStatus.QUEUED,
+        message=f"The worker was asked to stop at step {steps}; the job is queued again to resume from "
+        f"{_resume_point(session, job_id)} (attempt {attempt} does not count toward max_attempts)",
+        level="warn",
+        data={"attempt": attempt, "step": steps},
+        enqueued_at=None,
+    )
+
+
+def _resume_point(session: Session, job_id: str) -> str:
+    checkpoint = latest_checkpoint(session, job_id)
+    return f"checkpoint step {checkpoint.step}" if checkpoint else "the beginning (no checkpoint yet)"
+
+
+def _runs_that_count(session: Session, job_id: str, attempt: int) -> int:
+    """Attempts toward max_attempts: all but those given back by a stopping worker."""
+    given_back = session.scalar(
+        select(func.count()).where(JobAttempt.job_id == job_id, JobAttempt.outcome == GIVEN_BACK)
+    )
+    return attempt - (given_back or 0)
+
+
 def _close_attempt(session: Session, job_id: str, number: int, outcome: str, ended_at: float) -> None:
     session.execute(
         update(JobAttempt)
@@ -171,8 +212,8 @@ def reap(session: Session) -> int:
                 pause_requested=False,
                 **released,
             )
-        elif attempt >= max_attempts:
-            message = f"{lost}; the job ran {attempt} times, the limit (max_attempts), and is not retried"
+        elif (runs := _runs_that_count(session, job_id, attempt)) >= max_attempts:
+            message = f"{lost}; the job ran {runs} times, the limit (max_attempts), and is not retried"
             transition(
                 session,
                 job_id,
@@ -184,13 +225,11 @@ def reap(session: Session) -> int:
                 **released,
             )
         else:
-            checkpoint = latest_checkpoint(session, job_id)
-            start = f"checkpoint step {checkpoint.step}" if checkpoint else "the beginning (no checkpoint yet)"
             transition(
                 session,
                 job_id,
                 JobStatus.QUEUED,
-                message=f"{lost}; requeued to resume from {start}",
+                message=f"{lost}; requeued to resume from {_resume_point(session, job_id)}",
                 level="warn",
                 conditions=still_expired,
                 **released,

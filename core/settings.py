@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     # what a lost worker can cost, against about 3 s per save of an 8B adapter's state.
     checkpoint_interval_seconds: float = 600.0
     max_attempts: int = 3
+    # A worker asked to stop (SIGTERM, SIGINT) lets its job finish the current step, save
+    # a checkpoint and go back to the queue; a job process still busy after this long is
+    # killed (its job then waits for the reaper). Cover a step, a checkpoint save, and
+    # model loading if a stop may come then. docker-compose.yml's stop_grace_period
+    # must be a little longer.
+    worker_stop_grace_seconds: float = 120.0
     # Redis redelivers a message not acknowledged within this time; a long job's second
     # delivery is harmless (the lease refuses it), so it only bounds redelivery delay.
     broker_visibility_timeout: float = 3600.0

@@ -31,9 +31,10 @@ TERMINAL = frozenset(s for s, targets in TRANSITIONS.items() if not targets)
 ACTIVE = frozenset(JobStatus) - TERMINAL
 
 # Why a run stops before the end of its training: the job was cancelled, a pause was
-# asked for (the run checkpoints first), or the run's lease was lost (it was presumed
-# dead and replaced).
-StopReason = Literal["cancel", "pause", "lease_lost"]
+# asked for (the run checkpoints first), the run's lease was lost (it was presumed
+# dead and replaced), or its worker is shutting down (the run checkpoints first and
+# the job goes back to the queue).
+StopReason = Literal["cancel", "pause", "lease_lost", "shutdown"]
 
 # How much a job's event matters to its reader.
 Level = Literal["info", "warn", "error"]

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from core.settings import get_settings
 from ftsvc.errors import describe, is_expected
@@ -22,9 +20,15 @@ EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
-def worker_command(concurrency: int = 1) -> list[str]:
-    # One job per child process: the child exits after its job, so GPU and host memory
-    # are returned in full before the next job loads its model.
+# What an API asked to stop may spend finishing its requests (open event streams never finish).
+API_STOP_SECONDS = 5
+
+
+def worker_command(queues: Sequence[str] = (), concurrency: int = 1) -> list[str]:
+    """A Celery worker on `queues` (default: the training queue). Its pool is threads:
+    the worker process stays light (no torch), drops a message for a job that is not
+    queued at the cost of one query, and runs each job in a new process of its own
+    (worker.job_process), which returns the job's GPU and host memory in full."""
     return [
         sys.executable,
         "-m",
@@ -33,35 +37,23 @@ def worker_command(concurrency: int = 1) -> list[str]:
         "worker.celery_app",
         "worker",
         "-Q",
-        get_settings().training_queue,
-        "--concurrency",
-        str(concurrency),
-        "--max-tasks-per-child",
-        "1",
-        "--loglevel",
-        "INFO",
-    ]
-
-
-def preflight_worker_command() -> list[str]:
-    # Threads: a preview is not held up by a long pre-flight, and the tokenizers and
-    # statistics cached in the process serve every task.
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.celery_app",
-        "worker",
-        "-Q",
-        get_settings().preflight_queue,
+        ",".join(queues or [get_settings().training_queue]),
         "--pool",
         "threads",
         "--concurrency",
-        "2",
+        str(concurrency),
         "--loglevel",
         "INFO",
     ]
+
+
+# A preview need not wait behind a long pre-flight: two tasks at once (both threads of the
+# one process share its cached tokenizers and statistics).
+PREFLIGHT_CONCURRENCY = 2
+
+
+def preflight_worker_command() -> list[str]:
+    return worker_command([get_settings().preflight_queue], PREFLIGHT_CONCURRENCY)
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:
@@ -118,7 +110,7 @@ def cmd_revoke_key(args: argparse.Namespace) -> None:
 def cmd_worker(args: argparse.Namespace) -> None:
     # Checked here: once Celery runs, a missing database fails each job, not the command.
     require_database()
-    os.execv(sys.executable, worker_command(args.concurrency))
+    os.execv(sys.executable, worker_command(args.queues.split(",") if args.queues else (), args.concurrency))
 
 
 def cmd_maintain(args: argparse.Namespace) -> None:
@@ -145,14 +137,23 @@ def cmd_api(args: argparse.Namespace) -> None:
 def run_api(args: argparse.Namespace) -> None:
     import uvicorn
 
-    uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        timeout_graceful_shutdown=API_STOP_SECONDS,
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
     """The embedded single-machine service: migrate, make sure the tiny model exists,
-    then one worker process beside the API."""
+    then the API, a training worker and a pre-flight worker, each a process of its own,
+    until SIGTERM or SIGINT stops them all (or one of them dies)."""
     from core.auth import LOCAL_KEY_FILE, ensure_local_key
     from core.db import session_scope
+    from ftsvc.supervisor import Supervisor
 
     settings = get_settings()
     require_key_pepper(may_create_data_dir=True)
@@ -163,27 +164,28 @@ def cmd_serve(args: argparse.Namespace) -> None:
     key_file = settings.data_dir / LOCAL_KEY_FILE
     if key:
         print(f"ftsvc: created the local organization and its API key: {key}\n(kept in {key_file})", flush=True)
-    workers = [subprocess.Popen(worker_command()), subprocess.Popen(preflight_worker_command())]
-    print(f"ftsvc: API on http://{args.host}:{args.port}/v1  data in {settings.data_dir}", flush=True)
+    supervisor = Supervisor()
     try:
-        run_api(args)
+        supervisor.start("training worker", worker_command([settings.training_queue]))
+        supervisor.start("pre-flight worker", preflight_worker_command())
+        api = ["--host", args.host, "--port", str(args.port)]
+        supervisor.start("API", [sys.executable, "-m", "ftsvc.cli", "api", *api])
+        print(f"ftsvc: API on http://{args.host}:{args.port}/v1  data in {settings.data_dir}", flush=True)
+        died = supervisor.wait_for_stop()
     finally:
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        # A worker's job gets the grace to checkpoint; the API is done well within it.
+        supervisor.stop(settings.worker_stop_grace_seconds + API_STOP_SECONDS)
+    if died:
+        raise RuntimeError(f"the {died} exited; the service stopped")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftsvc", description=__doc__)
     sub = parser.add_subparsers(required=True)
     commands: tuple[tuple[str, Command, str], ...] = (
-        ("serve", cmd_serve, "API and one worker (embedded default: SQLite, serverless broker)"),
+        ("serve", cmd_serve, "API, training and pre-flight workers (embedded default: SQLite, serverless broker)"),
         ("api", cmd_api, "the HTTP API only"),
-        ("worker", cmd_worker, "a Celery training worker only"),
+        ("worker", cmd_worker, "a Celery worker only (the training queue unless --queues)"),
         ("maintain", cmd_maintain, "the reaper and queue reconciler only (the API also runs them)"),
         ("migrate", cmd_migrate, "upgrade the database schema"),
         ("make-tiny-model", cmd_tiny_model, "write the tiny test Llama into the models root"),
@@ -198,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--host", default=os.environ.get("FTSVC_HOST", "127.0.0.1"))
             p.add_argument("--port", type=int, default=int(os.environ.get("FTSVC_PORT", "8000")))
         if name == "worker":
-            p.add_argument("--concurrency", type=int, default=1)
+            p.add_argument("--queues", default="", help="comma-separated (default: the training queue)")
+            p.add_argument("--concurrency", type=int, default=1, help="jobs at once")
         if name == "maintain":
             p.add_argument("--interval", type=float, default=None, help="seconds between rounds")
         if name == "create-org":

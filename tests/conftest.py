@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -74,31 +74,23 @@ def tiny_model() -> Path:
 
 class Workers:
     """Real Celery worker processes on the test broker and database. Each runs in its
-    own process group, so `kill` takes the worker and its pool child down at once, like
-    a lost machine."""
+    own process group, so `kill` takes the worker and its job's process down at once,
+    like a lost machine."""
 
     def __init__(self) -> None:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._numbers = itertools.count(1)
 
-    def start(self, **env: str) -> str:
+    def start(self, queues: Sequence[str] = (), **env: str) -> str:
+        """A worker on `queues` (default: the training queue), with extra settings `env`."""
+        from core.queue import get_celery
         from ftsvc.cli import worker_command
 
-        return self._start(worker_command(), "w", env)
-
-    def start_preflight(self) -> str:
-        from ftsvc.cli import preflight_worker_command
-
-        return self._start(preflight_worker_command(), "preflight", {})
-
-    def _start(self, command: list[str], prefix: str, env: dict[str, str]) -> str:
-        from core.queue import get_celery
-
-        name = f"{prefix}{next(self._numbers)}@{socket.gethostname()}"
+        name = f"w{next(self._numbers)}@{socket.gethostname()}"
         log_path = DATA_DIR / f"worker-{name}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [*command, "--hostname", name],
+                [*worker_command(queues), "--hostname", name],
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -147,7 +139,9 @@ def preflight_worker(tiny_model: Path) -> Iterator[Workers]:
     """A real pre-flight worker process (job pre-flight and previews): jobs wait in
     `validating_files` until it has read their data."""
     workers = Workers()
-    workers.start_preflight()
+    from core.settings import get_settings
+
+    workers.start([get_settings().preflight_queue])
     yield workers
     for name in list(workers.processes):
         workers.stop(name)

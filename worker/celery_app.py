@@ -1,8 +1,22 @@
-"""Celery entry point: `celery -A worker.celery_app worker -Q training` (or `-Q preflight`)."""
+"""Celery entry point: `celery -A worker.celery_app worker -Q training --pool threads`
+(or `-Q preflight`)."""
+
+from typing import Any
+
+from celery import signals
 
 from core.queue import get_celery
+from core.settings import get_settings
+from worker.job_processes import job_processes
 
 app = get_celery()
 
 import worker.preflight  # noqa: E402,F401  (registers the tasks on the app)
 import worker.tasks  # noqa: E402,F401
+
+
+@signals.worker_shutting_down.connect
+def _stop_jobs(**_: Any) -> None:
+    # Celery's warm shutdown would wait for whole jobs: ask them to checkpoint and give
+    # their jobs back instead, within the grace period.
+    job_processes.stop(get_settings().worker_stop_grace_seconds)

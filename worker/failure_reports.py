@@ -1,13 +1,19 @@
 """Why a job failed, in the words a user needs: any exception of a run as a report with
-a code, a message, the parameter to fix, and whether the user can fix it (their data,
+a code, a message that says which phase failed (loading, training, publishing) and
+where training was, the parameter to fix, and whether the user can fix it (their data,
 their model, their settings) or we must."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from core.errors import ServiceError
 from worker.training.failures import JobFailure
+
+# loading: model, tokenizer, data, checkpoint, quantization; training: the trainer's
+# steps (and checkpoints); publishing: writing the adapter and results to storage.
+Phase = Literal["loading", "training", "publishing"]
 
 
 @dataclass
@@ -16,34 +22,50 @@ class FailureReport:
     message: str
     param: str | None
     user_error: bool
+    phase: Phase
     exception: str | None = None
 
     def as_error(self) -> dict[str, str | None]:
         return {"code": self.code, "message": self.message, "param": self.param}
 
     def details(self) -> dict[str, object]:
-        """For the failure's event: the error, whose fault, and the exception behind it.
-        These failures are final: retrying the same data, model or memory fails again."""
-        return self.as_error() | {"user_error": self.user_error, "exception": self.exception, "retried": False}
+        """For the failure's event: the error, the phase, whose fault, and the exception
+        behind it. These failures are final: retrying the same data, model or memory
+        fails again."""
+        return self.as_error() | {
+            "phase": self.phase,
+            "user_error": self.user_error,
+            "exception": self.exception,
+            "retried": False,
+        }
 
 
-def classify(exc: BaseException) -> FailureReport:
+def _phase_said(phase: Phase, step: int) -> str:
+    if phase == "loading":
+        return "Loading failed"
+    if phase == "training":
+        return f"Training failed at step {step}"
+    return f"Training finished ({step} steps) but publishing its adapter to storage failed"
+
+
+def classify(exc: BaseException, phase: Phase, step: int) -> FailureReport:
+    """`step`: the last step training finished."""
     cause = exc.__cause__ or exc
     exception = f"{type(cause).__name__}: {cause}"[:2000]
+    said = _phase_said(phase, step)
     if isinstance(exc, JobFailure):
-        return FailureReport(exc.code, exc.message, exc.param, exc.user_error, exception)
+        return FailureReport(exc.code, f"{said}: {exc.message}", exc.param, exc.user_error, phase, exception)
     if isinstance(exc, ServiceError):  # a domain check that failed while training
-        return FailureReport(exc.code, exc.message, exc.param, True, exception)
+        return FailureReport(exc.code, f"{said}: {exc.message}", exc.param, True, phase, exception)
     import torch
 
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return FailureReport(
             "out_of_memory",
-            "Training ran out of memory; lower batch_size or max_seq_length, or use a larger machine",
+            f"{said}: out of memory; lower batch_size or max_seq_length, or use a larger machine",
             "method.supervised.hyperparameters.batch_size",
             True,
+            phase,
             exception,
         )
-    return FailureReport(
-        "internal_error", f"Internal error during training ({type(exc).__name__}: {exc})", None, False, exception
-    )
+    return FailureReport(f"{phase}_failed", f"{said} ({type(exc).__name__}: {exc})", None, False, phase, exception)

@@ -1,10 +1,11 @@
 """The job's record as the recipe's reporter (worker.training.reporting.Reporter):
 events, metrics, the runtime, checkpoints and whether to stop (cancelled, pause asked
-for, lease lost), each in its own short transaction so the API sees them as training
+for, lease lost, the worker shutting down), each in its own short transaction so the API sees them as training
 runs."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,11 @@ from worker.heartbeat import Heartbeat
 class JobReporter:
     saves_checkpoints = True
 
-    def __init__(self, job_id: str, owner: str, heartbeat: Heartbeat, keep_checkpoints: int) -> None:
+    def __init__(
+        self, job_id: str, owner: str, heartbeat: Heartbeat, keep_checkpoints: int, shutdown: threading.Event
+    ) -> None:
         self.job_id, self.owner, self.heartbeat = job_id, owner, heartbeat
-        self.keep_checkpoints = keep_checkpoints
+        self.keep_checkpoints, self.shutdown = keep_checkpoints, shutdown
 
     def event(self, message: str, level: Level = "info", data: dict[str, Any] | None = None) -> None:
         with session_scope() as session:
@@ -42,4 +45,6 @@ class JobReporter:
         if self.heartbeat.lost.is_set():
             return "lease_lost"
         with session_scope() as session:
-            return leases.stop_reason(session, self.job_id, self.owner)
+            reason = leases.stop_reason(session, self.job_id, self.owner)
+        # A cancel, a lost lease or a pause says more about the job than the stop does.
+        return reason or ("shutdown" if self.shutdown.is_set() else None)

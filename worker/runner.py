@@ -1,6 +1,8 @@
-"""Running one job on this worker: claim it under a lease, train (resuming from its
-newest checkpoint if an earlier attempt got that far), publish, and always end the
-attempt with the job in a state that says what happened, never a hung `running`."""
+"""Running one job (in its own process, worker.job_process): claim it under a lease,
+train (resuming from its newest checkpoint if an earlier attempt got that far),
+publish, and always end the attempt with the job in a state that says what happened,
+never a hung `running`: a failure names its phase, and a worker that is stopping gives
+the job back to the queue after a checkpoint."""
 
 from __future__ import annotations
 
@@ -8,9 +10,10 @@ import logging
 import shutil
 import socket
 import tempfile
+import threading
 from pathlib import Path
 
-from core import files, leases, registry
+from core import files, jobs, leases, registry
 from core.datasets import DataFile
 from core.db import session_scope
 from core.errors import NotFound
@@ -19,7 +22,7 @@ from core.settings import get_settings
 from core.specs import ResolvedSpec
 from core.states import JobStatus
 from core.storage import get_storage
-from worker.failure_reports import classify
+from worker.failure_reports import Phase, classify
 from worker.heartbeat import Heartbeat, new_owner
 from worker.job_reporter import JobReporter
 from worker.training.failures import CheckpointMissing, DataError
@@ -35,7 +38,9 @@ def _data_file(job: Job, file_id: str, param: str) -> DataFile:
         raise DataError(f"File {file_id} was deleted before training started", param=param) from None
 
 
-def execute_job(job_id: str) -> None:
+def execute_job(job_id: str, shutdown: threading.Event) -> None:
+    """`shutdown`: set when the worker is asked to stop; the run then checkpoints after
+    its current step and gives the job back."""
     owner = new_owner()
     with session_scope() as session:
         claim = leases.claim(session, job_id, owner, socket.gethostname())
@@ -47,15 +52,20 @@ def execute_job(job_id: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"{job_id}-"))
     try:
         with Heartbeat(job_id, owner) as heartbeat:
-            _run(claim, owner, heartbeat, workdir)
+            _run(claim, owner, heartbeat, workdir, shutdown)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path) -> None:
+def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, shutdown: threading.Event) -> None:
     job, attempt = claim.job, claim.attempt
     spec = ResolvedSpec.model_validate(job.spec)
-    reporter = JobReporter(job.id, owner, heartbeat, spec.qlora.training.keep_checkpoints)
+    reporter = JobReporter(job.id, owner, heartbeat, spec.qlora.training.keep_checkpoints, shutdown)
+    if shutdown.is_set():  # asked to stop before anything was loaded
+        _give_back(job.id, owner, attempt, claim.resume_from.step if claim.resume_from else 0)
+        return
+    phase: Phase = "loading"
+    recipe = None
     try:
         # Imported here so that a failure to import the stack also ends the job cleanly.
         from worker.checkpoint_storage import fetch_adapter, restore_state
@@ -84,11 +94,15 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path) -
         recipe = Recipe(spec, model, data, workdir, runtime, reporter, resume_from, initial_adapter, interval)
         result = recipe.run()
         if result.stopped is None:
+            phase = "publishing"
             if not publish_success(get_storage(), job, owner, attempt, result.adapter_dir, result.trained_tokens):
                 reporter.event("The job changed state during publishing; its outputs were discarded", level="warn")
             return
     except Exception as exc:
-        failure = classify(exc)
+        progress = recipe.progress if recipe else None
+        if phase == "loading" and progress and progress.training_started:
+            phase = "training"
+        failure = classify(exc, phase, progress.step if progress else 0)
         log.exception("job %s failed (%s)", job.id, failure.code)
         with session_scope() as session:
             leases.end_run(
@@ -103,6 +117,9 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path) -
                 data=failure.details(),
                 error=failure.as_error(),
             )
+        return
+    if result.stopped == "shutdown":
+        _give_back(job.id, owner, attempt, result.steps)
         return
     with session_scope() as session:
         if result.stopped == "pause":
@@ -125,3 +142,12 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path) -
                 f"Attempt {attempt} lost its lease at step {result.steps} and stopped without publishing",
                 level="warn",
             )
+
+
+def _give_back(job_id: str, owner: str, attempt: int, steps: int) -> None:
+    """Back to the queue, and to the broker once that is committed (if the message
+    cannot be sent, the maintenance loop sends it)."""
+    with session_scope() as session:
+        given_back = leases.give_back(session, job_id, owner, attempt, steps)
+    if given_back:
+        jobs.publish(job_id)

@@ -1,16 +1,30 @@
 """Celery tasks. A message carries only a job id; the job itself is read from the
-database, which is the source of truth."""
+database, which is the source of truth. The worker process stays light: a message for
+a job that is not queued (a duplicate, a stale one) is dropped here at the cost of one
+query, and a real job runs in a process of its own."""
 
 from __future__ import annotations
 
+import logging
+
+from core import leases
+from core.db import session_scope
 from core.queue import RUN_JOB_TASK, get_celery
+from worker.job_processes import job_processes
 
 app = get_celery()
+log = logging.getLogger("ftsvc.worker")
 
 
 @app.task(name=RUN_JOB_TASK, acks_late=True)
 def run_job(job_id: str) -> None:
-    # torch and transformers load in the worker process when a job runs, not at import.
-    from worker.runner import execute_job
-
-    execute_job(job_id)
+    with session_scope() as session:
+        claimable = leases.is_claimable(session, job_id)
+        if not claimable:
+            leases.note_dropped_delivery(session, job_id)
+    if not claimable:
+        log.info("job %s is not queued; message dropped", job_id)
+        return
+    status = job_processes.run(job_id)
+    if status != 0:
+        log.warning("job %s: its process exited with status %d", job_id, status)

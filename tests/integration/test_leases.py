@@ -92,6 +92,38 @@ def test_the_reaper_fails_a_job_after_max_attempts_and_honours_a_pause(job_id: s
     assert f"ran {get_settings().max_attempts} times" in failed.error["message"]  # type: ignore[index]
 
 
+def test_attempts_given_back_by_stopping_workers_do_not_count_toward_max_attempts(job_id: str) -> None:
+    max_attempts = get_settings().max_attempts
+    for number in range(1, max_attempts + 1):
+        with session_scope() as session:
+            assert leases.is_claimable(session, job_id)
+            assert leases.claim(session, job_id, f"stopping-{number}", "host") is not None
+            assert not leases.is_claimable(session, job_id)
+        with session_scope() as session:
+            assert leases.give_back(session, job_id, f"stopping-{number}", number, steps=0)
+        given_back = job(job_id)
+        assert given_back.status == "queued" and given_back.lease_owner is None and given_back.enqueued_at is None
+    for number in range(1, max_attempts):  # lost workers: all but the last run are requeued
+        with session_scope() as session:
+            assert leases.claim(session, job_id, f"lost-{number}", "host") is not None
+        expire_lease(job_id)
+        with session_scope() as session:
+            leases.reap(session)
+        assert job(job_id).status == "queued"
+    with session_scope() as session:
+        assert leases.claim(session, job_id, "lost-last", "host") is not None
+    expire_lease(job_id)
+    with session_scope() as session:
+        leases.reap(session)
+    assert job(job_id).status == "failed"
+    assert [a.outcome for a in attempts(job_id)] == ["worker_stopped"] * max_attempts + ["lease_expired"] * max_attempts
+
+
+def attempts(job_id: str) -> list[JobAttempt]:
+    with session_scope() as session:
+        return leases.attempts_of(session, job_id)
+
+
 def test_a_lost_worker_of_a_job_asked_to_pause_leaves_it_paused(job_id: str) -> None:
     with session_scope() as session:
         leases.claim(session, job_id, "owner-a", "host")

@@ -119,8 +119,9 @@ def test_a_model_that_cannot_load_fails_the_job_with_a_clear_error(client, worke
     created = client.post("/v1/fine_tuning/jobs", json={"model": "broken-llama", "training_file": training}).json()
     job = wait_for(client, created["id"], {"failed"})
     assert job["error"]["code"] == "model_load_failed" and job["error"]["param"] == "model"
-    assert "broken-llama" in job["error"]["message"]
+    assert job["error"]["message"].startswith("Loading failed: ") and "broken-llama" in job["error"]["message"]
     assert job["attempts"] == 1  # final: a model that cannot load is not retried
     failure = all_events(client, created["id"])[-1]
     assert failure["level"] == "error" and failure["data"]["retried"] is False
     assert failure["data"]["code"] == "model_load_failed" and failure["data"]["exception"]
+    assert failure["data"]["phase"] == "loading"

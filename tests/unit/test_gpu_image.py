@@ -54,7 +54,8 @@ def test_the_image_runs_a_celery_worker_on_the_training_queue() -> None:
     command = worker_command()
     assert command[1:6] == ["-m", "celery", "-A", "worker.celery_app", "worker"]
     assert command[command.index("-Q") + 1] == "training"
-    assert command[command.index("--max-tasks-per-child") + 1] == "1"  # GPU memory returned after each job
+    # A light worker process; each job runs in a new process of its own (GPU memory returned).
+    assert command[command.index("--pool") + 1] == "threads"
 
 
 def test_the_image_installs_cuda_torch_the_runtime_and_worker_locks_and_liger() -> None:
@@ -124,5 +125,5 @@ def test_compose_runs_the_api_and_the_pre_flight_worker_from_the_slim_image() ->
     services = {name: COMPOSE.split(f"  {name}:")[1].split("\n\n")[0] for name in ("api", "preflight", "migrate")}
     for name, service in services.items():
         assert "dockerfile: Dockerfile}" in service, name
-    assert 'command: ["worker", "--queues", "preflight"]' in services["preflight"]
+    assert 'command: ["worker", "--queues", "preflight", "--concurrency", "2"]' in services["preflight"]
     assert "dockerfile: Dockerfile.gpu}" in COMPOSE.split("  worker:")[1]

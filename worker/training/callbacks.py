@@ -1,6 +1,6 @@
 """Trainer callbacks: metrics, events and checkpoints into the job's record as training
 runs, and a cooperative stop, checked at every step, when the job is cancelled, paused
-(after saving a checkpoint) or its lease was lost."""
+or its worker shuts down (both after saving a checkpoint) or its lease was lost."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ class JobProgressCallback(TrainerCallback):
         self.reporter = reporter
         self.checkpoint_seconds = checkpoint_seconds
         self.stopped: StopReason | None = None
+        # Whether the trainer got past loading, and the last step it finished: which
+        # phase a failure belongs to, and where training was.
+        self.training_started = False
+        self.step = 0
         self._last_save = time.monotonic()
         self.last_eval_step = -1
         self._last_time = time.perf_counter()
@@ -33,6 +37,7 @@ class JobProgressCallback(TrainerCallback):
             f"Training started: {state.max_steps} steps",
             data={"max_steps": state.max_steps, "epochs": args.num_train_epochs},
         )
+        self.training_started, self.step = True, state.global_step
         self._last_time = time.perf_counter()
 
     def on_log(
@@ -82,6 +87,7 @@ class JobProgressCallback(TrainerCallback):
             )
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
+        self.step = state.global_step
         reason = self.reporter.stop_reason()
         if reason is None:
             due = self.checkpoint_seconds is not None and time.monotonic() - self._last_save >= self.checkpoint_seconds
@@ -90,8 +96,9 @@ class JobProgressCallback(TrainerCallback):
             return
         self.stopped = reason
         control.should_training_stop = True
-        # A pause keeps its place: the trainer saves a checkpoint before it stops.
-        control.should_save = reason == "pause"
+        # A pause or a worker's shutdown keeps its place: the trainer saves a checkpoint
+        # before it stops.
+        control.should_save = reason in ("pause", "shutdown")
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
         self._last_save = time.monotonic()
