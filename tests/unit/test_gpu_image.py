@@ -108,7 +108,7 @@ def test_pyproject_groups_pin_what_their_locks_pin() -> None:
 
 def test_compose_gives_workers_a_gpu_postgres_and_redis() -> None:
     worker = COMPOSE.split("  worker:")[1]
-    assert 'command: ["worker"]' in worker and "capabilities: [gpu]" in worker
+    assert 'command: ["worker", "--queues", "training"]' in worker and "capabilities: [gpu]" in worker
     assert "FTSVC_DATABASE_URL: postgresql+psycopg://" in COMPOSE and "FTSVC_BROKER_URL: redis://" in COMPOSE
 
 
