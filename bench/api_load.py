@@ -53,6 +53,7 @@ from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from threading import Event as EventType
 from typing import NamedTuple, TypedDict
 
 import httpx
@@ -221,17 +222,23 @@ async def _follow(client: httpx.AsyncClient, path: str, opened: asyncio.Event) -
     return Stream(ids=ids, ended="\nevent: end\n" in text, error=error)
 
 
-async def _open_streams(stack: AsyncExitStack, load: Load, tls: ssl.SSLContext) -> list[asyncio.Task[Stream]]:
-    """`load.streams` streams on the first job, a client (so a connection) each; returns
-    once each has received its first bytes (the job's events so far)."""
+async def _hold_streams(load: Load, ready: EventType) -> list[Stream]:
+    """`load.streams` streams on the first job, a client (so a connection) each; `ready`
+    is set once each has received its first bytes (the job's events so far)."""
     path = f"{JOBS}/{load.job_ids[0]}/events/stream"
-    tasks, opened = [], []
-    for _ in range(load.streams):
-        client = await stack.enter_async_context(_client(load, tls, 1))
-        opened.append(asyncio.Event())
-        tasks.append(asyncio.create_task(_follow(client, path, opened[-1])))
-    await asyncio.gather(*(event.wait() for event in opened))
-    return tasks
+    async with AsyncExitStack() as stack:
+        tls, tasks, opened = ssl.create_default_context(), [], []
+        for _ in range(load.streams):
+            client = await stack.enter_async_context(_client(load, tls, 1))
+            opened.append(asyncio.Event())
+            tasks.append(asyncio.create_task(_follow(client, path, opened[-1])))
+        await asyncio.gather(*(event.wait() for event in opened))
+        ready.set()
+        return list(await asyncio.gather(*tasks))
+
+
+def hold_streams(load: Load, ready: EventType) -> list[Stream]:
+    return asyncio.run(_hold_streams(load, ready))
 
 
 def _write_event(job_id: str, number: int) -> None:
@@ -321,25 +328,23 @@ async def _drive(load: Load) -> Phase:
     # TLS context for all, though unused on http: each client would load the CA store.
     tls = ssl.create_default_context()
     async with AsyncExitStack() as stack:
-        streams = await _open_streams(stack, load, tls) if load.streams else []
         pollers = [await stack.enter_async_context(_client(load, tls, 1)) for _ in range(load.clients)]
         # Unbounded: submissions are open loop, slow answers must not hold later ones back.
         submitter = await stack.enter_async_context(_client(load, tls, None))
         start = time.perf_counter()
         window = (start + load.warmup, start + load.warmup + load.seconds)
         tasks = [asyncio.create_task(_poller(c, load, i, window, tallies)) for i, c in enumerate(pollers)]
-        if load.streams:
+        if load.stream_events:
             tasks.append(asyncio.create_task(_worker(load, window)))
         if load.submit_body is not None:
             tasks.append(asyncio.create_task(_submitter(submitter, load, load.submit_body, window, tallies[SUBMIT])))
         client_cores, server_cores, machine_cores = await _cpu_over(window, load.server_pids)
         await asyncio.gather(*tasks)
-        received = await asyncio.gather(*streams)
     rows = [_row(label, tallies[label], load.seconds) for label, _ in dict.fromkeys(load.polls)]
     if load.submit_body is not None:
         rows.append(_row(SUBMIT, tallies[SUBMIT], load.seconds))
     return Phase(
-        rows=rows, streams=received, client_cores=client_cores, server_cores=server_cores, machine_cores=machine_cores
+        rows=rows, streams=[], client_cores=client_cores, server_cores=server_cores, machine_cores=machine_cores
     )
 
 
@@ -348,9 +353,19 @@ def drive(load: Load) -> Phase:
 
 
 def run_phase(load: Load) -> Phase:
-    """The load from a fresh process, so it does not share this one's interpreter."""
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(drive, load).result()
+    """The load from a fresh process, so it does not share this one's interpreter; the
+    streams, if any, from another one, opened before the load starts, so that reading
+    them does not delay the timed requests in the same event loop."""
+    context = get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=context) as pool, context.Manager() as manager:
+        ready = manager.Event()
+        streams = pool.submit(hold_streams, load, ready) if load.streams else None
+        while streams is not None and not ready.wait(1):
+            if streams.done():
+                streams.result()  # raises what stopped it
+                raise SetupError("the event streams ended before the load started")
+        phase = pool.submit(drive, load).result()
+        return phase | {"streams": streams.result() if streams else []}
 
 
 # --- the service and the baseline server ---------------------------------------------
