@@ -6,12 +6,20 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from core.auth import authenticate
-from core.db import session_scope
+from core import auth
+from core.db import read_scope, session_scope
 from core.errors import InvalidRequest
+
+
+async def get_read_session() -> AsyncIterator[Session]:
+    """The unit of work of a route that only reads (core.db.read_scope): no transaction,
+    nothing to commit. Async for the same reason as get_session."""
+    with read_scope() as session:
+        yield session
 
 
 async def get_session() -> AsyncIterator[Session]:
@@ -34,13 +42,14 @@ API_KEY = HTTPBearer(
 )
 
 
-def get_org(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(API_KEY)]) -> str:
+async def get_org(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(API_KEY)]) -> str:
     """The organization of the request's API key; every query is scoped by it. No key
     (or another scheme) is `missing_api_key`, an unknown or revoked one `invalid_api_key`,
-    both 401 with `WWW-Authenticate: Bearer`."""
-    authorization = f"Bearer {credentials.credentials}" if credentials is not None else None
-    with session_scope() as session:
-        return authenticate(session, authorization)
+    both 401 with `WWW-Authenticate: Bearer`. Async: a key seen in the last
+    `auth_cache_seconds` costs neither a query nor a worker thread."""
+    key = auth.bearer_key(credentials.credentials if credentials is not None else None)
+    cached = auth.cached_organization(key)
+    return cached if cached is not None else await run_in_threadpool(auth.authenticate, key)
 
 
 async def refuse_nul_characters(request: Request) -> None:  # async: no thread hop
@@ -54,5 +63,6 @@ async def refuse_nul_characters(request: Request) -> None:  # async: no thread h
 # scope="function": closed when the route function returns, not after its response is
 # serialized (which waits for a worker thread too).
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
 OrgDep = Annotated[str, Depends(get_org)]
 Limit = Annotated[int, Query(ge=1, le=100)]

@@ -17,6 +17,12 @@ requests count when they are in flight at some time in the last `--seconds`:
   (0: back to back, which measures saturation instead of latency at a given load);
 - one submitter POSTing `--submit-rate` jobs per second on a fixed schedule, whether or
   not earlier submissions have answered (open loop).
+Then, with `--streams` (default 1,000; 0 skips it), a third phase on the same service:
+that many Server-Sent Event streams open on one job (a connection each), while 50
+pollers GET the job once a second (50 polls/s) and this process writes `--stream-events`
+events to the job through core.events over the counted window, as a worker would, then
+ends it. Every stream must stay open, receive every event of the job in order and end
+with `event: end`.
 The baseline is a one-route FastAPI app returning a constant, served the same way (as
 many processes on one socket) and driven by the same pollers; it shows what FastAPI and
 uvicorn cost on their own, so the ratio is this service's overhead.
@@ -43,10 +49,11 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import AsyncExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from threading import Event as EventType
 from typing import NamedTuple, TypedDict
 
 import httpx
@@ -57,6 +64,8 @@ DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/ftsvc_bench"
 BROKER_URL = "redis://127.0.0.1:6379/14"
 JOBS = "/v1/fine_tuning/jobs"
 STATUS, EVENTS, SUBMIT = f"GET {JOBS}/{{id}}", f"GET {JOBS}/{{id}}/events", f"POST {JOBS}"
+STREAMING_STATUS = f"{STATUS} (streams open)"
+STREAM_POLLERS = 50  # each once a second: the 50 polls/s of the issue's target
 BARE = "GET /constant (bare FastAPI)"
 TARGET_P99_MS = 100.0
 # The last line of a logged traceback: "module.ExceptionName: message".
@@ -98,6 +107,10 @@ class Load:
     warmup: float
     seconds: float
     timeout: float
+    # Event streams held open on the first job for the whole phase, and the events this
+    # process writes to that job over the counted window before it ends the job.
+    streams: int = 0
+    stream_events: int = 0
 
 
 class Row(TypedDict):
@@ -110,8 +123,17 @@ class Row(TypedDict):
     first_error: str
 
 
+class Stream(TypedDict):
+    """What one event stream received: its events' ids in order, and how it ended."""
+
+    ids: list[str]
+    ended: bool
+    error: str
+
+
 class Phase(TypedDict):
     rows: list[Row]
+    streams: list[Stream]
     client_cores: float
     server_cores: float
     machine_cores: float
@@ -181,6 +203,72 @@ async def _submitter(
     await asyncio.gather(*pending)
 
 
+async def _follow(client: httpx.AsyncClient, path: str, opened: asyncio.Event) -> Stream:
+    """Read one event stream until its `event: end` (or an error, or the client's timeout
+    without a byte, keep-alives included)."""
+    text, error = "", ""
+    try:
+        async with client.stream("GET", path) as response:
+            if not response.is_success:
+                raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request, response=response)
+            async for chunk in response.aiter_text():
+                text += chunk
+                opened.set()
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        opened.set()
+    ids = [line.removeprefix("id: ") for line in text.splitlines() if line.startswith("id: ")]
+    return Stream(ids=ids, ended="\nevent: end\n" in text, error=error)
+
+
+async def _hold_streams(load: Load, ready: EventType) -> list[Stream]:
+    """`load.streams` streams on the first job, a client (so a connection) each; `ready`
+    is set once each has received its first bytes (the job's events so far)."""
+    path = f"{JOBS}/{load.job_ids[0]}/events/stream"
+    async with AsyncExitStack() as stack:
+        tls, tasks, opened = ssl.create_default_context(), [], []
+        for _ in range(load.streams):
+            client = await stack.enter_async_context(_client(load, tls, 1))
+            opened.append(asyncio.Event())
+            tasks.append(asyncio.create_task(_follow(client, path, opened[-1])))
+        await asyncio.gather(*(event.wait() for event in opened))
+        ready.set()
+        return list(await asyncio.gather(*tasks))
+
+
+def hold_streams(load: Load, ready: EventType) -> list[Stream]:
+    return asyncio.run(_hold_streams(load, ready))
+
+
+def _write_event(job_id: str, number: int) -> None:
+    from core.db import session_scope
+    from core.events import add_event
+
+    with session_scope() as session:
+        add_event(session, job_id, f"bench event {number}")
+
+
+def _end_job(job_id: str) -> None:
+    from core.db import session_scope
+    from core.jobs import transition
+    from core.states import JobStatus
+
+    with session_scope() as session:
+        transition(session, job_id, JobStatus.FAILED, error={"code": "bench", "message": "ended", "param": None})
+
+
+async def _worker(load: Load, window: tuple[float, float]) -> None:
+    """What a worker does to the streamed job: events spread over the window, each in
+    its own transaction, then the end of the job, which ends its streams."""
+    job = load.job_ids[0]
+    for number in range(load.stream_events):
+        await asyncio.sleep(max(0.0, window[0] + number * load.seconds / load.stream_events - time.perf_counter()))
+        await asyncio.to_thread(_write_event, job, number)
+    await asyncio.sleep(max(0.0, window[1] - time.perf_counter()))
+    await asyncio.to_thread(_end_job, job)
+
+
 def _cpu_seconds(server_pids: tuple[int, ...]) -> tuple[float, float, float]:
     """CPU seconds used so far by this process, by the server processes and by the
     whole machine (every core, every process)."""
@@ -222,7 +310,11 @@ def _row(label: str, tally: Tally, seconds: float) -> Row:
 
 
 def _client(load: Load, tls: ssl.SSLContext, max_connections: int | None) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    # An idle connection is dropped after 4 s: uvicorn closes it after 5 s (timeout_keep_alive),
+    # and a request sent on it just then fails (the submitter, at one POST every 5 s, did).
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections, keepalive_expiry=4.0
+    )
     return httpx.AsyncClient(
         base_url=load.base_url, headers=load.headers, timeout=load.timeout, limits=limits, verify=tls
     )
@@ -242,6 +334,8 @@ async def _drive(load: Load) -> Phase:
         start = time.perf_counter()
         window = (start + load.warmup, start + load.warmup + load.seconds)
         tasks = [asyncio.create_task(_poller(c, load, i, window, tallies)) for i, c in enumerate(pollers)]
+        if load.stream_events:
+            tasks.append(asyncio.create_task(_worker(load, window)))
         if load.submit_body is not None:
             tasks.append(asyncio.create_task(_submitter(submitter, load, load.submit_body, window, tallies[SUBMIT])))
         client_cores, server_cores, machine_cores = await _cpu_over(window, load.server_pids)
@@ -249,7 +343,9 @@ async def _drive(load: Load) -> Phase:
     rows = [_row(label, tallies[label], load.seconds) for label, _ in dict.fromkeys(load.polls)]
     if load.submit_body is not None:
         rows.append(_row(SUBMIT, tallies[SUBMIT], load.seconds))
-    return Phase(rows=rows, client_cores=client_cores, server_cores=server_cores, machine_cores=machine_cores)
+    return Phase(
+        rows=rows, streams=[], client_cores=client_cores, server_cores=server_cores, machine_cores=machine_cores
+    )
 
 
 def drive(load: Load) -> Phase:
@@ -257,9 +353,19 @@ def drive(load: Load) -> Phase:
 
 
 def run_phase(load: Load) -> Phase:
-    """The load from a fresh process, so it does not share this one's interpreter."""
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(drive, load).result()
+    """The load from a fresh process, so it does not share this one's interpreter; the
+    streams, if any, from another one, opened before the load starts, so that reading
+    them does not delay the timed requests in the same event loop."""
+    context = get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=context) as pool, context.Manager() as manager:
+        ready = manager.Event()
+        streams = pool.submit(hold_streams, load, ready) if load.streams else None
+        while streams is not None and not ready.wait(1):
+            if streams.done():
+                streams.result()  # raises what stopped it
+                raise SetupError("the event streams ended before the load started")
+        phase = pool.submit(drive, load).result()
+        return phase | {"streams": streams.result() if streams else []}
 
 
 # --- the service and the baseline server ---------------------------------------------
@@ -451,6 +557,35 @@ def print_report(bare: Phase, ours: Phase) -> None:
     )
 
 
+def print_streams_report(bare: Phase, streamed: Phase, expected: list[str]) -> None:
+    """The status polls while the streams were open, and what the streams received."""
+    row, base, streams = streamed["rows"][0], bare["rows"][0], streamed["streams"]
+    print(
+        f"\n{len(streams):,} event streams open on one job, {STREAM_POLLERS} status polls/s:\n"
+        "| endpoint | requests | req/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|\n"
+        f"| {row['endpoint']} | {row['requests']:,} | {row['per_second']:,.1f} | {_ms(row['p50_ms'])} "
+        f"| {_ms(row['p99_ms'])} | {row['errors']} |"
+    )
+    other = streamed["machine_cores"] - streamed["client_cores"] - streamed["server_cores"]
+    print(
+        f"cores busy: load generator {streamed['client_cores']:.2f}, server processes "
+        f"{streamed['server_cores']:.2f}, the rest {other:.2f}; status p99 {row['p99_ms'] / base['p99_ms']:.1f}x "
+        f"the bare endpoint's (measured at {base['per_second']:,.1f} req/s)"
+    )
+    complete = sum(s["ids"] == expected and s["ended"] and not s["error"] for s in streams)
+    errors = [s["error"] for s in streams if s["error"]]
+    print(
+        f"streams: {sum(s['ended'] for s in streams):,} of {len(streams):,} ended with `event: end`, "
+        f"{complete:,} received all {len(expected)} events of the job in order; {len(errors)} errors"
+        + (f" (first: {errors[0]})" if errors else "")
+    )
+    met = complete == len(streams) and row["errors"] == 0 and row["p99_ms"] < TARGET_P99_MS
+    print(
+        f"target (every stream complete, status p99 < {TARGET_P99_MS:.0f} ms with the streams open): "
+        f"{'met' if met else 'NOT met'}"
+    )
+
+
 def print_logged_errors(log: Path) -> None:
     """The exceptions a server logged, warm-up included (the counted rows leave it out),
     by how often each was raised; the log holds their tracebacks."""
@@ -471,6 +606,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--api-workers", type=int, default=2, help="uvicorn processes of each server")
     parser.add_argument("--jobs", type=int, default=20, help="jobs seeded for the pollers to follow")
     parser.add_argument("--timeout", type=float, default=30, help="client timeout per request, in seconds")
+    parser.add_argument("--streams", type=int, default=1000, help="event streams held open on one job (0: skip)")
+    parser.add_argument("--stream-events", type=int, default=30, help="events written to that job meanwhile")
     return parser.parse_args()
 
 
@@ -499,6 +636,24 @@ def make_load(
     )
 
 
+def streams_load(args: argparse.Namespace, server: Server, key: str, job_id: str) -> Load:
+    """`--streams` streams on one job, while STREAM_POLLERS poll its status once a second."""
+    polls = ((STREAMING_STATUS, f"{JOBS}/{{job}}"),)
+    load = make_load(args, server, polls, key, (job_id,))
+    return replace(
+        load, clients=STREAM_POLLERS, poll_interval=1.0, streams=args.streams, stream_events=args.stream_events
+    )
+
+
+def job_event_ids(job_id: str) -> list[str]:
+    """Every event id of the job, oldest first: what each of its streams must have received."""
+    from core.db import read_scope
+    from core.events import events_after
+
+    with read_scope() as session:
+        return [e.id for e in events_after(session, job_id, 0, limit=1_000_000)]
+
+
 def main() -> None:
     args = parse_args()
     # The server processes import the apps by name, `bench.api_load:bare_app` included.
@@ -512,6 +667,7 @@ def main() -> None:
         f"load: {args.clients} pollers every {args.poll_interval:g}s (GET job, GET events), "
         f"{args.submit_rate:g} submissions/s; {args.warmup:g}s warm-up + {args.seconds:g}s counted per phase"
     )
+    streamed: tuple[Phase, list[str]] | None = None
     try:
         model, key = prepare_service()
         with serving("bench.api_load:bare_app", False, args.api_workers, "/constant", bare_log) as server:
@@ -520,11 +676,15 @@ def main() -> None:
             body, job_ids = seed(server.url, key, model, args.jobs)
             polls = ((STATUS, f"{JOBS}/{{job}}"), (EVENTS, f"{JOBS}/{{job}}/events"))
             ours = run_phase(make_load(args, server, polls, key, job_ids, body))
+            if args.streams:
+                streamed = run_phase(streams_load(args, server, key, job_ids[0])), job_event_ids(job_ids[0])
     except SetupError as exc:
         sys.exit(f"setup failed: {exc}")
     finally:
         cleanup_service()
     print_report(bare, ours)
+    if streamed is not None:
+        print_streams_report(bare, *streamed)
     for log in (bare_log, api_log):
         print_logged_errors(log)
 

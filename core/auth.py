@@ -8,12 +8,14 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from core.db import read_scope
 from core.errors import NotFound, Unauthorized
 from core.ids import new_id, now
 from core.models import LOCAL_ORG, ApiKey, Organization
@@ -68,14 +70,58 @@ def revoke_key(session: Session, key_id: str) -> None:
     row.revoked_at = row.revoked_at or now()
 
 
-def authenticate(session: Session, authorization: str | None) -> str:
-    """The organization a request acts for, from `Authorization: Bearer <key>`."""
-    scheme, _, key = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+def bearer_key(credentials: str | None) -> str:
+    """The key a request sent as `Authorization: Bearer <key>` (None: it sent none)."""
+    if not credentials or not credentials.strip():
         raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'", code="missing_api_key")
-    row = session.scalar(select(ApiKey).where(ApiKey.hash == hash_key(key.strip())))
+    return credentials.strip()
+
+
+class _KeyCache:
+    """Key hash -> organization, for `auth_cache_seconds` after a lookup that found the
+    key valid. Per process and not shared: a revoked key is refused by each process at
+    the latest when its entry expires. Unknown keys are not cached: a new key works at
+    once."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[str, float]] = {}
+
+    def get(self, key_hash: str) -> str | None:
+        entry = self._entries.get(key_hash)
+        if entry is None or entry[1] <= time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, key_hash: str, org_id: str) -> None:
+        ttl = get_settings().auth_cache_seconds
+        if ttl <= 0:
+            return
+        if len(self._entries) >= self.MAX_ENTRIES:
+            # Many keys in use at once (or a flood): start over rather than track recency.
+            self._entries.clear()
+        self._entries[key_hash] = (org_id, time.monotonic() + ttl)
+
+
+_known_keys = _KeyCache()
+
+
+def cached_organization(key: str) -> str | None:
+    """The organization of a key validated less than `auth_cache_seconds` ago, without
+    a query; None when it has to be looked up (`authenticate`)."""
+    return _known_keys.get(hash_key(key))
+
+
+def authenticate(key: str) -> str:
+    """The organization a request with this key acts for: one query, whose answer is
+    remembered (`cached_organization`). Commits nothing (a read_scope of its own)."""
+    key_hash = hash_key(key)
+    with read_scope() as session:
+        row = session.scalar(select(ApiKey).where(ApiKey.hash == key_hash))
     if row is None or row.revoked_at is not None:
         raise Unauthorized("Invalid or revoked API key")
+    _known_keys.put(key_hash, row.organization_id)
     return row.organization_id
 
 

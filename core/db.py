@@ -13,6 +13,8 @@ The rule for commits, followed by every module of core:
   deleted only after their row is gone (`core.files.delete_file`), stored bytes are
   removed if their row could not be committed (`core.files.ingest_upload`), and an
   Idempotency-Key is claimed where concurrent requests can see it.
+- A request that only reads uses `read_scope()`: no transaction, so no BEGIN and no
+  COMMIT round trips; each query sees what was committed when it ran.
 - Workers and the maintenance loop open one `session_scope()` per step they report, so
   the API sees each event, metric and checkpoint as soon as it happens.
 """
@@ -45,7 +47,10 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # 20 kept: a connection beyond pool_size is closed when it is returned, so a burst of
+    # polls above it opened a new connection (a Postgres backend) per request (seen in a
+    # profile under bench/api_load.py); the total per process stays at 30 as before.
+    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=10)
 
 
 @lru_cache
@@ -59,6 +64,29 @@ def get_engine() -> Engine:
 @lru_cache
 def _session_factory() -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(), expire_on_commit=False)
+
+
+def _refuse_writes(session: Session, _context: Any, _instances: Any) -> None:
+    raise RuntimeError("a read_scope() session cannot write: use session_scope()")
+
+
+@lru_cache
+def _read_session_factory() -> sessionmaker[Session]:
+    # AUTOCOMMIT: the driver sends no BEGIN before the first query and no COMMIT or
+    # ROLLBACK when the connection goes back to the pool (nothing is open), so a read
+    # costs the round trips of its queries alone. The pool is the same as for writes.
+    engine = get_engine().execution_options(isolation_level="AUTOCOMMIT")
+    factory = sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
+    # Each statement would commit on its own: an ORM write here must fail, not half-happen.
+    event.listen(factory, "before_flush", _refuse_writes)
+    return factory
+
+
+@contextmanager
+def read_scope() -> Iterator[Session]:
+    """A unit of work that only reads: never commits, holds no transaction."""
+    with _read_session_factory()() as session:
+        yield session
 
 
 @contextmanager

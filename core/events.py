@@ -3,9 +3,10 @@ worker as training runs and read by the API."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Select, and_, exists, or_, select
 from sqlalchemy.orm import Session
 
 from core.ids import new_id
@@ -48,27 +49,50 @@ def events_after(session: Session, job_id: str, after_pk: int, limit: int = 500)
 
 
 def event_position(session: Session, job_id: str, event_id: str | None) -> int:
-    """The position of one of the job's events in its stream (what `events_after` takes),
-    for a stream that resumes after it (Server-Sent Events' `Last-Event-ID`). No id, an
-    unknown one or another job's event: 0, the beginning."""
+    """The position of one of the job's events in its stream, for a stream that resumes
+    after it (Server-Sent Events' `Last-Event-ID`). No id, an unknown one or another
+    job's event: 0, the beginning."""
     if not event_id:
         return 0
     return session.scalar(select(JobEvent.pk).where(JobEvent.id == event_id, JobEvent.job_id == job_id)) or 0
 
 
-def poll_stream(session: Session, job_id: str, after_pk: int) -> tuple[str | None, list[JobEvent]]:
-    """One poll of a job's event stream: the job's status, then its events after
-    `after_pk`. The status is read first: if the job was already over, the events read
-    next include its last one, so a stream that ends at this status has missed nothing."""
-    status = session.scalar(select(Job.status).where(Job.id == job_id))
-    return status, events_after(session, job_id, after_pk)
+def poll_feeds(session: Session, positions: Mapping[str, int], limit: int) -> tuple[dict[str, str], list[JobEvent]]:
+    """One poll for the event streams of many jobs: their statuses, then each one's
+    events after its position, oldest first (at most `limit` in all). The statuses are
+    read first: a job that was already over has its last event among those read next,
+    so a stream that ends at such a status has missed nothing."""
+    statuses = {
+        job_id: status for job_id, status in session.execute(select(Job.id, Job.status).where(Job.id.in_(positions)))
+    }
+    after = or_(*(and_(JobEvent.job_id == job_id, JobEvent.pk > pk) for job_id, pk in positions.items()))
+    return statuses, list(session.scalars(select(JobEvent).where(after).order_by(JobEvent.pk).limit(limit)))
+
+
+def _of_org(job_id: str, org_id: str) -> ColumnElement[bool]:
+    """The job is the organization's: a condition of the same query, not a query first."""
+    return exists().where(Job.id == job_id, Job.organization_id == org_id)
+
+
+def _metrics(job_id: str) -> Select[JobMetric]:
+    return select(JobMetric).where(JobMetric.job_id == job_id).order_by(JobMetric.split, JobMetric.step)
 
 
 def metrics_for(session: Session, job_id: str) -> list[JobMetric]:
-    stmt = select(JobMetric).where(JobMetric.job_id == job_id).order_by(JobMetric.split, JobMetric.step)
-    return list(session.scalars(stmt))
+    return list(session.scalars(_metrics(job_id)))
 
 
-def list_events(session: Session, job_id: str, after: str | None, limit: int) -> tuple[list[JobEvent], bool]:
-    """Newest first, as OpenAI pages them."""
-    return page(session, select(JobEvent).where(JobEvent.job_id == job_id), JobEvent, after, limit)
+def org_job_metrics(session: Session, org_id: str, job_id: str) -> list[JobMetric]:
+    """`metrics_for` the organization's job, in one query; empty for a job that is not
+    the organization's (`core.jobs.get_job` tells the two apart)."""
+    return list(session.scalars(_metrics(job_id).where(_of_org(job_id, org_id))))
+
+
+def list_events(
+    session: Session, org_id: str, job_id: str, after: str | None, limit: int
+) -> tuple[list[JobEvent], bool]:
+    """The organization's job's events, newest first, as OpenAI pages them, in one
+    query; empty for a job that is not the organization's (`core.jobs.get_job` tells the
+    two apart)."""
+    stmt = select(JobEvent).where(JobEvent.job_id == job_id, _of_org(job_id, org_id))
+    return page(session, stmt, JobEvent, after, limit)

@@ -39,8 +39,13 @@ class Settings(BaseSettings):
     preflight_queue: str = "preflight"
     # How long a preview request waits for a pre-flight worker's answer before 503.
     preview_timeout_seconds: float = 60.0
-    # How often an SSE stream polls the database for new events.
+    # How often an API process polls the database for new events of the jobs its event
+    # streams follow (one poll for all of them: api.streams).
     event_poll_seconds: float = 0.5
+    # An API process remembers which organization an API key belongs to for this long,
+    # so most requests authenticate without a query; it is also how long a revoked key
+    # may still be accepted by a process that saw it just before. 0: no cache.
+    auth_cache_seconds: float = 5.0
 
     # A worker holds a lease on its job and renews it every lease_seconds / 4; a lease
     # not renewed in time means the worker is gone, and the job resumes elsewhere from

@@ -6,11 +6,10 @@ from fastapi import APIRouter, Header, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from api import idempotent_requests
-from api.deps import Limit, OrgDep, SessionDep
+from api import idempotent_requests, streams
+from api.deps import Limit, OrgDep, ReadSessionDep, SessionDep
 from api.openapi import ModelRoute, streamed
 from api.schemas import CheckpointObject, JobEventObject, JobObject, ListPage, MetricPoint
-from api.streams import job_event_stream
 from core import artifacts, checkpoints, events, job_creation, jobs
 from core.idempotency import fingerprint
 from core.models import Artifact, Checkpoint
@@ -62,7 +61,7 @@ def list_jobs(session: SessionDep, org: OrgDep, after: str | None = None, limit:
 
 
 @router.get("/{fine_tuning_job_id}")
-def get_job(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> JobObject:
+def get_job(fine_tuning_job_id: str, session: ReadSessionDep, org: OrgDep) -> JobObject:
     return JobObject.from_row(jobs.get_job(session, org, fine_tuning_job_id))
 
 
@@ -113,11 +112,14 @@ def download_checkpoint_adapter(
 
 @router.get("/{fine_tuning_job_id}/events")
 def list_events(
-    fine_tuning_job_id: str, session: SessionDep, org: OrgDep, after: str | None = None, limit: Limit = 20
+    fine_tuning_job_id: str, session: ReadSessionDep, org: OrgDep, after: str | None = None, limit: Limit = 20
 ) -> ListPage[JobEventObject]:
     """Newest first, as OpenAI pages them."""
-    job = jobs.get_job(session, org, fine_tuning_job_id)
-    rows, has_more = events.list_events(session, job.id, after, limit)
+    if after is not None:  # a cursor into an unknown job's log: the job's 404, not the cursor's
+        jobs.get_job(session, org, fine_tuning_job_id)
+    rows, has_more = events.list_events(session, org, fine_tuning_job_id, after, limit)
+    if not rows:  # an empty page, or a job that is not the organization's
+        jobs.get_job(session, org, fine_tuning_job_id)
     return ListPage[JobEventObject].of([JobEventObject.from_row(e) for e in rows], has_more)
 
 
@@ -126,23 +128,27 @@ def list_events(
     response_class=StreamingResponse,
     responses=streamed("text/event-stream", "The job's events as Server-Sent Events, ending with `event: end`"),
 )
-def stream_events(
-    fine_tuning_job_id: str, session: SessionDep, org: OrgDep, last_event_id: Annotated[str | None, Header()] = None
+async def stream_events(
+    fine_tuning_job_id: str, org: OrgDep, last_event_id: Annotated[str | None, Header()] = None
 ) -> StreamingResponse:
     """Server-Sent Events, oldest first, ending when the job ends. Reconnect with
     `Last-Event-ID` to continue where a stream broke off."""
-    job = jobs.get_job(session, org, fine_tuning_job_id)
+    position = await run_in_threadpool(streams.stream_start, org, fine_tuning_job_id, last_event_id)
     return StreamingResponse(
-        job_event_stream(job.id, last_event_id), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        streams.job_event_stream(fine_tuning_job_id, position),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache"},
     )
 
 
 @router.get("/{fine_tuning_job_id}/metrics")
-def list_metrics(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> ListPage[MetricPoint]:
+def list_metrics(fine_tuning_job_id: str, session: ReadSessionDep, org: OrgDep) -> ListPage[MetricPoint]:
     """The whole time series (step, loss, learning rate, grad norm, tokens/s), by split
     and step; one page (`has_more` false; points have no ids)."""
-    job = jobs.get_job(session, org, fine_tuning_job_id)
-    return ListPage[MetricPoint].of([MetricPoint.from_row(m) for m in events.metrics_for(session, job.id)], False)
+    points = events.org_job_metrics(session, org, fine_tuning_job_id)
+    if not points:  # none yet, or a job that is not the organization's
+        jobs.get_job(session, org, fine_tuning_job_id)
+    return ListPage[MetricPoint].of([MetricPoint.from_row(m) for m in points], False)
 
 
 @router.get(

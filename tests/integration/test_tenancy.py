@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,10 @@ def test_key_lifecycle_and_hashing(tiny_model: Path) -> None:
         subprocess.run(
             [sys.executable, "-m", "ftsvc.cli", "revoke-key", key_id], check=True, env=env, capture_output=True
         )
-        revoked = client.get("/v1/models")
+        # An API process may accept a key it has just seen for auth_cache_seconds more.
+        deadline = time.monotonic() + get_settings().auth_cache_seconds + 1
+        while (revoked := client.get("/v1/models")).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert_error(revoked, 401, code="invalid_api_key")
         assert revoked.headers["www-authenticate"] == "Bearer" and key not in revoked.text
     with make_client(None) as anonymous:
