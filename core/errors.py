@@ -66,3 +66,13 @@ class PayloadTooLarge(ServiceError):
 class IdempotencyKeyReused(ServiceError):
     status_code = 422
     default_code = "idempotency_key_reused"
+
+
+class ServiceUnavailable(ServiceError):
+    """A dependency (the database, the broker) cannot be reached: the request may
+    succeed unchanged once it is back, `retry_after` seconds from now or later."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    default_code = "service_unavailable"
+    retry_after = 5
