@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ _EXTENSIONS: dict[str, FileType] = {
     ".pq": "parquet",
 }
 PARQUET_BATCH_ROWS = 1024
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 # A problem's message quotes what the file holds (a CSV header, a reader's error): it is
 # kept short, and stored (Postgres text holds neither NUL nor lone surrogates).
 MAX_MESSAGE_CHARS = 500
@@ -138,6 +140,8 @@ def detect_file_type(filename: str, head: bytes) -> FileType:
 def _jsonl_rows(stream: BinaryIO) -> Iterator[RawRow]:
     row = 0
     for line_no, raw in enumerate(stream, start=1):
+        if line_no == 1 and raw.startswith(UTF16_BOMS):  # else every line would be "not UTF-8"
+            raise FileLevelError("the file is UTF-16 (it starts with a UTF-16 byte order mark); save it as UTF-8")
         if not raw.strip():
             continue
         row += 1
@@ -150,8 +154,9 @@ def _jsonl_rows(stream: BinaryIO) -> Iterator[RawRow]:
 
 
 def _json_array_rows(stream: BinaryIO) -> Iterator[RawRow]:
+    raw = stream.read()
     try:
-        items = parse_json(stream.read())  # bytes: UTF-8, -16 or -32, as RFC 8259 allows
+        items = parse_json(raw.decode(json.detect_encoding(raw)))  # UTF-8, -16 or -32, as json.load reads
     except UnicodeDecodeError as exc:
         raise FileLevelError(
             f"not a valid JSON document: not UTF-8, UTF-16 or UTF-32 ({exc.reason} at byte {exc.start})"

@@ -43,7 +43,7 @@ class UnreadableJson(ValueError):
     """JSON that does not give a usable value; the message says why."""
 
 
-def _nested_deeper_than(value: Any, limit: int) -> bool:
+def nested_deeper_than(value: Any, limit: int) -> bool:
     containers: list[tuple[Any, int]] = [(value, 1)]
     while containers:
         item, depth = containers.pop()
@@ -56,7 +56,7 @@ def _nested_deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-def parse_json(text: str | bytes) -> Any:
+def parse_json(text: str) -> Any:
     """One JSON value, refusing what the standard library cannot turn into one (nesting
     past the recursion limit, integers past the int-to-string digit limit) and what
     is nested deeper than MAX_NESTING, with a message that says which."""
@@ -69,7 +69,9 @@ def parse_json(text: str | bytes) -> Any:
         raise UnreadableJson(f"invalid JSON: nested deeper than {MAX_NESTING} levels") from exc
     except ValueError as exc:  # json.loads raises it for nothing else (see sys.get_int_max_str_digits)
         raise UnreadableJson(f"invalid JSON: a number has more than {sys.get_int_max_str_digits()} digits") from exc
-    if isinstance(value, dict | list) and _nested_deeper_than(value, MAX_NESTING):
+    # Only a text with more opening brackets than MAX_NESTING can nest deeper: most rows
+    # are not walked at all.
+    if text.count("[") + text.count("{") > MAX_NESTING and nested_deeper_than(value, MAX_NESTING):
         raise UnreadableJson(f"invalid JSON: nested deeper than {MAX_NESTING} levels")
     return value
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import strategies as st
 
-from core.formats import FORMATS
+from core.formats import FORMATS, nested_deeper_than
 
 FILE_TYPES = ("jsonl", "json", "csv", "parquet")
 EXTENSIONS = {"jsonl": ".jsonl", "json": ".json", "csv": ".csv", "parquet": ".parquet"}
@@ -70,6 +70,8 @@ HOSTILE_VALUES = st.one_of(
     st.lists(st.one_of(st.none(), st.integers(), st.text(max_size=5)), max_size=4),
     st.dictionaries(st.text(max_size=5), st.one_of(st.none(), st.integers(), st.text(max_size=5)), max_size=3),
 )
+# A client sends any name (without lone surrogates: those cannot be encoded to send).
+FILENAME_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=300)
 # Raw JSON text no encoder writes: literals past the float range, integers past the
 # digit limit, lone surrogate escapes, deep nesting, truncation.
 RAW_JSON = st.one_of(
@@ -187,8 +189,11 @@ ODD_COLUMNS: list[tuple[pa.DataType, list[Any]]] = [
 
 @st.composite
 def parquet_file(draw: st.DrawFn, data: list[Any], fmt: str) -> bytes:
+    # Arrow writes a schema nested thousands deep with gigabytes of memory (and readers
+    # refuse more than 100 levels anyway): such rows stay JSON's.
+    shallow = [r for r in data if isinstance(r, dict) and not nested_deeper_than(r, 150)]
     try:
-        table = pa.Table.from_pylist([r for r in data if isinstance(r, dict)] or [VALID_ROWS[fmt]])
+        table = pa.Table.from_pylist(shallow or [VALID_ROWS[fmt]])
     except (pa.ArrowException, OverflowError, ValueError, TypeError, RecursionError):
         table = pa.Table.from_pylist([VALID_ROWS[fmt]])
     for _ in range(draw(st.integers(0, 2))):
@@ -245,4 +250,5 @@ def uploads(draw: st.DrawFn) -> Upload:
     content = draw(damaged(content, file_type))
     # The extension names the type, or another one, or none (the content decides).
     extension = draw(st.sampled_from([EXTENSIONS[file_type], EXTENSIONS[file_type], ".txt", "", ".json"]))
-    return Upload(content, f"data{extension}", draw(st.sampled_from(["auto", "auto", *FORMATS])))
+    stem = draw(st.sampled_from(["data", "../../etc/passwd", "C:\\x\\data", "a\x00b", ".", ""]) | FILENAME_TEXT)
+    return Upload(content, f"{stem}{extension}", draw(st.sampled_from(["auto", "auto", *FORMATS])))

@@ -28,7 +28,7 @@ from tests.conftest import TEST_ORG, make_client
 from tests.fuzz.strategies import Upload, uploads
 from tests.helpers import assert_error, upload
 
-FUZZ_UPLOAD_EXAMPLES = int(os.environ.get("FUZZ_UPLOAD_EXAMPLES", "600"))
+FUZZ_UPLOAD_EXAMPLES = int(os.environ.get("FUZZ_UPLOAD_EXAMPLES", "3000"))
 FUZZ_UPLOAD_SEED = int(os.environ.get("FUZZ_UPLOAD_SEED", "11"))
 # Each HTTP upload also stores the bytes and a row: a sample of the examples.
 HTTP_EXAMPLES = max(1, FUZZ_UPLOAD_EXAMPLES // 10)
