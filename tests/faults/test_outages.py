@@ -188,3 +188,35 @@ def test_a_database_outage_answers_503_with_retry_after_and_recovers_by_itself(a
         status, _, payload = client.request("GET", "/v1/files")
         assert status == 200, payload
         proxy.cut()
+
+
+def test_connection_failures_are_outages_and_other_database_errors_are_not() -> None:
+    """What the API answers 503 (outage) or 500 (a bug), from real drivers' errors."""
+    import redis
+    from sqlalchemy.exc import DBAPIError
+
+    from core.outages import outage
+
+    def error_of(url: str, sql: str = "SELECT 1") -> DBAPIError:
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text(sql))
+        except DBAPIError as exc:
+            return exc
+        finally:
+            engine.dispose()
+        raise AssertionError(f"{sql} did not fail")
+
+    nobody_listens = free_port()
+    refused = error_of(sa.make_url(DATABASE_URL).set(port=nobody_listens).render_as_string(hide_password=False))
+    assert (found := outage(refused)) is not None and found.code == "database_unavailable"
+    assert outage(error_of(DATABASE_URL, "SELEC 1")) is None  # a syntax error: a bug, 500
+    assert outage(error_of(DATABASE_URL, "SELECT 1/0")) is None
+
+    try:
+        redis.Redis(port=nobody_listens).ping()
+    except redis.exceptions.ConnectionError as exc:
+        assert (found := outage(exc)) is not None and found.code == "broker_unavailable"
+    else:
+        raise AssertionError("a Redis that nobody runs answered")
