@@ -187,24 +187,30 @@ ODD_COLUMNS: list[tuple[pa.DataType, list[Any]]] = [
 ]
 
 
+def _parquet_bytes(table: pa.Table, compression: str) -> bytes:
+    out = io.BytesIO()
+    pq.write_table(table, out, compression=compression)
+    return out.getvalue()
+
+
 @st.composite
 def parquet_file(draw: st.DrawFn, data: list[Any], fmt: str) -> bytes:
     # Arrow writes a schema nested thousands deep with gigabytes of memory (and readers
     # refuse more than 100 levels anyway): such rows stay JSON's.
     shallow = [r for r in data if isinstance(r, dict) and not nested_deeper_than(r, 150)]
+    compression = draw(st.sampled_from(["none", "snappy", "zstd"]))
     try:
         table = pa.Table.from_pylist(shallow or [VALID_ROWS[fmt]])
+        for _ in range(draw(st.integers(0, 2))):
+            arrow_type, values = draw(st.sampled_from(ODD_COLUMNS))
+            name = draw(st.sampled_from([*VALID_ROWS[fmt], "extra"]))
+            column = pa.array((values * table.num_rows)[: table.num_rows], type=arrow_type)
+            index = table.schema.get_field_index(name)
+            table = table.set_column(index, name, column) if index >= 0 else table.append_column(name, column)
+        return _parquet_bytes(table, compression)
     except (pa.ArrowException, OverflowError, ValueError, TypeError, RecursionError):
-        table = pa.Table.from_pylist([VALID_ROWS[fmt]])
-    for _ in range(draw(st.integers(0, 2))):
-        arrow_type, values = draw(st.sampled_from(ODD_COLUMNS))
-        name = draw(st.sampled_from([*VALID_ROWS[fmt], "extra"]))
-        column = pa.array((values * table.num_rows)[: table.num_rows], type=arrow_type)
-        index = table.schema.get_field_index(name)
-        table = table.set_column(index, name, column) if index >= 0 else table.append_column(name, column)
-    out = io.BytesIO()
-    pq.write_table(table, out, compression=draw(st.sampled_from(["none", "snappy", "zstd"])))
-    return out.getvalue()
+        # Rows Arrow cannot type or Parquet cannot hold (mixed types, an empty struct).
+        return _parquet_bytes(pa.Table.from_pylist([VALID_ROWS[fmt]]), compression)
 
 
 @st.composite
@@ -252,3 +258,49 @@ def uploads(draw: st.DrawFn) -> Upload:
     extension = draw(st.sampled_from([EXTENSIONS[file_type], EXTENSIONS[file_type], ".txt", "", ".json"]))
     stem = draw(st.sampled_from(["data", "../../etc/passwd", "C:\\x\\data", "a\x00b", ".", ""]) | FILENAME_TEXT)
     return Upload(content, f"{stem}{extension}", draw(st.sampled_from(["auto", "auto", *FORMATS])))
+
+
+@dataclass
+class RawMultipart:
+    """A request body with its Content-Type, as a client could frame it by hand."""
+
+    body: bytes
+    content_type: str
+
+
+HEADER_BYTES = st.sampled_from([b"", b"\xff\xfe", b'"', b"\x00", b";", b"=", b"\r\n", "é".encode(), b"x" * 5000])
+
+
+@st.composite
+def multipart_bodies(draw: st.DrawFn) -> RawMultipart:
+    """Multipart framing gone wrong: odd boundaries, part headers with broken
+    parameters (quotes, NUL, non-UTF-8 bytes, RFC 2231 names), duplicate or missing
+    parts, oversized fields, a body cut short."""
+    boundary = draw(st.sampled_from(["b", "x" * 69, "x" * 200, "a b", 'q"q', "é", ""]))
+    parts = []
+    for _ in range(draw(st.integers(0, 4))):
+        name = draw(st.sampled_from([b"file", b"purpose", b"format", b"", b"fi\x00le"]) | HEADER_BYTES)
+        disposition = b'form-data; name="' + name + b'"'
+        if draw(st.booleans()):
+            disposition += draw(
+                st.sampled_from([b'; filename="a.jsonl"', b"; filename*=UTF-8''%FF%00.csv", b"; filename="])
+            ) + draw(HEADER_BYTES)
+        headers = b"Content-Disposition: " + disposition + b"\r\n"
+        if draw(st.booleans()):
+            headers += b"Content-Type: " + draw(HEADER_BYTES) + b"\r\n"
+        value = draw(st.sampled_from([b"fine-tune", b"auto", b'{"text": "hi"}\n', b"x" * 5000, b"\xff\x00"]))
+        parts.append(b"--" + boundary.encode() + b"\r\n" + headers + b"\r\n" + value + b"\r\n")
+    body = b"".join(parts) + draw(st.sampled_from([b"--" + boundary.encode() + b"--\r\n", b"", b"--"]))
+    body = body[: draw(st.integers(0, len(body)))] if draw(st.booleans()) else body
+    content_type = draw(
+        st.sampled_from(
+            [
+                f"multipart/form-data; boundary={boundary}",
+                f'multipart/form-data; boundary="{boundary}"',
+                "multipart/form-data",
+                "multipart/mixed; boundary=b",
+                "application/json",
+            ]
+        )
+    )
+    return RawMultipart(body, content_type)

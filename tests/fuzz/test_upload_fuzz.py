@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, seed, settings
 
 from core.datasets import MAX_MESSAGE_CHARS, detect_file_type, iter_examples, validate
 from tests.conftest import TEST_ORG, make_client
-from tests.fuzz.strategies import Upload, uploads
+from tests.fuzz.strategies import RawMultipart, Upload, multipart_bodies, uploads
 from tests.helpers import assert_error, upload
 
 FUZZ_UPLOAD_EXAMPLES = int(os.environ.get("FUZZ_UPLOAD_EXAMPLES", "3000"))
@@ -88,3 +88,13 @@ def test_every_upload_answers_2xx_or_4xx_with_the_error_body(api: Any, case: Upl
     else:
         error = assert_error(response, 400, param="file", code="invalid_file")
         assert error["file"]["status"] == "error" and error["details"], error
+
+
+@settings(FUZZ_SETTINGS, max_examples=HTTP_EXAMPLES)
+@seed(FUZZ_UPLOAD_SEED)
+@given(request=multipart_bodies())
+def test_malformed_multipart_answers_4xx_with_the_error_body(api: Any, request: RawMultipart) -> None:
+    response = api.post("/v1/files", content=request.body, headers={"Content-Type": request.content_type.encode()})
+    if response.status_code != 200:
+        error = assert_error(response, response.status_code)
+        assert 400 <= response.status_code < 500, error
