@@ -44,6 +44,8 @@ class UnreadableJson(ValueError):
 
 
 def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and objects in `value` nest more than `limit` levels (walked
+    without recursion, so any depth can be asked about)."""
     containers: list[tuple[Any, int]] = [(value, 1)]
     while containers:
         item, depth = containers.pop()
