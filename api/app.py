@@ -17,11 +17,12 @@ from core.settings import get_settings
 
 # The error statuses each resource answers, declared per router so that routes added to
 # it later are described too (api.error_responses has the body they share). 400 everywhere: any
-# query parameter may carry a NUL (api.deps.refuse_nul_characters).
+# query parameter may carry a NUL (api.deps.refuse_nul_characters). 503 everywhere: every
+# route reads the database (api.error_responses says an outage as one).
 ROUTER_ERRORS = {
-    files: error_responses(400, 401, 403, 404, 409, 413, 422, 500),
-    jobs: error_responses(400, 401, 404, 409, 422, 429, 500),
-    models: error_responses(400, 401, 500),
+    files: error_responses(400, 401, 403, 404, 409, 413, 422, 500, 503),
+    jobs: error_responses(400, 401, 404, 409, 422, 429, 500, 503),
+    models: error_responses(400, 401, 500, 503),
 }
 
 

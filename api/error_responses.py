@@ -1,6 +1,7 @@
 """Every error leaves the API as {"error": {"message", "type", "param", "code"}}: domain
 errors, request validation (FastAPI's default 422 body is replaced), unknown routes,
-and unexpected failures, which carry a reference id instead of a stack trace."""
+outages of the database or the broker (503 with Retry-After), and unexpected failures,
+which carry a reference id instead of a stack trace."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.errors import ServiceError
+from core.errors import ServiceError, ServiceUnavailable
+from core.outages import MAYBE_OUTAGES, outage
 from core.specs import ADAPTER_TYPES
 
 log = logging.getLogger("ftsvc.api")
@@ -52,6 +55,8 @@ ERROR_MEANINGS = {
     422: "The Idempotency-Key was used before for a different request",
     429: "The organization already has its limit of queued or running jobs",
     500: "An unexpected failure; the message carries a reference id to find in the server log",
+    503: "The database or the job queue's broker cannot be reached (`code` says which); retry after "
+    "the `Retry-After` header's seconds",
 }
 
 
@@ -81,7 +86,9 @@ def _service_error(exc: ServiceError) -> JSONResponse:
     extra: dict[str, Any] = dict(exc.extra)
     if exc.details is not None:
         extra["details"] = exc.details
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else {}
+    if isinstance(exc, ServiceUnavailable):
+        headers["Retry-After"] = str(exc.retry_after)
     return JSONResponse(
         error_body(exc.message, exc.error_type, exc.param, exc.code, **extra),
         status_code=exc.status_code,
@@ -130,6 +137,44 @@ def _unexpected(exc: Exception) -> JSONResponse:
     )
 
 
+def _outage_or_unexpected(exc: Exception) -> JSONResponse:
+    unavailable = outage(exc)
+    if unavailable is None:
+        return _unexpected(exc)
+    log.warning("%s: %s", unavailable.code, exc)
+    return _service_error(unavailable)
+
+
+class AnswerUnexpectedErrors:
+    """Answers an exception that no handler took with the standard 500 body, and ends
+    there. Starlette's own ServerErrorMiddleware sends its 500 and then re-raises, and
+    uvicorn closes the connection on an exception that reaches it: the client's next
+    request on that kept-alive connection would fail too. Only an exception after the
+    answer has begun goes on up: closing the connection is then the one way to tell the
+    client that the body it got is incomplete."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception as exc:
+            if started:
+                raise
+            await _unexpected(exc)(scope, receive, send)
+
+
 def _handler(
     kind: type[E], respond: Callable[[E], JSONResponse]
 ) -> Callable[[Request, Exception], Awaitable[Response]]:
@@ -146,4 +191,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _handler(ServiceError, _service_error))
     app.add_exception_handler(RequestValidationError, _handler(RequestValidationError, _validation_error))
     app.add_exception_handler(HTTPException, _handler(HTTPException, _http_error))
-    app.add_exception_handler(Exception, _handler(Exception, _unexpected))
+    for kind in MAYBE_OUTAGES:
+        app.add_exception_handler(kind, _handler(kind, _outage_or_unexpected))
+    app.add_middleware(AnswerUnexpectedErrors)

@@ -16,7 +16,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from core.formats import REGISTRY, Example, Format, FormatName, decode_json_cells, describe_keys, detect
+from core.formats import (
+    REGISTRY,
+    Example,
+    Format,
+    FormatName,
+    UnreadableCell,
+    UnreadableJson,
+    decode_json_cells,
+    describe_keys,
+    detect,
+    parse_json,
+)
 
 MAX_PROBLEMS = 100
 FileType = Literal["jsonl", "json", "csv", "parquet"]
@@ -29,6 +40,10 @@ _EXTENSIONS: dict[str, FileType] = {
     ".pq": "parquet",
 }
 PARQUET_BATCH_ROWS = 1024
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+# A problem's message quotes what the file holds (a CSV header, a reader's error): it is
+# kept short, and stored (Postgres text holds neither NUL nor lone surrogates).
+MAX_MESSAGE_CHARS = 500
 
 
 @dataclass
@@ -59,6 +74,7 @@ class ValidationReport:
 
     def add(self, problem: Problem) -> None:
         if len(self.problems) < MAX_PROBLEMS:
+            problem.message = _storable(problem.message)
             self.problems.append(problem)
         else:
             self.truncated = True
@@ -71,6 +87,12 @@ class ValidationReport:
             return f"{self.n_examples} examples"
         more = " (and more)" if self.truncated else ""
         return f"{len(self.problems)} problem(s){more}; first: {self.problems[0]}"
+
+
+def _storable(message: str) -> str:
+    """`message` as text any database stores: NUL and lone surrogates escaped, cut short."""
+    text = message.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -88,6 +110,7 @@ class RawRow:
     row: int
     data: Any = None
     problem: str | None = None
+    field: str | None = None  # where in the row the problem is, if in one field
 
 
 class FileLevelError(Exception):
@@ -117,22 +140,29 @@ def detect_file_type(filename: str, head: bytes) -> FileType:
 def _jsonl_rows(stream: BinaryIO) -> Iterator[RawRow]:
     row = 0
     for line_no, raw in enumerate(stream, start=1):
+        if line_no == 1 and raw.startswith(UTF16_BOMS):  # else every line would be "not UTF-8"
+            raise FileLevelError("the file is UTF-16 (it starts with a UTF-16 byte order mark); save it as UTF-8")
         if not raw.strip():
             continue
         row += 1
         try:
-            yield RawRow(line_no, row, json.loads(raw.decode("utf-8")))
+            yield RawRow(line_no, row, parse_json(raw.decode("utf-8")))
         except UnicodeDecodeError as exc:
             yield RawRow(line_no, row, problem=f"not valid UTF-8 ({exc.reason} at byte {exc.start})")
-        except json.JSONDecodeError as exc:
-            yield RawRow(line_no, row, problem=f"invalid JSON: {exc.msg} at column {exc.colno}")
+        except UnreadableJson as exc:
+            yield RawRow(line_no, row, problem=str(exc))
 
 
 def _json_array_rows(stream: BinaryIO) -> Iterator[RawRow]:
+    raw = stream.read()
     try:
-        items = json.load(stream)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FileLevelError(f"not a valid JSON document: {exc}") from exc
+        items = parse_json(raw.decode(json.detect_encoding(raw)))  # UTF-8, -16 or -32, as json.load reads
+    except UnicodeDecodeError as exc:
+        raise FileLevelError(
+            f"not a valid JSON document: not UTF-8, UTF-16 or UTF-32 ({exc.reason} at byte {exc.start})"
+        ) from exc
+    except UnreadableJson as exc:
+        raise FileLevelError(str(exc)) from exc
     if not isinstance(items, list):
         raise FileLevelError("a .json file must hold an array of examples (use JSONL for one example per line)")
     for row, item in enumerate(items, start=1):
@@ -155,7 +185,10 @@ def _csv_rows(stream: BinaryIO, fmt: Format | None) -> Iterator[RawRow]:
     try:
         for record in reader:
             row += 1
-            yield RawRow(reader.line_num, row, decode_json_cells(fmt, dict(record)))
+            try:
+                yield RawRow(reader.line_num, row, decode_json_cells(fmt, dict(record)))
+            except UnreadableCell as exc:
+                yield RawRow(reader.line_num, row, problem=str(exc), field=exc.column)
     except (UnicodeDecodeError, csv.Error) as exc:
         yield RawRow(reader.line_num, row + 1, problem=f"cannot read this CSV record: {exc}")
 
@@ -164,15 +197,21 @@ def _parquet_rows(stream: BinaryIO) -> Iterator[RawRow]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    # What a damaged or hostile file raises from Arrow's reader, and from turning its
+    # values into Python ones (a timestamp past year 9999, bytes that are not UTF-8).
+    unreadable = (pa.ArrowException, OSError, ValueError, OverflowError)
     try:
         parquet = pq.ParquetFile(stream)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except unreadable as exc:
         raise FileLevelError(f"not a Parquet file: {exc}") from exc
     row = 0
-    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-        for item in batch.to_pylist():
-            row += 1
-            yield RawRow(None, row, item)
+    try:
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            for item in batch.to_pylist():
+                row += 1
+                yield RawRow(None, row, item)
+    except unreadable as exc:
+        yield RawRow(None, row + 1, problem=f"cannot read the Parquet data from this row on: {exc}")
 
 
 def read_rows(stream: BinaryIO, file_type: FileType, fmt: Format | None = None) -> Iterator[RawRow]:
@@ -194,7 +233,7 @@ def validate(stream: BinaryIO, file_type: FileType, format_name: str = "auto") -
         for raw in read_rows(stream, file_type, explicit):
             where = (raw.line, raw.row)
             if raw.problem is not None:
-                report.add(Problem(where[0], None, raw.problem, where[1]))
+                report.add(Problem(where[0], raw.field, raw.problem, where[1]))
                 continue
             if not isinstance(raw.data, dict):
                 report.add(Problem(where[0], None, "each example must be a JSON object", where[1]))

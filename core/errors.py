@@ -68,9 +68,17 @@ class IdempotencyKeyReused(ServiceError):
     default_code = "idempotency_key_reused"
 
 
-class PreflightUnavailable(ServiceError):
-    """No pre-flight worker answered in time: a transient condition, retried later."""
+class ServiceUnavailable(ServiceError):
+    """A dependency (the database, the broker) cannot be reached: the request may
+    succeed unchanged once it is back, `retry_after` seconds from now or later."""
 
     status_code = 503
     error_type = "service_unavailable"
+    default_code = "service_unavailable"
+    retry_after = 5
+
+
+class PreflightUnavailable(ServiceUnavailable):
+    """No pre-flight worker answered in time (none running, or all busy)."""
+
     default_code = "preflight_unavailable"

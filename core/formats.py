@@ -11,6 +11,8 @@ becomes the one shape training uses (a conversation, or raw text).
 from __future__ import annotations
 
 import json
+import reprlib
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,6 +24,58 @@ ROLES = ("system", "user", "assistant")
 UNANSWERABLE_REPLY = "The context does not contain the answer."
 
 Problems = Iterator[tuple[str | None, str]]
+# Far deeper than any format needs (3 levels), and far from the interpreter's recursion
+# limit, so a row that passes validation also parses wherever training reads it again.
+MAX_NESTING = 64
+
+
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother, short.maxlist, short.maxdict = 3, 80, 80, 6, 6
+    return short
+
+
+# A value quoted in a problem: short, and never recursing through a deeply nested one.
+_shown = _short_repr().repr
+
+
+class UnreadableJson(ValueError):
+    """JSON that does not give a usable value; the message says why."""
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and objects in `value` nest more than `limit` levels (walked
+    without recursion, so any depth can be asked about)."""
+    containers: list[tuple[Any, int]] = [(value, 1)]
+    while containers:
+        item, depth = containers.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                containers.append((child, depth + 1))
+    return False
+
+
+def parse_json(text: str) -> Any:
+    """One JSON value, refusing what the standard library cannot turn into one (nesting
+    past the recursion limit, integers past the int-to-string digit limit) and what
+    is nested deeper than MAX_NESTING, with a message that says which."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f"column {exc.colno}" if exc.lineno == 1 else f"line {exc.lineno} column {exc.colno}"
+        raise UnreadableJson(f"invalid JSON: {exc.msg} at {where}") from exc
+    except RecursionError as exc:
+        raise UnreadableJson(f"invalid JSON: nested deeper than {MAX_NESTING} levels") from exc
+    except ValueError as exc:  # json.loads raises it for nothing else (see sys.get_int_max_str_digits)
+        raise UnreadableJson(f"invalid JSON: a number has more than {sys.get_int_max_str_digits()} digits") from exc
+    # Only a text with more opening brackets than MAX_NESTING can nest deeper: most rows
+    # are not walked at all.
+    if text.count("[") + text.count("{") > MAX_NESTING and nested_deeper_than(value, MAX_NESTING):
+        raise UnreadableJson(f"invalid JSON: nested deeper than {MAX_NESTING} levels")
+    return value
 
 
 @dataclass
@@ -44,11 +98,25 @@ def _is_text(value: Any) -> bool:
     return isinstance(value, str)
 
 
+def _text_problem(value: Any) -> str | None:
+    """Why `value` cannot be training text: not a string, or not valid Unicode (a lone
+    surrogate such as a JSON "\\ud800" escape, which no tokenizer can encode)."""
+    if not _is_text(value):
+        return f"must be a string, not {type(value).__name__}"
+    if value.isascii():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"is not valid Unicode: lone surrogate U+{ord(value[exc.start]):04X} at character {exc.start}"
+    return None
+
+
 def _need_text(row: dict[str, Any], key: str, *, allow_empty: bool = False) -> Problems:
     if key not in row or row[key] is None:
         yield key, "missing"
-    elif not _is_text(row[key]):
-        yield key, f"must be a string, not {type(row[key]).__name__}"
+    elif (problem := _text_problem(row[key])) is not None:
+        yield key, problem
     elif not allow_empty and not row[key].strip():
         yield key, "must not be empty"
 
@@ -67,9 +135,9 @@ def _chat_problems(row: dict[str, Any]) -> Problems:
             continue
         role = message.get("role")
         if role not in ROLES:
-            yield f"{where}.role", f"unknown role {role!r}; expected one of {', '.join(ROLES)}"
-        if not _is_text(message.get("content")):
-            yield f"{where}.content", "must be a string"
+            yield f"{where}.role", f"unknown role {_shown(role)}; expected one of {', '.join(ROLES)}"
+        if (problem := _text_problem(message.get("content"))) is not None:
+            yield f"{where}.content", problem
         weight = message.get("weight", 1)
         if "weight" in message and role != "assistant":
             yield f"{where}.weight", "only assistant messages take a weight"
@@ -104,8 +172,8 @@ def _prompt_completion_example(row: dict[str, Any]) -> Example:
 # -- instruction (Alpaca) -----------------------------------------------------------------------
 def _instruction_problems(row: dict[str, Any]) -> Problems:
     yield from _need_text(row, "instruction")
-    if row.get("input") is not None and not _is_text(row["input"]):
-        yield "input", "must be a string"
+    if row.get("input") is not None and (problem := _text_problem(row["input"])) is not None:
+        yield "input", problem
     yield from _need_text(row, "output")
 
 
@@ -126,6 +194,9 @@ def _qa_problems(row: dict[str, Any]) -> Problems:
     if not isinstance(texts, list) or not all(_is_text(t) for t in texts):
         yield "answers.text", "must be a list of strings"
         return
+    for i, text in enumerate(texts):
+        if (problem := _text_problem(text)) is not None:
+            yield f"answers.text[{i}]", problem
     if not isinstance(starts, list) or len(starts) != len(texts):
         yield "answers.answer_start", "must be a list of offsets, one per answer text"
         return
@@ -137,7 +208,7 @@ def _qa_problems(row: dict[str, Any]) -> Problems:
             found = context[start : start + len(text)]
             yield (
                 f"answers.answer_start[{i}]",
-                f"does not point at the answer text: the context has {found!r} there, not {text!r}",
+                f"does not point at the answer text: the context has {_shown(found)} there, not {_shown(text)}",
             )
 
 
@@ -185,14 +256,21 @@ def detect(row: dict[str, Any]) -> Format | None:
     return None
 
 
+class UnreadableCell(UnreadableJson):
+    def __init__(self, column: str, reason: UnreadableJson) -> None:
+        super().__init__(str(reason))
+        self.column = column
+
+
 def decode_json_cells(fmt: Format, row: dict[str, Any]) -> dict[str, Any]:
-    """CSV cells are strings: nested columns (messages, answers) arrive as JSON text."""
+    """CSV cells are strings: nested columns (messages, answers) arrive as JSON text.
+    Raises UnreadableCell, naming the column, for a cell that is not JSON."""
     for column in fmt.json_columns:
         if isinstance(row.get(column), str):
             try:
-                row[column] = json.loads(row[column])
-            except json.JSONDecodeError:
-                pass  # left as a string; the format's checks report it
+                row[column] = parse_json(row[column])
+            except UnreadableJson as exc:
+                raise UnreadableCell(column, exc) from exc
     return row
 
 
