@@ -111,20 +111,7 @@ def service(tree: Path, side: str, data_dir: Path, port: int) -> Iterator[str]:
     log = (data_dir / f"{side}.log").open("ab")
     commands = [[sys.executable, "-m", "ftsvc.cli", "api", "--port", str(port)]]
     if (tree / "worker" / "preflight.py").exists():
-        commands.append(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "-Q",
-                "preflight",
-                "--pool",
-                "threads",
-            ]
-        )
+        commands.append([sys.executable, "-m", "ftsvc.cli", "worker", "--queues", "preflight", "--concurrency", "2"])
     processes = [
         subprocess.Popen(c, cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         for c in commands

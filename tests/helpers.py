@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -60,6 +65,35 @@ def unsent_queued_job(org_id: str, training_file: str) -> str:
         job_id = create_job(session, org_id, JobSpec(model="tiny-llama", training_file=training_file)).id
         transition(session, job_id, JobStatus.QUEUED, message="queued by the test")
     return job_id
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_embedded_service(data_dir: Path, port: int, log_path: Path, **settings: str) -> subprocess.Popen[bytes]:
+    """`ftsvc serve` in the embedded mode (only the data directory and `settings` set:
+    everything else takes the embedded defaults), in a process group of its own, once it
+    answers /healthz."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FTSVC_")}
+    env |= {"FTSVC_DATA_DIR": str(data_dir)} | settings
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "ftsvc.cli", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_healthy(port, server, 120, log_path)
+    except BaseException:
+        os.killpg(server.pid, signal.SIGKILL)
+        raise
+    return server
 
 
 def wait_healthy(port: int, process: Any, timeout: float, log: Path) -> None:

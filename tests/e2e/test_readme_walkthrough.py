@@ -8,14 +8,12 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, wait_healthy
+from tests.helpers import ROOT, free_port, start_embedded_service
 
 pytestmark = pytest.mark.slow
 
@@ -26,28 +24,13 @@ def walkthrough() -> str:
     return re.search(r"```bash\n(.*?)```", block, re.S).group(1)  # type: ignore[union-attr]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_readme_walkthrough_on_the_embedded_service(tmp_path: Path) -> None:
     port = free_port()
-    # Only the data directory is set: everything else takes the embedded defaults.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FTSVC_")}
-    env["FTSVC_DATA_DIR"] = str(tmp_path / "var")
-    log = (tmp_path / "serve.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "ftsvc.cli", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    server = start_embedded_service(tmp_path / "var", port, tmp_path / "serve.log")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FTSVC_")} | {
+        "FTSVC_DATA_DIR": str(tmp_path / "var")
+    }
     try:
-        wait_healthy(port, server, 120, tmp_path / "serve.log")
         (tmp_path / "examples").symlink_to(ROOT / "examples")
         result = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", walkthrough()],
@@ -72,5 +55,4 @@ def test_readme_walkthrough_on_the_embedded_service(tmp_path: Path) -> None:
             server.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
-        log.close()
     assert server.returncode == 0

@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.test_readme_walkthrough import free_port
-from tests.helpers import EXAMPLES, ROOT, wait_healthy
+from tests.helpers import EXAMPLES, free_port, start_embedded_service
 
 pytestmark = pytest.mark.slow
 
@@ -26,21 +23,9 @@ BOUND = GRACE + 5 + 5  # the workers' grace, the API's 5 s, and some slack to ex
 
 
 def test_sigterm_to_serve_stops_every_process_it_started(tmp_path: Path) -> None:
-    port, data = free_port(), tmp_path / "var"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FTSVC_")}
-    env |= {"FTSVC_DATA_DIR": str(data), "FTSVC_WORKER_STOP_GRACE_SECONDS": str(GRACE)}
-    log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "ftsvc.cli", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    port, data, log_path = free_port(), tmp_path / "var", tmp_path / "serve.log"
+    server = start_embedded_service(data, port, log_path, FTSVC_WORKER_STOP_GRACE_SECONDS=str(GRACE))
     try:
-        wait_healthy(port, server, 120, log_path)
         key = (data / "local-api-key").read_text().strip()
         api = httpx.Client(base_url=f"http://127.0.0.1:{port}/v1", headers={"Authorization": f"Bearer {key}"})
         content = (EXAMPLES / "chat.jsonl").read_bytes()

@@ -22,8 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tests.conftest import DATA_DIR, DATABASE_URL, ROOT, TEST_ORG
-from tests.e2e.test_readme_walkthrough import free_port
-from tests.helpers import wait_healthy
+from tests.helpers import free_port, wait_healthy
 
 UPLOAD_BOUNDARY = "outage-test-boundary"
 

@@ -17,8 +17,7 @@ import pytest
 
 from core.settings import get_settings
 from tests.conftest import DATA_DIR, ROOT, TEST_ORG
-from tests.e2e.test_readme_walkthrough import free_port
-from tests.helpers import file_rows, stored_objects, wait_healthy
+from tests.helpers import file_rows, free_port, stored_objects, wait_healthy
 
 BOUNDARY = "fault-test-boundary"
 LINE = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
