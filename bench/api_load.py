@@ -7,8 +7,10 @@ The service is `api.app:create_app` under uvicorn, as `ftsvc api` serves it, in
 `--api-workers` processes sharing one listening socket (what `uvicorn --workers` does,
 less its TCP_NODELAY bug: see `_listener`), on Postgres (a fresh `ftsvc_bench` database
 built by the migrations) with Redis db 14 as the broker. No Celery worker runs, so
-submitted jobs stay `queued`; a submission still does all the API's work (authentication,
-the tokenizer pre-flight over examples/chat.jsonl, the rows and events, the publish).
+submitted jobs stay `validating_files`; a submission still does all the API's work
+(authentication, the checks, the rows and events, the publish to the pre-flight queue;
+the tokenizer pre-flight itself runs in a pre-flight worker since issue 11, and code
+from before that runs it inside the request).
 
 A separate process drives it with asyncio and httpx for `--warmup` + `--seconds`;
 requests count when they are in flight at some time in the last `--seconds`:

@@ -24,7 +24,8 @@ from core.db import get_engine, session_scope
 from core.events import add_event
 from core.jobs import transition
 from core.states import JobStatus
-from tests.helpers import all_events
+from tests.conftest import TEST_ORG
+from tests.helpers import all_events, unsent_queued_job
 
 STREAMS = 200  # five times the API's worker threads (anyio's default of 40)
 T = TypeVar("T")
@@ -75,9 +76,9 @@ def server() -> Iterator[Server]:
 
 @pytest.fixture
 def job_id(client_module: TestClient, chat_file: str) -> str:
-    response = client_module.post("/v1/fine_tuning/jobs", json={"model": "tiny-llama", "training_file": chat_file})
-    assert response.status_code == 200, response.text
-    return str(response.json()["id"])
+    """A job only this test writes events for: queued and never sent, so neither the
+    pre-flight worker nor a training worker of the session touches it."""
+    return unsent_queued_job(TEST_ORG, chat_file)
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
