@@ -1,6 +1,6 @@
 """The HTTP API under load, beside a bare FastAPI endpoint measured in the same run.
 
-    .venv/bin/python bench/api_load.py [--seconds 30] [--clients 200] [--poll-interval 1]
+    .venv/bin/python bench/api_load.py [--code DIR] [--seconds 30] [--clients 200] [--poll-interval 1]
                                        [--submit-rate 20] [--api-workers 2]
 
 The service is `api.app:create_app` under uvicorn, as `ftsvc api` serves it, in
@@ -601,6 +601,12 @@ def print_logged_errors(log: Path) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30, help="counted duration of each phase")
+    parser.add_argument(
+        "--code",
+        type=Path,
+        default=ROOT,
+        help="the checkout whose API is served (an earlier one, a git worktree, for a before/after pair)",
+    )
     parser.add_argument("--warmup", type=float, default=10, help="uncounted load before it (imports, pools)")
     parser.add_argument("--clients", type=int, default=200, help="concurrent pollers")
     parser.add_argument("--poll-interval", type=float, default=1.0, help="seconds between one client's polls")
@@ -649,23 +655,24 @@ def streams_load(args: argparse.Namespace, server: Server, key: str, job_id: str
 
 def job_event_ids(job_id: str) -> list[str]:
     """Every event id of the job, oldest first: what each of its streams must have received."""
-    from core.db import read_scope
+    from core.db import session_scope
     from core.events import events_after
 
-    with read_scope() as session:
+    with session_scope() as session:
         return [e.id for e in events_after(session, job_id, 0, limit=1_000_000)]
 
 
 def main() -> None:
     args = parse_args()
-    # The server processes import the apps by name, `bench.api_load:bare_app` included.
-    sys.path.insert(0, str(ROOT))
+    # The server processes import the apps by name, `bench.api_load:bare_app` included,
+    # from the checkout under test (spawned processes start with this process's path).
+    sys.path.insert(0, str(args.code.resolve()))
     data_dir = Path(tempfile.mkdtemp(prefix="ftsvc-api-load-"))
     bare_log, api_log = data_dir / "bare.log", data_dir / "api.log"
     configure(data_dir)
     print(
         f"servers: uvicorn, {args.api_workers} processes on one socket each, no access log; service on Postgres "
-        f"(ftsvc_bench) and Redis db 14, no Celery worker (jobs stay queued); logs in {data_dir}\n"
+        f"(ftsvc_bench) and Redis db 14, no Celery worker (jobs stay validating_files); logs in {data_dir}\n"
         f"load: {args.clients} pollers every {args.poll_interval:g}s (GET job, GET events), "
         f"{args.submit_rate:g} submissions/s; {args.warmup:g}s warm-up + {args.seconds:g}s counted per phase"
     )

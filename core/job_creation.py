@@ -74,7 +74,6 @@ def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
     (`submit_job` does both): a message must never name a job that is not yet visible
     to the worker.
     """
-    _check_active_jobs_quota(session, org_id)
     registry.resolve_model(spec.model)
     trained = _checkpoint_settings(session, org_id, spec)
     training = files.usable_for_training(session, org_id, spec.training_file, "training_file")
@@ -89,6 +88,9 @@ def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
     resolved = resolve(
         spec, n_examples=n_examples, seed=seed, data_format=files.data_file(training).format, trained=trained
     )
+    # Last before the insert: creations of one organization take turns from here to
+    # their commit, so the turn is kept short.
+    _check_active_jobs_quota(session, org_id)
     job = Job(
         id=new_id("ftjob"),
         organization_id=org_id,
