@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -221,3 +222,56 @@ def test_connection_failures_are_outages_and_other_database_errors_are_not() -> 
         assert (found := outage(exc)) is not None and found.code == "broker_unavailable"
     else:
         raise AssertionError("a Redis that nobody runs answered")
+
+
+def job_status_after(job_id: str, seconds: float, until: set[str]) -> str:
+    """The job's status once it is in `until`, or after `seconds`."""
+    from core.db import session_scope
+    from core.models import Job
+
+    deadline = time.monotonic() + seconds
+    while True:
+        with session_scope() as session:
+            status = session.scalar(sa.select(Job.status).where(Job.id == job_id))
+        if status in until or time.monotonic() > deadline:
+            return str(status)
+        time.sleep(0.2)
+
+
+def test_a_pre_flight_waits_out_a_database_outage_instead_of_failing_the_job(chat_file: str) -> None:
+    """A pre-flight worker that reaches Postgres through the proxy, on queues of its own
+    (no other worker of the session takes its messages): while the proxy is cut its
+    job's pre-flight is retried, and once the database is back the job is queued."""
+    from core.db import session_scope
+    from core.job_creation import create_job
+    from core.jobs import transition
+    from core.queue import PREFLIGHT_JOB_TASK, get_celery
+    from core.specs import JobSpec
+    from core.states import JobStatus
+    from tests.conftest import Workers
+
+    url = sa.make_url(DATABASE_URL)
+    proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
+    proxy.restore()
+    through_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    queues = {"FTSVC_PREFLIGHT_QUEUE": "outage-preflight", "FTSVC_TRAINING_QUEUE": "outage-training"}
+    workers = Workers()
+    name = workers.start(["outage-preflight"], FTSVC_DATABASE_URL=through_proxy, **queues)
+    try:
+        proxy.cut()
+        with session_scope() as session:
+            job_id = create_job(session, TEST_ORG, JobSpec(model="tiny-llama", training_file=chat_file)).id
+        get_celery().send_task(PREFLIGHT_JOB_TASK, args=[job_id], queue="outage-preflight")
+        log = DATA_DIR / f"worker-{name}.log"
+        deadline = time.monotonic() + 60
+        while "waits for an outage to end" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert job_status_after(job_id, 1, set()) == "validating_files"  # not failed
+        proxy.restore()
+        assert job_status_after(job_id, 120, {"queued", "failed"}) == "queued"
+        with session_scope() as session:
+            transition(session, job_id, JobStatus.CANCELLED, message="test over")
+    finally:
+        workers.kill(name)
+        proxy.cut()
