@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import strategies as st
 
-from core.formats import FORMATS, nested_deeper_than
+from core.formats import FORMATS
+from core.json_values import nested_deeper_than
 
 FILE_TYPES = ("jsonl", "json", "csv", "parquet")
 EXTENSIONS = {"jsonl": ".jsonl", "json": ".json", "csv": ".csv", "parquet": ".parquet"}
@@ -23,6 +24,15 @@ EXTENSIONS = {"jsonl": ".jsonl", "json": ".json", "csv": ".csv", "parquet": ".pa
 CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 VALID_ROWS: dict[str, dict[str, Any]] = {
     "chat": CHAT,
+    "sharegpt": {
+        "conversations": [
+            {"from": "human", "value": "Weather?"},
+            {"from": "function_call", "value": '{"name": "weather", "arguments": {"city": "Oslo"}}'},
+            {"from": "observation", "value": "cold"},
+            {"from": "gpt", "value": "It is cold."},
+        ],
+        "tools": '[{"name": "weather", "parameters": {"type": "object"}}]',
+    },
     "prompt_completion": {"prompt": "2+2=", "completion": "4"},
     "instruction": {"instruction": "Translate", "input": "cat", "output": "chat"},
     "qa": {
