@@ -103,7 +103,7 @@ def _message_problems(message: dict[str, Any], where: str, tool_names: set[str] 
         yield f"{where}.role", f"unknown role {_shown(role)}; expected one of {', '.join(ROLES)}"
         return
     for key in unknown_keys(message, _MESSAGE_KEYS[role]):
-        reason = _MISPLACED.get(key, f"is not a field of a {role} message; it would not be trained on")
+        reason = _MISPLACED.get(key, f"is not a field of {role} messages; it would not be trained on")
         yield f"{where}.{key}", reason
     calls = message.get("tool_calls") if role == "assistant" else None
     if calls is not None:

@@ -108,7 +108,7 @@ def problems(row: dict[str, Any]) -> Problems:
         elif unanswered:
             unanswered -= 1
         else:
-            yield f"{where}.from", f"a {speaker} turn must answer a call of the function_call turn before it"
+            yield f"{where}.from", f"{speaker} turns must answer a call of the function_call turn before them"
     if not replies:
         yield "conversations", "needs at least one gpt or function_call turn to train on"
 

@@ -20,7 +20,15 @@ QA = {
     "answers": {"text": ["تهران"], "answer_start": [13]},
 }
 TEXT = {"text": "Once upon a time 🚀"}
-EXAMPLES = {"chat": CHAT, "prompt_completion": PC, "instruction": INSTRUCTION, "qa": QA, "text": TEXT}
+SHAREGPT = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}
+EXAMPLES = {
+    "chat": CHAT,
+    "sharegpt": SHAREGPT,
+    "prompt_completion": PC,
+    "instruction": INSTRUCTION,
+    "qa": QA,
+    "text": TEXT,
+}
 
 
 def as_jsonl(rows: list) -> bytes:
@@ -33,7 +41,7 @@ def as_json(rows: list) -> bytes:
 
 def as_csv(rows: list) -> bytes:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(out, fieldnames=list({key: None for row in rows for key in row}))
     writer.writeheader()
     for r in rows:
         writer.writerow(
