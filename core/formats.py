@@ -264,15 +264,15 @@ class Format:
     optional: tuple[str, ...] = ()  # the other columns it reads
 
     def check(self, row: dict[str, Any]) -> Problems:
-        """Every problem of a row: a column the format does not read (it would not be
-        trained on), then the format's own."""
+        """Every problem of a row: the format's own, then each column the format does
+        not read (it would not be trained on)."""
+        yield from self.problems(row)
         for key in unknown_keys(row, (*self.keys, *self.optional)):
             if key is None:  # csv.DictReader's key for the cells past the header's columns
                 yield None, "this record has more cells than the header has columns"
             else:
                 read = ", ".join((*self.keys, *self.optional))
                 yield str(key), f"is not a field of format {self.name} ({read}); it would not be trained on"
-        yield from self.problems(row)
 
 
 REGISTRY: dict[str, Format] = {

@@ -61,9 +61,10 @@ def content_text(value: Any) -> str:
 
 # -- tools --------------------------------------------------------------------------------------
 def tools_of(value: Any) -> list[dict[str, Any]] | None:
-    """A valid `tools` field as a list; it may be JSON text (CSV cells, and Parquet
-    files, where tools with different parameters cannot share one struct type)."""
-    if value is None or value == "":
+    """A valid `tools` field as a list, None when no tool is offered; it may be JSON
+    text (CSV cells, and Parquet files, where tools with different parameters cannot
+    share one struct type)."""
+    if value is None or value == "" or value == []:
         return None
     tools: list[dict[str, Any]] = parse_json(value) if isinstance(value, str) else value
     return tools
@@ -79,7 +80,7 @@ def tools_problems(value: Any) -> tuple[list[tuple[str, str]], set[str] | None]:
     if tools is None:
         return [], None
     if not isinstance(tools, list) or not tools:
-        return [("tools", f"must be a non-empty list of {TOOLS_SHAPE}")], None
+        return [("tools", f"must be a list of {TOOLS_SHAPE}")], None
     problems: list[tuple[str, str]] = []
     names: set[str] = set()
     for i, tool in enumerate(tools):

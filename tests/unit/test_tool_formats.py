@@ -173,7 +173,7 @@ BAD_CHATS = [
     ("messages.0.content.0.cache", "x", "messages[0].content[0].cache", "not a field of a text part"),
     ("messages.0.content", [], "messages[0].content", "not an empty list"),
     ("messages.0.name", "", "messages[0].name", "non-empty string"),
-    ("tools", {"name": "x"}, "tools", "non-empty list"),
+    ("tools", {"name": "x"}, "tools", "must be a list"),
     ("tools", "[oops", "tools", "invalid JSON"),
     ("tools.0.type", "retrieval", "tools[0]", "function tools"),
     ("tools.0.function.name", DROP, "tools[0].function.name", "non-empty string"),
