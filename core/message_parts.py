@@ -26,6 +26,12 @@ def unknown_keys(obj: dict[Any, Any], known: Iterable[str]) -> list[Any]:
     return [key for key, value in obj.items() if key not in allowed and value is not None]
 
 
+def unread_keys_problems(obj: dict[Any, Any], known: tuple[str, ...], at: str, what: str) -> Problems:
+    """A problem for each key of `obj` (`what`, at `at`) that nothing reads."""
+    for key in unknown_keys(obj, known):
+        yield f"{at}.{key}", f"is not a field of {what} ({', '.join(known)}); it would not be trained on"
+
+
 # -- content ----------------------------------------------------------------------------------
 def content_problems(value: Any, where: str) -> Problems:
     """`value` as a message's content: a string, or a list of text parts."""
@@ -45,8 +51,7 @@ def content_problems(value: Any, where: str) -> Problems:
         if part.get("type") != "text":
             yield f"{at}.type", f"only text parts can be trained; this part is {shown(part.get('type'))}"
             continue
-        for key in unknown_keys(part, _TEXT_PART_KEYS):
-            yield f"{at}.{key}", "is not a field of a text part (type, text); it would not be trained on"
+        yield from unread_keys_problems(part, _TEXT_PART_KEYS, at, "a text part")
         if (problem := text_problem(part.get("text"))) is not None:
             yield f"{at}.text", problem
 
@@ -139,8 +144,7 @@ def tool_calls_problems(calls: Any, where: str, tool_names: set[str] | None) -> 
         if not isinstance(call, dict):
             yield at, 'must be an object {"id", "type": "function", "function": {"name", "arguments"}}'
             continue
-        for key in unknown_keys(call, _CALL_KEYS):
-            yield f"{at}.{key}", "is not a field of a tool call (id, type, function); it would not be trained on"
+        yield from unread_keys_problems(call, _CALL_KEYS, at, "a tool call")
         call_id = call.get("id")
         if not isinstance(call_id, str) or not call_id.strip():
             yield f"{at}.id", "must be a non-empty string (the tool message that answers the call names it)"
@@ -154,8 +158,7 @@ def tool_calls_problems(calls: Any, where: str, tool_names: set[str] | None) -> 
         if not isinstance(function, dict):
             yield f"{at}.function", "must be an object with name and arguments"
             continue
-        for key in unknown_keys(function, _FUNCTION_KEYS):
-            yield f"{at}.function.{key}", "is not a field of a function call (name, arguments)"
+        yield from unread_keys_problems(function, _FUNCTION_KEYS, f"{at}.function", "a function call")
         if (problem := call_name_problem(function.get("name"), tool_names)) is not None:
             yield f"{at}.function.name", problem
         if (problem := arguments_problem(function.get("arguments"))) is not None:

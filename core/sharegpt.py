@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.json_values import Problems, UnreadableJson, parse_json, shown, text_problem
-from core.message_parts import arguments_problem, call_name_problem, tools_of, tools_problems, unknown_keys
+from core.message_parts import arguments_problem, call_name_problem, tools_of, tools_problems, unread_keys_problems
 
 # Each speaker as a chat role.
 SPEAKERS = {
@@ -53,7 +53,7 @@ def _calls(value: Any) -> tuple[list[Any], bool]:
     return (calls, True) if isinstance(calls, list) else ([calls], False)
 
 
-def _calls_problems(value: Any, where: str, tool_names: set[str] | None) -> tuple[list[tuple[str, str]], int]:
+def _calls_problems(value: Any, where: str, tool_names: set[str] | None) -> tuple[list[tuple[str | None, str]], int]:
     """The problems of a function_call turn's value, and how many calls it makes."""
     try:
         calls, listed = _calls(value)
@@ -61,12 +61,10 @@ def _calls_problems(value: Any, where: str, tool_names: set[str] | None) -> tupl
         return [(where, f"must be {CALL_SHAPE}: {exc}")], 0
     if not calls or not all(isinstance(call, dict) for call in calls):
         return [(where, f"must be {CALL_SHAPE}")], 0
-    problems = []
+    problems: list[tuple[str | None, str]] = []
     for k, call in enumerate(calls):
         at = f"{where}[{k}]" if listed else where
-        problems += [
-            (f"{at}.{key}", "is not a field of a call (name, arguments)") for key in unknown_keys(call, _CALL_KEYS)
-        ]
+        problems += unread_keys_problems(call, _CALL_KEYS, at, "a call")
         if (problem := call_name_problem(call.get("name"), tool_names)) is not None:
             problems.append((f"{at}.name", problem))
         if (problem := arguments_problem(call.get("arguments"))) is not None:
@@ -90,8 +88,7 @@ def problems(row: dict[str, Any]) -> Problems:
         if not isinstance(turn, dict):
             yield where, "must be an object with from and value"
             continue
-        for key in unknown_keys(turn, _TURN_KEYS):
-            yield f"{where}.{key}", "is not a field of a ShareGPT turn (from, value); it would not be trained on"
+        yield from unread_keys_problems(turn, _TURN_KEYS, where, "a ShareGPT turn")
         speaker = turn.get("from")
         if not isinstance(speaker, str) or speaker not in SPEAKERS:
             yield f"{where}.from", f"unknown speaker {shown(speaker)}; expected one of {', '.join(SPEAKERS)}"

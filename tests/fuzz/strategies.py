@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from core.formats import FORMATS
 from core.json_values import nested_deeper_than
+from tests.helpers import EXAMPLES
 
 FILE_TYPES = ("jsonl", "json", "csv", "parquet")
 EXTENSIONS = {"jsonl": ".jsonl", "json": ".json", "csv": ".csv", "parquet": ".parquet"}
@@ -24,15 +25,8 @@ EXTENSIONS = {"jsonl": ".jsonl", "json": ".json", "csv": ".csv", "parquet": ".pa
 CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 VALID_ROWS: dict[str, dict[str, Any]] = {
     "chat": CHAT,
-    "sharegpt": {
-        "conversations": [
-            {"from": "human", "value": "Weather?"},
-            {"from": "function_call", "value": '{"name": "weather", "arguments": {"city": "Oslo"}}'},
-            {"from": "observation", "value": "cold"},
-            {"from": "gpt", "value": "It is cold."},
-        ],
-        "tools": '[{"name": "weather", "parameters": {"type": "object"}}]',
-    },
+    # A conversation with a function call, its result and tools as JSON text.
+    "sharegpt": json.loads((EXAMPLES / "sharegpt.jsonl").read_text().splitlines()[2]),
     "prompt_completion": {"prompt": "2+2=", "completion": "4"},
     "instruction": {"instruction": "Translate", "input": "cat", "output": "chat"},
     "qa": {
