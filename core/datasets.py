@@ -74,6 +74,8 @@ class ValidationReport:
     def add(self, problem: Problem) -> None:
         if len(self.problems) < MAX_PROBLEMS:
             problem.message = _storable(problem.message)
+            # A field may name a key of the file (one no format reads): any text at all.
+            problem.field = _storable(problem.field) if problem.field is not None else None
             self.problems.append(problem)
         else:
             self.truncated = True

@@ -228,3 +228,9 @@ def test_csv_cells_past_the_header_are_refused() -> None:
         None,
         "this record has more cells than the header has columns",
     )
+
+
+def test_an_unread_key_is_named_in_text_any_database_stores() -> None:
+    row = PC | {"x\x00y": 1, "\ud800": 2, "k" * 1000: 3}
+    fields = [p.field for p in check(json.dumps(row).encode() + b"\n", "jsonl").problems]
+    assert fields == ["x\\x00y", "\\ud800", "k" * 499 + "…"]
