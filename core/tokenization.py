@@ -44,7 +44,8 @@ _PROBE = [Message("user", "ping", 0), Message("assistant", "pong", 1)]
 # each puts a marker there, and the template renders it if the marker comes out (a
 # template that ignores it, or raises, cannot train on it).
 _MARK = "zq7probe"
-_CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": {"query": _MARK}}}
+# Nine alphanumeric characters: the only call ids Mistral's templates accept.
+_CALL = {"id": "call00001", "type": "function", "function": {"name": "lookup", "arguments": {"query": _MARK}}}
 _TEMPLATE_FEATURES: dict[str, tuple[str, Example]] = {
     "tools": (
         "the tools offered to the model (tools)",
@@ -63,7 +64,7 @@ _TEMPLATE_FEATURES: dict[str, tuple[str, Example]] = {
             [
                 Message("user", "ping", 0),
                 Message("assistant", "", 1, tool_calls=[_CALL]),
-                Message("tool", _MARK, 0, tool_call_id="call_1"),
+                Message("tool", _MARK, 0, tool_call_id="call00001"),
             ]
         ),
     ),
@@ -153,8 +154,17 @@ class PreparedTokenizer:
 
     def _assistant_spans(self, example: Example) -> tuple[str, list[tuple[int, int, int]]]:
         """The full rendering and, per assistant turn, (start, end, weight) in characters."""
+        from jinja2 import TemplateError  # lazily, as transformers: the API process never renders
+
         self._check_renders(example)
-        text = self._render(example)
+        try:
+            text = self._render(example)
+        except TemplateError as exc:  # the template's own refusal (Llama 3.1's: one tool call per turn)
+            raise InvalidRequest(
+                f"The chat template of {self.model} cannot render an example of the training data: {exc}",
+                param="model",
+                code="chat_template_cannot_render",
+            ) from exc
         spans = []
         for i, message in enumerate(example.messages):
             if message.role != "assistant":

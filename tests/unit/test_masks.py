@@ -3,6 +3,7 @@ template: the trained tokens are the assistant's reply and its EOS, nothing else
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
@@ -125,7 +126,7 @@ def test_tool_calls_are_trained_and_tool_results_are_not(prepared: PreparedToken
 
 
 def test_a_tool_call_with_weight_0_is_context(prepared: PreparedTokenizer) -> None:
-    row = {**TOOL_CHAT, "messages": [dict(m) for m in TOOL_CHAT["messages"]]}
+    row = copy.deepcopy(TOOL_CHAT)
     row["messages"][1]["weight"] = 0
     assert trained_text(prepared, example_of("chat", row)) == ["It is snowing, -3 degrees." + EOT]
 
@@ -146,3 +147,23 @@ def test_names_are_refused_where_the_template_drops_them(prepared: PreparedToken
     named = {"messages": [{"role": "user", "content": "hi", "name": "ana"}, {"role": "assistant", "content": "hello"}]}
     with pytest.raises(InvalidRequest, match=r"cannot render message names \(name\).*leaves it out"):
         prepared.encode(example_of("chat", named), 4096)
+
+
+def test_a_template_that_refuses_an_example_says_why(tiny_model: Path, tmp_path: Path) -> None:
+    one_call = tmp_path / "one-call"
+    shutil.copytree(tiny_model, one_call)
+    template = (one_call / "chat_template.jinja").read_text()
+    refusal = (
+        "{% if message['tool_calls'] and message['tool_calls'] | length > 1 %}"
+        "{{ raise_exception('one call at a time') }}{% endif %}"
+    )
+    (one_call / "chat_template.jinja").write_text(template.replace("{% set calls %}", refusal + "{% set calls %}", 1))
+    prepared = prepare_tokenizer(ModelRef("one-call", str(one_call), True))
+    assert trained_text(prepared, example_of("chat", TOOL_CHAT))  # one call: rendered
+    row = copy.deepcopy(TOOL_CHAT)
+    call = row["messages"][1]["tool_calls"][0]
+    row["messages"][1]["tool_calls"].append(call | {"id": "call_2"})
+    row["messages"].insert(3, {"role": "tool", "tool_call_id": "call_2", "content": "-3 C"})
+    with pytest.raises(InvalidRequest, match="cannot render an example of the training data: one call at a time") as no:
+        prepared.encode(example_of("chat", row), 4096)
+    assert (no.value.code, no.value.param) == ("chat_template_cannot_render", "model")
