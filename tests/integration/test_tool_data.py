@@ -92,6 +92,17 @@ def test_a_template_that_cannot_render_tools_is_refused(client_module, tools_fil
     assert "cannot render assistant tool calls" in job["error"]["message"]
 
 
+def test_a_job_names_the_sharegpt_format(client_module) -> None:  # type: ignore[no-untyped-def]
+    file_id = upload_ok(client_module, (EXAMPLES / "sharegpt.jsonl").read_bytes(), "sharegpt.jsonl")
+    job = preflight(client_module, training_file=file_id, qlora={"data": {"format": "sharegpt"}})
+    assert (job["status"], job["qlora"]["data"]["format"], job["statistics"]["examples"]) == ("queued", "sharegpt", 24)
+    wrong = client_module.post(
+        "/v1/fine_tuning/jobs",
+        json={"model": "tiny-llama", "training_file": file_id, "qlora": {"data": {"format": "chat"}}},
+    )
+    assert "validated as 'sharegpt'" in assert_error(wrong, 400, "qlora.data.format", "format_mismatch")["message"]
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("worker")
 @pytest.mark.parametrize("name", ["chat_tools.jsonl", "sharegpt.jsonl"])
