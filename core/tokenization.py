@@ -158,13 +158,16 @@ class PreparedTokenizer:
 
         self._check_renders(example)
         try:
-            text = self._render(example)
+            return self._spans(example)
         except TemplateError as exc:  # the template's own refusal (Llama 3.1's: one tool call per turn)
             raise InvalidRequest(
                 f"The chat template of {self.model} cannot render an example of the training data: {exc}",
                 param="model",
                 code="chat_template_cannot_render",
             ) from exc
+
+    def _spans(self, example: Example) -> tuple[str, list[tuple[int, int, int]]]:
+        text = self._render(example)
         spans = []
         for i, message in enumerate(example.messages):
             if message.role != "assistant":

@@ -130,7 +130,12 @@ def changed(row: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return new
 
 
-DROP = object()
+class _Drop:
+    def __repr__(self) -> str:  # shown in the test ids
+        return "DROP"
+
+
+DROP = _Drop()
 BAD_CHATS = [
     ("messages.1.tool_calls", {"id": "x"}, "messages[1].tool_calls", "non-empty list"),
     ("messages.1.tool_calls.0.id", DROP, "messages[1].tool_calls[0].id", "non-empty string"),
