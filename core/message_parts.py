@@ -69,10 +69,10 @@ def tools_of(value: Any) -> list[dict[str, Any]] | None:
     """A valid `tools` field as a list, None when no tool is offered; it may be JSON
     text (CSV cells, and Parquet files, where tools with different parameters cannot
     share one struct type)."""
-    if value is None or value == "" or value == []:
+    if value is None or value == "":
         return None
     tools: list[dict[str, Any]] = parse_json(value) if isinstance(value, str) else value
-    return tools
+    return None if tools == [] else tools
 
 
 def tools_problems(value: Any) -> tuple[list[tuple[str, str]], set[str] | None]:
@@ -84,7 +84,7 @@ def tools_problems(value: Any) -> tuple[list[tuple[str, str]], set[str] | None]:
         return [("tools", f"{exc} (tools given as text must be a JSON list)")], None
     if tools is None:
         return [], None
-    if not isinstance(tools, list) or not tools:
+    if not isinstance(tools, list):
         return [("tools", f"must be a list of {TOOLS_SHAPE}")], None
     problems: list[tuple[str, str]] = []
     names: set[str] = set()
