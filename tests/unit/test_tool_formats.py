@@ -160,6 +160,8 @@ BAD_CHATS = [
     ),
     ("messages.1.tool_calls.0.function.strict", True, "messages[1].tool_calls[0].function.strict", "not a field"),
     ("messages.1.content", DROP, None, None),  # a tool-calling turn may have no content: valid
+    ("tools", [], None, None),  # no tools offered: valid, as is
+    ("tools", "[]", None, None),  # the same as JSON text
     ("messages.3.content", None, "messages[3].content", "must be a string or a list of text parts"),
     ("messages.2.tool_call_id", DROP, "messages[2].tool_call_id", "must name a call"),
     ("messages.2.tool_call_id", "call_9", "messages[2].tool_call_id", "(call_1); got 'call_9'"),
