@@ -22,12 +22,11 @@ from core.formats import (
     Format,
     FormatName,
     UnreadableCell,
-    UnreadableJson,
     decode_json_cells,
     describe_keys,
     detect,
-    parse_json,
 )
+from core.json_values import UnreadableJson, parse_json
 
 MAX_PROBLEMS = 100
 FileType = Literal["jsonl", "json", "csv", "parquet"]
@@ -75,6 +74,8 @@ class ValidationReport:
     def add(self, problem: Problem) -> None:
         if len(self.problems) < MAX_PROBLEMS:
             problem.message = _storable(problem.message)
+            # A field may name a key of the file (one no format reads): any text at all.
+            problem.field = _storable(problem.field) if problem.field is not None else None
             self.problems.append(problem)
         else:
             self.truncated = True
@@ -260,7 +261,7 @@ def validate(stream: BinaryIO, file_type: FileType, format_name: str = "auto") -
                     )
                 )
                 continue
-            problems = list(file_format.problems(raw.data))
+            problems = list(file_format.check(raw.data))
             for field_name, message in problems:
                 report.add(Problem(where[0], field_name, message, where[1]))
             report.n_examples += not problems

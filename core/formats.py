@@ -1,81 +1,44 @@
 """Dataset formats: how each is recognised, what makes a row valid, and how a row
 becomes the one shape training uses (a conversation, or raw text).
 
-- chat: {"messages": [{"role", "content", "weight"?}, ...]}
+- chat (OpenAI's): {"messages": [{"role", "content", "weight"?, "name"?, "tool_calls"?, "tool_call_id"?}, ...],
+  "tools"?, "parallel_tool_calls"?}
+- sharegpt: {"conversations": [{"from", "value"}, ...], "system"?, "tools"?} (core.sharegpt)
 - prompt_completion: {"prompt", "completion"}
 - instruction (Alpaca): {"instruction", "input"?, "output"}
 - qa (extractive, SQuAD style): {"context", "question", "answers": {"text": [...], "answer_start": [...]}}
 - text: {"text"} for continued pre-training (every token is trained)
+
+Nothing in a row is silently dropped: a key its format does not read (in the row, a
+message, a tool call, a content part) is refused with its field, unless it is null.
 """
 
 from __future__ import annotations
 
-import json
-import reprlib
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FormatName = Literal["chat", "prompt_completion", "instruction", "qa", "text"]
-FORMATS: tuple[FormatName, ...] = ("chat", "prompt_completion", "instruction", "qa", "text")
-ROLES = ("system", "user", "assistant")
+from core import sharegpt
+from core.json_values import Problems, UnreadableJson, parse_json
+from core.json_values import is_text as _is_text
+from core.json_values import shown as _shown
+from core.json_values import text_problem as _text_problem
+from core.message_parts import (
+    content_problems,
+    content_text,
+    template_tool_calls,
+    tool_calls_problems,
+    tools_of,
+    tools_problems,
+    unknown_keys,
+)
+
+FormatName = Literal["chat", "sharegpt", "prompt_completion", "instruction", "qa", "text"]
+FORMATS: tuple[FormatName, ...] = ("chat", "sharegpt", "prompt_completion", "instruction", "qa", "text")
+ROLES = ("system", "user", "assistant", "tool")
 # The assistant's reply to a QA example whose answer list is empty (SQuAD 2 style).
 UNANSWERABLE_REPLY = "The context does not contain the answer."
-
-Problems = Iterator[tuple[str | None, str]]
-# Far deeper than any format needs (3 levels), and far from the interpreter's recursion
-# limit, so a row that passes validation also parses wherever training reads it again.
-MAX_NESTING = 64
-
-
-def _short_repr() -> reprlib.Repr:
-    short = reprlib.Repr()
-    short.maxlevel, short.maxstring, short.maxother, short.maxlist, short.maxdict = 3, 80, 80, 6, 6
-    return short
-
-
-# A value quoted in a problem: short, and never recursing through a deeply nested one.
-_shown = _short_repr().repr
-
-
-class UnreadableJson(ValueError):
-    """JSON that does not give a usable value; the message says why."""
-
-
-def nested_deeper_than(value: Any, limit: int) -> bool:
-    """Whether lists and objects in `value` nest more than `limit` levels (walked
-    without recursion, so any depth can be asked about)."""
-    containers: list[tuple[Any, int]] = [(value, 1)]
-    while containers:
-        item, depth = containers.pop()
-        children = item.values() if isinstance(item, dict) else item
-        for child in children:
-            if isinstance(child, dict | list):
-                if depth >= limit:
-                    return True
-                containers.append((child, depth + 1))
-    return False
-
-
-def parse_json(text: str) -> Any:
-    """One JSON value, refusing what the standard library cannot turn into one (nesting
-    past the recursion limit, integers past the int-to-string digit limit) and what
-    is nested deeper than MAX_NESTING, with a message that says which."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        where = f"column {exc.colno}" if exc.lineno == 1 else f"line {exc.lineno} column {exc.colno}"
-        raise UnreadableJson(f"invalid JSON: {exc.msg} at {where}") from exc
-    except RecursionError as exc:
-        raise UnreadableJson(f"invalid JSON: nested deeper than {MAX_NESTING} levels") from exc
-    except ValueError as exc:  # json.loads raises it for nothing else (see sys.get_int_max_str_digits)
-        raise UnreadableJson(f"invalid JSON: a number has more than {sys.get_int_max_str_digits()} digits") from exc
-    # Only a text with more opening brackets than MAX_NESTING can nest deeper: most rows
-    # are not walked at all.
-    if text.count("[") + text.count("{") > MAX_NESTING and nested_deeper_than(value, MAX_NESTING):
-        raise UnreadableJson(f"invalid JSON: nested deeper than {MAX_NESTING} levels")
-    return value
 
 
 @dataclass
@@ -84,6 +47,16 @@ class Message:
     content: str
     # Assistant turns only: 1 = trained on, 0 = context only.
     weight: int = 1
+    # Assistant turns: the calls it makes, as chat templates take them (arguments as objects).
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None  # tool turns: the call this result answers
+    name: str | None = None
+
+    def for_template(self) -> dict[str, Any]:
+        """The message as a chat template reads it: only the keys it has."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        extras = {"tool_calls": self.tool_calls, "tool_call_id": self.tool_call_id, "name": self.name}
+        return message | {key: value for key, value in extras.items() if value is not None}
 
 
 @dataclass
@@ -92,24 +65,7 @@ class Example:
 
     messages: list[Message] = field(default_factory=list)
     text: str | None = None
-
-
-def _is_text(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _text_problem(value: Any) -> str | None:
-    """Why `value` cannot be training text: not a string, or not valid Unicode (a lone
-    surrogate such as a JSON "\\ud800" escape, which no tokenizer can encode)."""
-    if not _is_text(value):
-        return f"must be a string, not {type(value).__name__}"
-    if value.isascii():
-        return None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return f"is not valid Unicode: lone surrogate U+{ord(value[exc.start]):04X} at character {exc.start}"
-    return None
+    tools: list[dict[str, Any]] | None = None  # the function tools the conversation offers
 
 
 def _need_text(row: dict[str, Any], key: str, *, allow_empty: bool = False) -> Problems:
@@ -122,41 +78,112 @@ def _need_text(row: dict[str, Any], key: str, *, allow_empty: bool = False) -> P
 
 
 # -- chat ------------------------------------------------------------------------------------
+# The keys a message of each role may have (a template is given all of them); any other
+# would be dropped on the way to the template, so it is refused.
+_MESSAGE_KEYS = {
+    "system": ("role", "content", "name"),
+    "user": ("role", "content", "name"),
+    "assistant": ("role", "content", "name", "weight", "tool_calls"),
+    "tool": ("role", "content", "tool_call_id"),
+}
+# Why a key a role does not take is refused, where a generic reason would not help.
+_MISPLACED = {
+    "weight": "only assistant messages take a weight",
+    "tool_calls": "only assistant messages make tool calls",
+    "tool_call_id": "only tool messages answer a tool call",
+    "name": "a tool message is named by its tool_call_id",
+    "function_call": "is OpenAI's deprecated function calling, which is not supported: use tool_calls",
+}
+
+
+def _message_problems(message: dict[str, Any], where: str, tool_names: set[str] | None) -> Problems:
+    """One message's own problems (the conversation's order is checked by the caller)."""
+    role = message.get("role")
+    if role not in ROLES:
+        yield f"{where}.role", f"unknown role {_shown(role)}; expected one of {', '.join(ROLES)}"
+        return
+    for key in unknown_keys(message, _MESSAGE_KEYS[role]):
+        reason = _MISPLACED.get(key, f"is not a field of {role} messages; it would not be trained on")
+        yield f"{where}.{key}", reason
+    calls = message.get("tool_calls") if role == "assistant" else None
+    if calls is not None:
+        yield from tool_calls_problems(calls, f"{where}.tool_calls", tool_names)
+    if message.get("content") is not None or calls is None:  # a tool-calling turn may leave content null
+        yield from content_problems(message.get("content"), f"{where}.content")
+    name = message.get("name") if role != "tool" else None
+    if name is not None and (not _is_text(name) or not name.strip() or _text_problem(name) is not None):
+        yield f"{where}.name", "must be a non-empty string"
+    weight = message.get("weight")
+    if role == "assistant" and weight is not None and (weight not in (0, 1) or isinstance(weight, bool)):
+        yield f"{where}.weight", "must be 0 or 1"
+
+
 def _chat_problems(row: dict[str, Any]) -> Problems:
+    tool_problems, tool_names = tools_problems(row.get("tools"))
+    yield from tool_problems
+    parallel = row.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        yield "parallel_tool_calls", "must be true or false"
     messages = row.get("messages")
     if not isinstance(messages, list) or not messages:
         yield "messages", "must be a non-empty list of {role, content} objects"
         return
-    trained = 0
+    trained = assistants = 0
+    unanswered: set[str] = set()  # ids of the last assistant turn's calls not answered yet
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
             yield where, "must be an object with role and content"
             continue
-        role = message.get("role")
-        if role not in ROLES:
-            yield f"{where}.role", f"unknown role {_shown(role)}; expected one of {', '.join(ROLES)}"
-        if (problem := _text_problem(message.get("content"))) is not None:
-            yield f"{where}.content", problem
-        weight = message.get("weight", 1)
-        if "weight" in message and role != "assistant":
-            yield f"{where}.weight", "only assistant messages take a weight"
-        elif weight not in (0, 1) or isinstance(weight, bool):
-            yield f"{where}.weight", "must be 0 or 1"
-        trained += role == "assistant" and weight == 1
-    if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
+        yield from _message_problems(message, where, tool_names)
+        role, calls = message.get("role"), message.get("tool_calls")
+        if role == "assistant":
+            assistants += 1
+            trained += message.get("weight") in (None, 1)
+            unanswered = (
+                {c["id"] for c in calls if isinstance(c, dict) and isinstance(c.get("id"), str)}
+                if isinstance(calls, list)
+                else set()
+            )
+            if parallel is False and isinstance(calls, list) and len(calls) > 1:
+                yield f"{where}.tool_calls", f"makes {len(calls)} calls, but parallel_tool_calls is false"
+        elif role == "tool":
+            call_id = message.get("tool_call_id")
+            if isinstance(call_id, str) and call_id in unanswered:
+                unanswered.discard(call_id)
+            else:
+                ids = ", ".join(sorted(unanswered)) or "none"
+                yield (
+                    f"{where}.tool_call_id",
+                    f"must name a call of the assistant message before it that is not answered yet ({ids}); "
+                    f"got {_shown(call_id)}",
+                )
+        else:
+            unanswered = set()
+    if not assistants:
         yield "messages", "needs at least one assistant message to train on"
     elif not trained:
         yield "messages", "every assistant message has weight 0: nothing to train on"
 
 
-def _chat_example(row: dict[str, Any]) -> Example:
-    return Example(
-        [
-            Message(m["role"], m["content"], int(m.get("weight", 1)) if m["role"] == "assistant" else 0)
-            for m in row["messages"]
-        ]
+def _chat_message(message: dict[str, Any]) -> Message:
+    role, calls, weight = message["role"], message.get("tool_calls"), message.get("weight")
+    return Message(
+        role,
+        content_text(message.get("content")),
+        (1 if weight is None else int(weight)) if role == "assistant" else 0,
+        tool_calls=template_tool_calls(calls) if role == "assistant" and calls is not None else None,
+        tool_call_id=message.get("tool_call_id") if role == "tool" else None,
+        name=message.get("name") if role != "tool" else None,
     )
+
+
+def _chat_example(row: dict[str, Any]) -> Example:
+    return Example([_chat_message(m) for m in row["messages"]], tools=tools_of(row.get("tools")))
+
+
+def _sharegpt_example(row: dict[str, Any]) -> Example:
+    return _chat_example(sharegpt.as_chat_row(row))
 
 
 # -- prompt / completion ----------------------------------------------------------------------
@@ -234,14 +261,43 @@ class Format:
     problems: Callable[[dict[str, Any]], Problems]
     to_example: Callable[[dict[str, Any]], Example]
     json_columns: tuple[str, ...] = ()  # nested values that CSV cells carry as JSON
+    optional: tuple[str, ...] = ()  # the other columns it reads
+
+    def check(self, row: dict[str, Any]) -> Problems:
+        """Every problem of a row: the format's own, then each column the format does
+        not read (it would not be trained on)."""
+        yield from self.problems(row)
+        for key in unknown_keys(row, (*self.keys, *self.optional)):
+            if key is None:  # csv.DictReader's key for the cells past the header's columns
+                yield None, "this record has more cells than the header has columns"
+            else:
+                read = ", ".join((*self.keys, *self.optional))
+                yield str(key), f"is not a field of format {self.name} ({read}); it would not be trained on"
 
 
 REGISTRY: dict[str, Format] = {
     f.name: f
     for f in (
-        Format("chat", ("messages",), _chat_problems, _chat_example, ("messages",)),
+        Format(
+            "chat",
+            ("messages",),
+            _chat_problems,
+            _chat_example,
+            ("messages", "parallel_tool_calls"),
+            ("tools", "parallel_tool_calls"),
+        ),
+        Format(
+            "sharegpt",
+            ("conversations",),
+            sharegpt.problems,
+            _sharegpt_example,
+            ("conversations",),
+            ("system", "tools"),
+        ),
         Format("prompt_completion", ("prompt", "completion"), _prompt_completion_problems, _prompt_completion_example),
-        Format("instruction", ("instruction", "output"), _instruction_problems, _instruction_example),
+        Format(
+            "instruction", ("instruction", "output"), _instruction_problems, _instruction_example, optional=("input",)
+        ),
         Format("qa", ("context", "question", "answers"), _qa_problems, _qa_example, ("answers",)),
         Format("text", ("text",), _text_problems, _text_example),
     )
@@ -250,7 +306,7 @@ REGISTRY: dict[str, Format] = {
 
 def detect(row: dict[str, Any]) -> Format | None:
     """The format whose identifying keys the row has (the most specific first)."""
-    for name in ("chat", "qa", "instruction", "prompt_completion", "text"):
+    for name in ("chat", "sharegpt", "qa", "instruction", "prompt_completion", "text"):
         if all(key in row for key in REGISTRY[name].keys):
             return REGISTRY[name]
     return None
@@ -263,10 +319,13 @@ class UnreadableCell(UnreadableJson):
 
 
 def decode_json_cells(fmt: Format, row: dict[str, Any]) -> dict[str, Any]:
-    """CSV cells are strings: nested columns (messages, answers) arrive as JSON text.
-    Raises UnreadableCell, naming the column, for a cell that is not JSON."""
+    """CSV cells are strings: nested columns (messages, answers) arrive as JSON text,
+    and an empty cell is an absent value. Raises UnreadableCell, naming the column, for
+    a cell that is not JSON."""
     for column in fmt.json_columns:
-        if isinstance(row.get(column), str):
+        if row.get(column) == "":
+            row[column] = None
+        elif isinstance(row.get(column), str):
             try:
                 row[column] = parse_json(row[column])
             except UnreadableJson as exc:

@@ -238,7 +238,7 @@ class Training(_Strict):
 
 class Data(_Strict):
     # "auto": the format the training file was validated as.
-    format: Literal["auto", "chat", "prompt_completion", "instruction", "qa", "text"] = "auto"
+    format: Literal["auto", "chat", "sharegpt", "prompt_completion", "instruction", "qa", "text"] = "auto"
     # False: loss on the assistant's tokens only (prompts, system and user turns masked).
     train_on_inputs: bool = False
     # Concatenate examples into rows without padding (position ids restart per example,

@@ -6,7 +6,11 @@ what the model learns.
 The trained spans of a conversation are found by rendering it through the template up
 to each assistant turn (with and without the generation prompt) and mapping those
 character spans onto the tokens of the full rendering, which works with any template
-that renders a conversation as a prefix of its continuation (all common ones do).
+that renders a conversation as a prefix of its continuation (all common ones do). Tools
+and tool calls go through the template too (`apply_chat_template(..., tools=...)`), so an
+assistant turn's span covers its calls as the template writes them; a template that
+cannot render what an example holds (tools, calls, tool results, names) is refused
+rather than letting the data be dropped.
 
 transformers is imported lazily: the API loads it only for these paths.
 """
@@ -36,6 +40,50 @@ DEFAULT_CHAT_TEMPLATE = (
 )
 _PROBE = [Message("user", "ping", 0), Message("assistant", "pong", 1)]
 
+# What a conversation may need from a chat template beyond roles and text: a probe for
+# each puts a marker there, and the template renders it if the marker comes out (a
+# template that ignores it, or raises, cannot train on it).
+_MARK = "zq7probe"
+# Nine alphanumeric characters: the only call ids Mistral's templates accept.
+_CALL = {"id": "call00001", "type": "function", "function": {"name": "lookup", "arguments": {"query": _MARK}}}
+_TEMPLATE_FEATURES: dict[str, tuple[str, Example]] = {
+    "tools": (
+        "the tools offered to the model (tools)",
+        Example(
+            [Message("user", "ping", 0)],
+            tools=[{"type": "function", "function": {"name": _MARK, "parameters": {"type": "object"}}}],
+        ),
+    ),
+    "tool_calls": (
+        "assistant tool calls (tool_calls)",
+        Example([Message("user", "ping", 0), Message("assistant", "", 1, tool_calls=[_CALL])]),
+    ),
+    "tool_results": (
+        "tool results (messages with role tool)",
+        Example(
+            [
+                Message("user", "ping", 0),
+                Message("assistant", "", 1, tool_calls=[_CALL]),
+                Message("tool", _MARK, 0, tool_call_id="call00001"),
+            ]
+        ),
+    ),
+    "names": (
+        "message names (name)",
+        Example([Message("user", "ping", 0, name=_MARK), Message("assistant", "pong", 1)]),
+    ),
+}
+
+
+def _template_features(example: Example) -> set[str]:
+    """The features of _TEMPLATE_FEATURES that `example` uses."""
+    used = {"tools"} if example.tools else set()
+    for message in example.messages:
+        used |= {"tool_calls"} if message.tool_calls else set()
+        used |= {"tool_results"} if message.role == "tool" else set()
+        used |= {"names"} if message.name is not None else set()
+    return used
+
 
 @dataclass
 class Encoded:
@@ -60,6 +108,10 @@ class PreparedTokenizer:
     template_source: str  # "model" or "default"
     append_eos: bool  # the template does not close assistant turns with EOS: we add it
     eos_ids: frozenset[int] = field(default_factory=frozenset)
+    model: str = "the model"
+    # Why the template cannot render a feature of _TEMPLATE_FEATURES (None: it can),
+    # probed the first time an example uses it.
+    unrenderable: dict[str, str | None] = field(default_factory=dict)
 
     def notes(self) -> list[str]:
         notes = []
@@ -71,24 +123,57 @@ class PreparedTokenizer:
         return notes
 
     # -- rendering -----------------------------------------------------------------------
-    def _render(self, messages: list[Message], add_generation_prompt: bool = False) -> str:
+    def _render(self, example: Example, upto: int | None = None, add_generation_prompt: bool = False) -> str:
+        """The example's first `upto` messages (all: None) through the template."""
         return str(
             self.tokenizer.apply_chat_template(
-                [{"role": m.role, "content": m.content} for m in messages],
+                [m.for_template() for m in example.messages[:upto]],
+                tools=example.tools,
                 tokenize=False,
                 add_generation_prompt=add_generation_prompt,
             )
         )
 
-    def _assistant_spans(self, messages: list[Message]) -> tuple[str, list[tuple[int, int, int]]]:
+    def _check_renders(self, example: Example) -> None:
+        """Refuse an example that uses what the template cannot render."""
+        for feature in sorted(_template_features(example)):
+            what, probe = _TEMPLATE_FEATURES[feature]
+            if feature not in self.unrenderable:
+                try:
+                    shown = _MARK in self._render(probe)
+                    self.unrenderable[feature] = None if shown else "the template leaves it out"
+                except Exception as exc:  # whatever a template raises (jinja errors, raise_exception, ...)
+                    self.unrenderable[feature] = f"the template fails: {type(exc).__name__}: {exc}"
+            if (reason := self.unrenderable[feature]) is not None:
+                raise InvalidRequest(
+                    f"The chat template of {self.model} cannot render {what}, which the training data has "
+                    f"({reason}); fine-tune a model whose chat template supports it, or remove it from the data",
+                    param="model",
+                    code="chat_template_cannot_render",
+                )
+
+    def _assistant_spans(self, example: Example) -> tuple[str, list[tuple[int, int, int]]]:
         """The full rendering and, per assistant turn, (start, end, weight) in characters."""
-        text = self._render(messages)
+        from jinja2 import TemplateError  # lazily, as transformers: the API process never renders
+
+        self._check_renders(example)
+        try:
+            return self._spans(example)
+        except TemplateError as exc:  # the template's own refusal (Llama 3.1's: one tool call per turn)
+            raise InvalidRequest(
+                f"The chat template of {self.model} cannot render an example of the training data: {exc}",
+                param="model",
+                code="chat_template_cannot_render",
+            ) from exc
+
+    def _spans(self, example: Example) -> tuple[str, list[tuple[int, int, int]]]:
+        text = self._render(example)
         spans = []
-        for i, message in enumerate(messages):
+        for i, message in enumerate(example.messages):
             if message.role != "assistant":
                 continue
-            prompt = self._render(messages[:i], add_generation_prompt=True)
-            upto = self._render(messages[: i + 1])
+            prompt = self._render(example, i, add_generation_prompt=True)
+            upto = self._render(example, i + 1)
             if not (text.startswith(upto) and upto.startswith(prompt)):
                 raise InvalidRequest(
                     "The model's chat template does not render a conversation as a prefix of its "
@@ -105,7 +190,7 @@ class PreparedTokenizer:
             ids = tok(example.text, add_special_tokens=True)["input_ids"] + [tok.eos_token_id]
             mask = [1] * len(ids)
         else:
-            text, spans = self._assistant_spans(example.messages)
+            text, spans = self._assistant_spans(example)
             encoding = tok(text, add_special_tokens=False, return_offsets_mapping=True)
             ids, mask = [], []
             offsets = encoding["offset_mapping"]
@@ -169,7 +254,9 @@ def prepare_tokenizer(model_ref: ModelRef) -> PreparedTokenizer:
     source = "model"
     if not tokenizer.chat_template:
         tokenizer.chat_template, source = DEFAULT_CHAT_TEMPLATE, "default"
-    prepared = PreparedTokenizer(tokenizer, source, append_eos=False, eos_ids=_eos_ids(tokenizer, model_ref))
+    prepared = PreparedTokenizer(
+        tokenizer, source, append_eos=False, eos_ids=_eos_ids(tokenizer, model_ref), model=model_ref.name
+    )
     probe = prepared.encode(Example(_PROBE), max_length=1 << 16)
     trained = [t for t, m in zip(probe.input_ids, probe.completion_mask, strict=True) if m]
     prepared.append_eos = not (set(trained) & prepared.eos_ids)

@@ -25,13 +25,25 @@ HEADER_START, HEADER_END = "<|start_header_id|>", "<|end_header_id|>"
 SPECIAL_TOKENS = [BOS, EOS, HEADER_START, HEADER_END, EOT, PAD]
 
 # Llama-3 layout. Every turn ends with <|eot_id|>, which is the tokenizer's EOS, so a
-# model trained on it learns to stop. The generation markers let TRL mask prompts.
+# model trained on it learns to stop. The generation markers let TRL mask prompts. Tools
+# as Llama 3.1 renders them: the function definitions as JSON in a system block, a call
+# as {"name": ..., "parameters": ...} in the assistant's turn, a result in an ipython turn.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
+    "{% if tools %}"
+    "{{ '<|start_header_id|>system<|end_header_id|>\\n\\nYou can call these functions; a call is a JSON "
+    "object with name and parameters.\\n' }}"
+    "{% for tool in tools %}{{ tool | tojson + '\\n' }}{% endfor %}"
+    "{{ '<|eot_id|>' }}"
+    "{% endif %}"
     "{% for message in messages %}"
-    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}"
+    "{% set role = 'ipython' if message['role'] == 'tool' else message['role'] %}"
+    "{{ '<|start_header_id|>' + role + '<|end_header_id|>\\n\\n' }}"
     "{% if message['role'] == 'assistant' %}"
-    "{% generation %}{{ message['content'] + '<|eot_id|>' }}{% endgeneration %}"
+    "{% set calls %}{% for call in message['tool_calls'] or [] %}"
+    "{{ {'name': call['function']['name'], 'parameters': call['function']['arguments']} | tojson }}"
+    "{% endfor %}{% endset %}"
+    "{% generation %}{{ message['content'] + calls + '<|eot_id|>' }}{% endgeneration %}"
     "{% else %}"
     "{{ message['content'] + '<|eot_id|>' }}"
     "{% endif %}"

@@ -15,7 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import strategies as st
 
-from core.formats import FORMATS, nested_deeper_than
+from core.formats import FORMATS
+from core.json_values import nested_deeper_than
+from tests.helpers import EXAMPLES
 
 FILE_TYPES = ("jsonl", "json", "csv", "parquet")
 EXTENSIONS = {"jsonl": ".jsonl", "json": ".json", "csv": ".csv", "parquet": ".parquet"}
@@ -23,6 +25,8 @@ EXTENSIONS = {"jsonl": ".jsonl", "json": ".json", "csv": ".csv", "parquet": ".pa
 CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 VALID_ROWS: dict[str, dict[str, Any]] = {
     "chat": CHAT,
+    # A conversation with a function call, its result and tools as JSON text.
+    "sharegpt": json.loads((EXAMPLES / "sharegpt.jsonl").read_text().splitlines()[2]),
     "prompt_completion": {"prompt": "2+2=", "completion": "4"},
     "instruction": {"instruction": "Translate", "input": "cat", "output": "chat"},
     "qa": {

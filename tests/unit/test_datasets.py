@@ -20,7 +20,15 @@ QA = {
     "answers": {"text": ["تهران"], "answer_start": [13]},
 }
 TEXT = {"text": "Once upon a time 🚀"}
-EXAMPLES = {"chat": CHAT, "prompt_completion": PC, "instruction": INSTRUCTION, "qa": QA, "text": TEXT}
+SHAREGPT = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}
+EXAMPLES = {
+    "chat": CHAT,
+    "sharegpt": SHAREGPT,
+    "prompt_completion": PC,
+    "instruction": INSTRUCTION,
+    "qa": QA,
+    "text": TEXT,
+}
 
 
 def as_jsonl(rows: list) -> bytes:
@@ -33,7 +41,7 @@ def as_json(rows: list) -> bytes:
 
 def as_csv(rows: list) -> bytes:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(out, fieldnames=list({key: None for row in rows for key in row}))
     writer.writeheader()
     for r in rows:
         writer.writerow(
@@ -154,7 +162,8 @@ def test_mixed_formats_in_one_file_are_refused() -> None:
 
 def test_a_named_format_is_enforced() -> None:
     report = check(as_jsonl([CHAT]), "jsonl", "prompt_completion")
-    assert [p.field for p in report.problems] == ["prompt", "completion"]
+    assert [p.field for p in report.problems] == ["prompt", "completion", "messages"]
+    assert "is not a field of format prompt_completion (prompt, completion)" in report.problems[2].message
 
 
 def test_csv_without_the_needed_columns() -> None:
@@ -198,3 +207,30 @@ def test_problems_are_capped_but_counted_as_more() -> None:
     report = check(b"{bad\n" * (MAX_PROBLEMS + 5), "jsonl")
     assert len(report.problems) == MAX_PROBLEMS and report.truncated
     assert "and more" in report.summary()
+
+
+@pytest.mark.parametrize("file_type", list(WRITERS))
+def test_a_column_the_format_does_not_read_is_refused(file_type: str) -> None:
+    report = check(WRITERS[file_type]([PC | {"id": "q1"}, PC | {"id": "q2"}]), file_type)
+    problem = report.problems[0]
+    assert (problem.row, problem.field) == (1, "id")
+    assert (
+        problem.message == "is not a field of format prompt_completion (prompt, completion); it would not be trained on"
+    )
+    # A null counts as absent: Parquet gives every row every column.
+    assert check(as_parquet([INSTRUCTION, {"instruction": "Say hi", "input": None, "output": "hi"}]), "parquet").ok
+
+
+def test_csv_cells_past_the_header_are_refused() -> None:
+    problem = check(b"prompt,completion\nhi,there,surplus\n", "csv").problems[0]
+    assert (problem.line, problem.field, problem.message) == (
+        2,
+        None,
+        "this record has more cells than the header has columns",
+    )
+
+
+def test_an_unread_key_is_named_in_text_any_database_stores() -> None:
+    row = PC | {"x\x00y": 1, "\ud800": 2, "k" * 1000: 3}
+    fields = [p.field for p in check(json.dumps(row).encode() + b"\n", "jsonl").problems]
+    assert fields == ["x\\x00y", "\\ud800", "k" * 499 + "…"]

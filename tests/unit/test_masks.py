@@ -3,15 +3,18 @@ template: the trained tokens are the assistant's reply and its EOS, nothing else
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
 import pytest
 
+from core.errors import InvalidRequest
 from core.formats import Example, Message
 from core.registry import ModelRef
 from core.tokenization import PreparedTokenizer, prepare_tokenizer
 from tests.unit.test_datasets import EXAMPLES, as_jsonl
+from tests.unit.test_tool_formats import SHARE_CALLS, TOOL_CHAT
 
 EOT = "<|eot_id|>"
 
@@ -26,18 +29,28 @@ def trained_text(prepared: PreparedTokenizer, example: Example, **kwargs) -> lis
     return [s["text"] for s in prepared.segments(encoded) if s["trained"]]
 
 
-def example_of(fmt: str) -> Example:
+def example_of(fmt: str, row: dict | None = None) -> Example:  # type: ignore[type-arg]
     import io
 
     from core.datasets import iter_examples
 
-    return next(iter_examples(io.BytesIO(as_jsonl([EXAMPLES[fmt]])), "jsonl", fmt))
+    return next(iter_examples(io.BytesIO(as_jsonl([row or EXAMPLES[fmt]])), "jsonl", fmt))
+
+
+def bare_model(tiny_model: Path, tmp_path: Path) -> PreparedTokenizer:
+    """The tiny model without its chat template: it gets the default (ChatML), which
+    renders no tools."""
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_model, bare)
+    (bare / "chat_template.jinja").unlink()
+    return prepare_tokenizer(ModelRef("bare", str(bare), True))
 
 
 @pytest.mark.parametrize(
     ("fmt", "trained"),
     [
         ("chat", ["hello" + EOT]),
+        ("sharegpt", ["hello" + EOT]),
         ("prompt_completion", ["4" + EOT]),
         ("instruction", ["chat" + EOT]),
         ("qa", ["تهران" + EOT]),
@@ -81,10 +94,7 @@ def test_truncation_keeps_the_start_and_counts(prepared: PreparedTokenizer) -> N
 
 
 def test_a_tokenizer_without_template_gets_the_default_and_eos(tiny_model: Path, tmp_path: Path) -> None:
-    bare = tmp_path / "bare"
-    shutil.copytree(tiny_model, bare)
-    (bare / "chat_template.jinja").unlink()
-    prepared = prepare_tokenizer(ModelRef("bare", str(bare), True))
+    prepared = bare_model(tiny_model, tmp_path)
     assert prepared.template_source == "default" and not prepared.append_eos
     assert trained_text(prepared, example_of("chat")) == ["hello" + EOT + "\n"]
     assert "default" in prepared.notes()[0]
@@ -98,3 +108,62 @@ def test_a_template_without_eos_gets_eos_appended(tiny_model: Path, tmp_path: Pa
     prepared = prepare_tokenizer(ModelRef("no-eos", str(no_eos), True))
     assert prepared.append_eos and "appended" in prepared.notes()[0]
     assert trained_text(prepared, example_of("chat")) == ["hello\n" + EOT]
+
+
+CALL_TEXT = '{"name": "get_weather", "parameters": {"city": "Oslo"}}'
+
+
+@pytest.mark.parametrize(("fmt", "row"), [("chat", TOOL_CHAT), ("sharegpt", SHARE_CALLS)])
+def test_tool_calls_are_trained_and_tool_results_are_not(prepared: PreparedTokenizer, fmt: str, row) -> None:  # type: ignore[no-untyped-def]
+    example = example_of(fmt, row)
+    # The call as the template writes it (Llama 3.1's JSON) and the answer, each with EOS.
+    assert trained_text(prepared, example) == [CALL_TEXT + EOT, "It is snowing, -3 degrees." + EOT]
+    encoded = prepared.encode(example, 4096)
+    rendered = prepared.tokenizer.decode(encoded.input_ids)
+    assert '"name": "get_weather"' in rendered.split("<|start_header_id|>user")[0]  # the tools, before the user turn
+    assert "<|start_header_id|>ipython<|end_header_id|>\n\n-3 C, snow" + EOT in rendered  # the result: an input
+    assert set(prepared.encode(example, 4096, train_on_inputs=True).completion_mask) == {1}
+
+
+def test_a_tool_call_with_weight_0_is_context(prepared: PreparedTokenizer) -> None:
+    row = copy.deepcopy(TOOL_CHAT)
+    row["messages"][1]["weight"] = 0
+    assert trained_text(prepared, example_of("chat", row)) == ["It is snowing, -3 degrees." + EOT]
+
+
+def test_a_template_that_cannot_render_tools_refuses_the_example(tiny_model: Path, tmp_path: Path) -> None:
+    prepared = bare_model(tiny_model, tmp_path)
+    with pytest.raises(InvalidRequest) as refused:
+        prepared.encode(example_of("chat", TOOL_CHAT), 4096)
+    assert (refused.value.code, refused.value.param) == ("chat_template_cannot_render", "model")
+    assert "The chat template of bare cannot render assistant tool calls (tool_calls)" in refused.value.message
+    no_tools = {"messages": TOOL_CHAT["messages"]}  # the calls alone are refused too
+    with pytest.raises(InvalidRequest, match="tool calls"):
+        prepared.encode(example_of("chat", no_tools), 4096)
+    assert trained_text(prepared, example_of("chat")) == ["hello" + EOT + "\n"]  # plain chat still trains
+
+
+def test_names_are_refused_where_the_template_drops_them(prepared: PreparedTokenizer) -> None:
+    named = {"messages": [{"role": "user", "content": "hi", "name": "ana"}, {"role": "assistant", "content": "hello"}]}
+    with pytest.raises(InvalidRequest, match=r"cannot render message names \(name\).*leaves it out"):
+        prepared.encode(example_of("chat", named), 4096)
+
+
+def test_a_template_that_refuses_an_example_says_why(tiny_model: Path, tmp_path: Path) -> None:
+    one_call = tmp_path / "one-call"
+    shutil.copytree(tiny_model, one_call)
+    template = (one_call / "chat_template.jinja").read_text()
+    refusal = (
+        "{% if message['tool_calls'] and message['tool_calls'] | length > 1 %}"
+        "{{ raise_exception('one call at a time') }}{% endif %}"
+    )
+    (one_call / "chat_template.jinja").write_text(template.replace("{% set calls %}", refusal + "{% set calls %}", 1))
+    prepared = prepare_tokenizer(ModelRef("one-call", str(one_call), True))
+    assert trained_text(prepared, example_of("chat", TOOL_CHAT))  # one call: rendered
+    row = copy.deepcopy(TOOL_CHAT)
+    call = row["messages"][1]["tool_calls"][0]
+    row["messages"][1]["tool_calls"].append(call | {"id": "call_2"})
+    row["messages"].insert(3, {"role": "tool", "tool_call_id": "call_2", "content": "-3 C"})
+    with pytest.raises(InvalidRequest, match="cannot render an example of the training data: one call at a time") as no:
+        prepared.encode(example_of("chat", row), 4096)
+    assert (no.value.code, no.value.param) == ("chat_template_cannot_render", "model")
