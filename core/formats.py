@@ -6,6 +6,7 @@ becomes the one shape training uses (a conversation, or raw text).
 - instruction (Alpaca): {"instruction", "input"?, "output"}
 - qa (extractive, SQuAD style): {"context", "question", "answers": {"text": [...], "answer_start": [...]}}
 - text: {"text"} for continued pre-training (every token is trained)
+- preference: a prompt with a preferred and a rejected reply (DPO; core.preference_format)
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from __future__ import annotations
 import json
 import reprlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FormatName = Literal["chat", "prompt_completion", "instruction", "qa", "text"]
-FORMATS: tuple[FormatName, ...] = ("chat", "prompt_completion", "instruction", "qa", "text")
+FormatName = Literal["chat", "prompt_completion", "instruction", "qa", "text", "preference"]
+FORMATS: tuple[FormatName, ...] = ("chat", "prompt_completion", "instruction", "qa", "text", "preference")
 ROLES = ("system", "user", "assistant")
 # The assistant's reply to a QA example whose answer list is empty (SQuAD 2 style).
 UNANSWERABLE_REPLY = "The context does not contain the answer."
@@ -227,6 +228,24 @@ def _text_example(row: dict[str, Any]) -> Example:
     return Example(text=row["text"])
 
 
+# -- preference pairs (core.preference_format, imported when used: it builds on this module) --
+def _preference_problems(row: dict[str, Any]) -> Problems:
+    from core.preference_format import problems
+
+    return problems(row)
+
+
+def _preference_example(row: dict[str, Any]) -> Example:
+    """The prompt and its preferred reply, as a conversation (what a preview shows)."""
+    from core.preference_format import to_pair
+
+    pair = to_pair(row)
+    return Example(
+        [Message(m["role"], m["content"], 0) for m in pair.prompt]
+        + [Message("assistant", m["content"]) for m in pair.chosen]
+    )
+
+
 @dataclass(frozen=True)
 class Format:
     name: FormatName
@@ -234,6 +253,11 @@ class Format:
     problems: Callable[[dict[str, Any]], Problems]
     to_example: Callable[[dict[str, Any]], Example]
     json_columns: tuple[str, ...] = ()  # nested values that CSV cells carry as JSON
+    other_keys: tuple[str, ...] = ()  # another set of columns that identifies the format
+
+    def identified_by(self, keys: Iterable[str]) -> bool:
+        present = set(keys)
+        return any(ks and set(ks) <= present for ks in (self.keys, self.other_keys))
 
 
 REGISTRY: dict[str, Format] = {
@@ -244,14 +268,22 @@ REGISTRY: dict[str, Format] = {
         Format("instruction", ("instruction", "output"), _instruction_problems, _instruction_example),
         Format("qa", ("context", "question", "answers"), _qa_problems, _qa_example, ("answers",)),
         Format("text", ("text",), _text_problems, _text_example),
+        Format(
+            "preference",
+            ("input", "preferred_output", "non_preferred_output"),
+            _preference_problems,
+            _preference_example,
+            ("input", "preferred_output", "non_preferred_output", "tools"),
+            other_keys=("prompt", "chosen", "rejected"),
+        ),
     )
 }
 
 
 def detect(row: dict[str, Any]) -> Format | None:
     """The format whose identifying keys the row has (the most specific first)."""
-    for name in ("chat", "qa", "instruction", "prompt_completion", "text"):
-        if all(key in row for key in REGISTRY[name].keys):
+    for name in ("chat", "qa", "instruction", "preference", "prompt_completion", "text"):
+        if REGISTRY[name].identified_by(row):
             return REGISTRY[name]
     return None
 
@@ -280,4 +312,7 @@ def as_format_name(value: str | None) -> FormatName | None:
 
 
 def describe_keys() -> str:
-    return "; ".join(f"{f.name}: {', '.join(f.keys)}" for f in REGISTRY.values())
+    return "; ".join(
+        f"{f.name}: {', '.join(f.keys)}" + (f" (or {', '.join(f.other_keys)})" if f.other_keys else "")
+        for f in REGISTRY.values()
+    )

@@ -188,17 +188,24 @@ def statistics(
         truncated += encoded.truncated
         trainable += encoded.trained_tokens
         untrainable += encoded.trained_tokens == 0
-    ordered = sorted(lengths)
-    n = len(ordered)
     return {
-        "examples": n,
-        "tokens_total": sum(ordered),
-        "tokens_min": ordered[0] if n else 0,
-        "tokens_mean": round(sum(ordered) / n, 1) if n else 0,
-        "tokens_p95": ordered[min(n - 1, math.ceil(0.95 * n) - 1)] if n else 0,
-        "tokens_max": ordered[-1] if n else 0,
+        "examples": len(lengths),
+        **length_summary(lengths),
         "max_seq_length": max_length,
         "truncated_examples": truncated,
         "trainable_tokens": trainable,
         "examples_without_trainable_tokens": untrainable,
+    }
+
+
+def length_summary(lengths: Iterable[int], name: str = "tokens") -> dict[str, Any]:
+    """The total and the min/mean/p95/max of token lengths, as `<name>_total`, ..."""
+    ordered = sorted(lengths)
+    n = len(ordered)
+    return {
+        f"{name}_total": sum(ordered),
+        f"{name}_min": ordered[0] if n else 0,
+        f"{name}_mean": round(sum(ordered) / n, 1) if n else 0,
+        f"{name}_p95": ordered[min(n - 1, math.ceil(0.95 * n) - 1)] if n else 0,
+        f"{name}_max": ordered[-1] if n else 0,
     }
