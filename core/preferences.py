@@ -17,7 +17,7 @@ from core.datasets import DataFile, read_rows
 from core.errors import InvalidRequest
 from core.formats import REGISTRY
 from core.preference_format import PreferencePair, to_pair
-from core.tokenization import PreparedTokenizer, length_summary
+from core.tokenization import PreparedTokenizer, token_counts
 
 
 @dataclass(frozen=True)
@@ -107,14 +107,6 @@ def preference_statistics(
             untrainable += 1
     preference: dict[str, Any] = {}
     for name, values in parts.items():
-        summary = length_summary(values, name)
-        preference |= {f"{name}_mean": summary[f"{name}_mean"], f"{name}_max": summary[f"{name}_max"]}
-    return {
-        "examples": len(lengths),
-        **length_summary(lengths),
-        "max_seq_length": max_length,
-        "truncated_examples": truncated,
-        "trainable_tokens": trainable,
-        "examples_without_trainable_tokens": untrainable,
-        "preference": preference,
-    }
+        mean = round(sum(values) / len(values), 1) if values else 0
+        preference |= {f"{name}_mean": mean, f"{name}_max": max(values, default=0)}
+    return token_counts(lengths, max_length, truncated, trainable, untrainable) | {"preference": preference}

@@ -188,24 +188,24 @@ def statistics(
         truncated += encoded.truncated
         trainable += encoded.trained_tokens
         untrainable += encoded.trained_tokens == 0
+    return token_counts(lengths, max_length, truncated, trainable, untrainable)
+
+
+def token_counts(
+    lengths: Iterable[int], max_length: int, truncated: int, trainable: int, untrainable: int
+) -> dict[str, Any]:
+    """A job's token statistics from its examples' lengths (before truncation) and counts."""
+    ordered = sorted(lengths)
+    n = len(ordered)
     return {
-        "examples": len(lengths),
-        **length_summary(lengths),
+        "examples": n,
+        "tokens_total": sum(ordered),
+        "tokens_min": ordered[0] if n else 0,
+        "tokens_mean": round(sum(ordered) / n, 1) if n else 0,
+        "tokens_p95": ordered[min(n - 1, math.ceil(0.95 * n) - 1)] if n else 0,
+        "tokens_max": ordered[-1] if n else 0,
         "max_seq_length": max_length,
         "truncated_examples": truncated,
         "trainable_tokens": trainable,
         "examples_without_trainable_tokens": untrainable,
-    }
-
-
-def length_summary(lengths: Iterable[int], name: str = "tokens") -> dict[str, Any]:
-    """The total and the min/mean/p95/max of token lengths, as `<name>_total`, ..."""
-    ordered = sorted(lengths)
-    n = len(ordered)
-    return {
-        f"{name}_total": sum(ordered),
-        f"{name}_min": ordered[0] if n else 0,
-        f"{name}_mean": round(sum(ordered) / n, 1) if n else 0,
-        f"{name}_p95": ordered[min(n - 1, math.ceil(0.95 * n) - 1)] if n else 0,
-        f"{name}_max": ordered[-1] if n else 0,
     }

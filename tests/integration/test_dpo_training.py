@@ -80,7 +80,12 @@ def test_dpo_trains_streams_rewards_and_widens_the_preferred_margin(  # type: ig
     pairs = [encode_pair(prepared, to_pair(row)) for row in rows]
     # The base as training saw it (NF4), the adapter on top: disabling the adapter is the
     # reference model DPO compared against.
-    quantized = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    quantized = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float32,
+    )
     base = AutoModelForCausalLM.from_pretrained(tiny_model, quantization_config=quantized, device_map={"": "cpu"})
     tuned = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
     with tuned.disable_adapter():
