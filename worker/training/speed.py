@@ -83,7 +83,9 @@ def resolve_speed(spec: ResolvedSpec, runtime: Runtime, config: Any) -> Speed:
             budget = next((b for b in candidates if fits_without_checkpointing(config, b, spec, memory)), candidates[0])
     checkpointing = perf.gradient_checkpointing
     if checkpointing == "auto":
-        tokens = budget or spec.hparams.batch_size * spec.qlora.training.max_seq_length
+        # A batch of DPO pairs is twice as many sequences (each prompt with either reply).
+        sequences = spec.hparams.batch_size * (1 if supervised else 2)
+        tokens = budget or sequences * spec.qlora.training.max_seq_length
         checkpointing = adapter != "prefix_tuning" and (
             not runtime.on_cuda or not fits_without_checkpointing(config, tokens, spec, memory)
         )
