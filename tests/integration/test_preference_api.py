@@ -120,3 +120,11 @@ def test_tools_the_models_template_ignores_fail_the_pre_flight(client_module) ->
     job = wait_for(client_module, created["id"], {"queued", "failed"}, timeout=120)
     assert job["status"] == "failed"
     assert (job["error"]["code"], job["error"]["param"]) == ("tools_not_rendered", "training_file")
+
+
+def test_a_preview_of_pairs_shows_the_prompt_and_its_preferred_reply(client_module, preference_file) -> None:  # type: ignore[no-untyped-def]
+    preview = client_module.get(f"/v1/files/{preference_file}/preview", params={"model": "tiny-llama", "n": 1}).json()
+    assert preview["format"] == "preference"
+    marked = preview["data"][0]["marked"]
+    assert "What is the capital of Iran?" in marked and marked.endswith("[[The capital of Iran is Tehran.<|eot_id|>]]")
+    assert "Paris" not in marked
