@@ -10,6 +10,7 @@ import pytest
 from core.datasets import DataFile
 from core.preference_format import PreferencePair
 from core.preferences import pairs_of
+from tests.helpers import jsonl
 from tests.unit.test_datasets import WRITERS, as_jsonl, check
 
 OPENAI = {
@@ -112,7 +113,7 @@ def test_csv_with_openai_columns_holds_json() -> None:
     ],
 )
 def test_each_problem_names_line_and_field(row: dict, field: str, words: str) -> None:
-    report = check(as_jsonl([OPENAI, row]), "jsonl", "preference")
+    report = check(jsonl(OPENAI, row), "jsonl", "preference")  # ASCII JSON: a lone surrogate as its escape
     assert not report.ok
     problem = report.problems[0]
     assert (problem.line, problem.row, problem.field) == (2, 2, field), report.problems
