@@ -83,7 +83,7 @@ def test_dpo_job_pre_flight_counts_pairs_and_resolves_beta(client_module, prefer
             "model": "tiny-llama",
             "training_file": preference_file,
             "method": {"type": "dpo", "dpo": {"hyperparameters": {"batch_size": 4}}},
-            "qlora": {"training": {"max_seq_length": 40}},
+            "qlora": {"training": {"max_seq_length": 56}},
         },
     )
     assert created.status_code == 200, created.text
@@ -99,9 +99,10 @@ def test_dpo_job_pre_flight_counts_pairs_and_resolves_beta(client_module, prefer
         "validation_split": None,
     }
     stats = job["statistics"]
-    assert stats["examples"] == 24 and 0 < stats["truncated_examples"] < 24  # the system-prompt pairs are longer
+    # The sums (a system prompt) and some capitals (a long rejected reply) pass 56 tokens.
+    assert stats["examples"] == 24 and 8 <= stats["truncated_examples"] < 24
     pref = stats["preference"]
-    assert 0 < pref["prompt_tokens_mean"] <= pref["prompt_tokens_max"] < 40
+    assert 0 < pref["prompt_tokens_mean"] <= pref["prompt_tokens_max"] < 56
     assert pref["chosen_tokens_max"] > 0 and pref["rejected_tokens_max"] > 0
     assert 0 < stats["trainable_tokens"] < 24 * (pref["chosen_tokens_max"] + pref["rejected_tokens_max"])
 
