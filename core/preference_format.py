@@ -34,10 +34,17 @@ class PreferencePair:
     tools: list[dict[str, Any]] | None = None
 
 
+def _field_name(key: Any) -> str:
+    """A key of the row as a problem's field, which is stored: NUL and lone surrogates
+    escaped (Postgres text holds neither), at most 100 characters."""
+    text = str(key).encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    return text if len(text) <= 100 else text[:99] + "…"
+
+
 def _unknown_keys(value: dict[str, Any], allowed: tuple[str, ...], where: str) -> Problems:
     for key in value:
         if key not in allowed:
-            yield f"{where}{key}", f"unknown field; expected {', '.join(allowed)}"
+            yield f"{where}{_field_name(key)}", f"unknown field; expected {', '.join(allowed)}"
 
 
 def _message_problems(message: Any, where: str, roles: tuple[str, ...]) -> Problems:

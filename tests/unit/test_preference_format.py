@@ -123,3 +123,9 @@ def test_each_problem_names_line_and_field(row: dict, field: str, words: str) ->
 def test_detection_does_not_take_prompt_completion_for_preference() -> None:
     report = check(as_jsonl([{"prompt": "p", "completion": "c"}]), "jsonl")
     assert report.format == "prompt_completion"
+
+
+def test_an_unknown_key_is_named_as_text_any_database_stores() -> None:
+    row = dict(TRL_TEXT) | {"te\x00xt": 1, "\ud800" + "k" * 200: 2}
+    fields = [p.field for p in check(jsonl(row), "jsonl", "preference").problems]
+    assert fields[0] == "te\\x00xt" and fields[1].startswith("\\ud800kkk") and len(fields[1]) == 100
