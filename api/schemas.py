@@ -161,8 +161,21 @@ class JobError(_Wire):
     param: str | None = Field(description="The field of the job spec to fix, if one is at fault")
 
 
+class PreferenceStatistics(_Wire):
+    """Token lengths of the parts of preference pairs (DPO)."""
+
+    prompt_tokens_mean: float
+    prompt_tokens_max: int
+    chosen_tokens_mean: float = Field(description="Tokens of the preferred reply")
+    chosen_tokens_max: int
+    rejected_tokens_mean: float = Field(description="Tokens of the rejected reply")
+    rejected_tokens_max: int
+
+
 class TokenStatistics(_Wire):
-    """The training data under the base model's tokenizer, computed at job creation."""
+    """The training data under the base model's tokenizer, computed at job creation. For
+    preference data an example is a pair: its tokens are the prompt and the longer reply,
+    its trained tokens both replies' tokens within `max_seq_length`."""
 
     examples: int
     tokens_total: int
@@ -178,6 +191,7 @@ class TokenStatistics(_Wire):
         description="`model`: the tokenizer's own template; `default`: the service's ChatML default"
     )
     eos_appended: bool = Field(description="Whether EOS is appended to trained assistant turns")
+    preference: PreferenceStatistics | None = Field(default=None, description="Preference data only")
 
 
 class Speed(_Wire):
@@ -213,6 +227,12 @@ class Runtime(_Wire):
     speed: Speed | None = Field(default=None, exclude_if=lambda speed: speed is None)
 
 
+def _common_hyperparameters(method: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameters every method has (DPO's beta is only in `method`)."""
+    given = method[method["type"]]["hyperparameters"]
+    return {name: given[name] for name in ResolvedHyperparameters.model_fields}
+
+
 class JobObject(_Wire):
     """OpenAI's fine-tuning job object, with the `qlora` extension and what the service
     adds (`statistics`, `runtime`, `attempts`, `pause_requested`, `from_checkpoint`)."""
@@ -228,7 +248,10 @@ class JobObject(_Wire):
     training_file: str
     validation_file: str | None
     # The spec's own models, as resolved at creation (what the worker runs).
-    hyperparameters: ResolvedHyperparameters = Field(description="The same as `method.supervised.hyperparameters`")
+    hyperparameters: ResolvedHyperparameters = Field(
+        description="`n_epochs`, `batch_size` and `learning_rate_multiplier` of the method's hyperparameters "
+        "(OpenAI's deprecated top-level field)"
+    )
     method: ResolvedMethod
     seed: int
     user_provided_suffix: str | None
@@ -259,7 +282,7 @@ class JobObject(_Wire):
                 "status": job.status,
                 "training_file": job.training_file,
                 "validation_file": job.validation_file,
-                "hyperparameters": spec["method"]["supervised"]["hyperparameters"],
+                "hyperparameters": _common_hyperparameters(spec["method"]),
                 "method": spec["method"],
                 "seed": job.seed,
                 "user_provided_suffix": job.suffix,
@@ -340,6 +363,14 @@ class MetricPoint(_Wire):
     tokens_per_second: float | None
     mean_token_accuracy: float | None = Field(description="Share of trained tokens predicted exactly")
     tokens_seen: int | None = Field(description="Trained tokens so far")
+    rewards_chosen: float | None = Field(
+        description="DPO: mean reward of the preferred replies (beta × their log-probability gain over the base)"
+    )
+    rewards_rejected: float | None = Field(description="DPO: mean reward of the rejected replies")
+    rewards_margins: float | None = Field(description="DPO: mean of chosen minus rejected reward")
+    rewards_accuracies: float | None = Field(
+        description="DPO: share of pairs whose preferred reply has the higher reward"
+    )
     created_at: int = Field(description="Unix seconds")
 
     @classmethod

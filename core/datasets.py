@@ -178,8 +178,7 @@ def _csv_rows(stream: BinaryIO, fmt: Format | None) -> Iterator[RawRow]:
     except (UnicodeDecodeError, csv.Error) as exc:
         raise FileLevelError(f"cannot read the CSV header: {exc}") from exc
     fmt = fmt or detect(dict.fromkeys(header))
-    missing = [key for key in fmt.keys if key not in header] if fmt else []
-    if fmt is None or missing:
+    if fmt is None or not fmt.identified_by(header):
         wanted = f"format {fmt.name} needs {', '.join(fmt.keys)}" if fmt else f"known formats need: {describe_keys()}"
         raise FileLevelError(f"the CSV columns are {', '.join(header) or 'none'}; {wanted}")
     row = 0

@@ -8,6 +8,7 @@ becomes the one shape training uses (a conversation, or raw text).
 - instruction (Alpaca): {"instruction", "input"?, "output"}
 - qa (extractive, SQuAD style): {"context", "question", "answers": {"text": [...], "answer_start": [...]}}
 - text: {"text"} for continued pre-training (every token is trained)
+- preference: a prompt with a preferred and a rejected reply (DPO; core.preference_format)
 
 Nothing in a row is silently dropped: a key its format does not read (in the row, a
 message, a tool call, a content part) is refused with its field, unless it is null.
@@ -15,7 +16,7 @@ message, a tool call, a content part) is refused with its field, unless it is nu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,8 +35,16 @@ from core.message_parts import (
     unknown_keys,
 )
 
-FormatName = Literal["chat", "sharegpt", "prompt_completion", "instruction", "qa", "text"]
-FORMATS: tuple[FormatName, ...] = ("chat", "sharegpt", "prompt_completion", "instruction", "qa", "text")
+FormatName = Literal["chat", "sharegpt", "prompt_completion", "instruction", "qa", "text", "preference"]
+FORMATS: tuple[FormatName, ...] = (
+    "chat",
+    "sharegpt",
+    "prompt_completion",
+    "instruction",
+    "qa",
+    "text",
+    "preference",
+)
 ROLES = ("system", "user", "assistant", "tool")
 # The assistant's reply to a QA example whose answer list is empty (SQuAD 2 style).
 UNANSWERABLE_REPLY = "The context does not contain the answer."
@@ -254,6 +263,24 @@ def _text_example(row: dict[str, Any]) -> Example:
     return Example(text=row["text"])
 
 
+# -- preference pairs (core.preference_format, imported when used: it builds on this module) --
+def _preference_problems(row: dict[str, Any]) -> Problems:
+    from core.preference_format import problems
+
+    return problems(row)
+
+
+def _preference_example(row: dict[str, Any]) -> Example:
+    """The prompt and its preferred reply, as a conversation (what a preview shows)."""
+    from core.preference_format import to_pair
+
+    pair = to_pair(row)
+    return Example(
+        [Message(m["role"], m["content"], 0) for m in pair.prompt]
+        + [Message("assistant", m["content"]) for m in pair.chosen]
+    )
+
+
 @dataclass(frozen=True)
 class Format:
     name: FormatName
@@ -262,11 +289,21 @@ class Format:
     to_example: Callable[[dict[str, Any]], Example]
     json_columns: tuple[str, ...] = ()  # nested values that CSV cells carry as JSON
     optional: tuple[str, ...] = ()  # the other columns it reads
+    other_keys: tuple[str, ...] = ()  # another set of columns that identifies the format
+    # The format's own problems already name every key it does not read (its shapes
+    # allow different keys), so `check` adds nothing.
+    checks_own_keys: bool = False
+
+    def identified_by(self, keys: Iterable[str]) -> bool:
+        present = set(keys)
+        return any(ks and set(ks) <= present for ks in (self.keys, self.other_keys))
 
     def check(self, row: dict[str, Any]) -> Problems:
         """Every problem of a row: the format's own, then each column the format does
         not read (it would not be trained on)."""
         yield from self.problems(row)
+        if self.checks_own_keys:
+            return
         for key in unknown_keys(row, (*self.keys, *self.optional)):
             if key is None:  # csv.DictReader's key for the cells past the header's columns
                 yield None, "this record has more cells than the header has columns"
@@ -300,14 +337,23 @@ REGISTRY: dict[str, Format] = {
         ),
         Format("qa", ("context", "question", "answers"), _qa_problems, _qa_example, ("answers",)),
         Format("text", ("text",), _text_problems, _text_example),
+        Format(
+            "preference",
+            ("input", "preferred_output", "non_preferred_output"),
+            _preference_problems,
+            _preference_example,
+            ("input", "preferred_output", "non_preferred_output", "tools"),
+            other_keys=("prompt", "chosen", "rejected"),
+            checks_own_keys=True,
+        ),
     )
 }
 
 
 def detect(row: dict[str, Any]) -> Format | None:
     """The format whose identifying keys the row has (the most specific first)."""
-    for name in ("chat", "sharegpt", "qa", "instruction", "prompt_completion", "text"):
-        if all(key in row for key in REGISTRY[name].keys):
+    for name in ("chat", "sharegpt", "qa", "instruction", "preference", "prompt_completion", "text"):
+        if REGISTRY[name].identified_by(row):
             return REGISTRY[name]
     return None
 
@@ -339,4 +385,7 @@ def as_format_name(value: str | None) -> FormatName | None:
 
 
 def describe_keys() -> str:
-    return "; ".join(f"{f.name}: {', '.join(f.keys)}" for f in REGISTRY.values())
+    return "; ".join(
+        f"{f.name}: {', '.join(f.keys)}" + (f" (or {', '.join(f.other_keys)})" if f.other_keys else "")
+        for f in REGISTRY.values()
+    )

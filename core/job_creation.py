@@ -20,11 +20,12 @@ from core.ids import new_id
 from core.jobs import count_active, publish
 from core.models import File, Job, Organization
 from core.settings import get_settings
-from core.specs import JobSpec, ResolvedQLoRA, ResolvedSpec, resolve, training_examples
+from core.specs import JobSpec, ResolvedQLoRA, ResolvedSpec, check_data_fits_method, resolve, training_examples
 from core.states import JobStatus
 
 
 def _check_format(spec: JobSpec, file: File, param: str) -> None:
+    check_data_fits_method(spec.method.type, file.format, param, file.id)
     named = spec.qlora.data.format
     if named != "auto" and named != file.format:
         raise InvalidRequest(

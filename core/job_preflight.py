@@ -2,7 +2,9 @@
 model's tokenizer, check its chat template and EOS, count the training data's tokens,
 resolve the hyperparameters that depend on the number of trainable examples, and move
 the job from `validating_files` to `queued`, or to `failed` with an error that says what
-to fix. transformers is imported (lazily, by core.tokenization) only on this path."""
+to fix. Preference pairs (DPO) are counted as their trainer tokenizes them
+(core.preferences). transformers is imported (lazily, by core.tokenization) only on
+this path."""
 
 from __future__ import annotations
 
@@ -17,14 +19,8 @@ from core.db import session_scope
 from core.errors import InvalidRequest, ServiceError
 from core.events import add_event
 from core.jobs import publish, transition, waiting_job
-from core.specs import (
-    JobSpec,
-    ResolvedMethod,
-    ResolvedSpec,
-    ResolvedSupervised,
-    resolve_hyperparameters,
-    training_examples,
-)
+from core.preferences import check_tools_render, pairs_of, preference_statistics
+from core.specs import JobSpec, ResolvedSpec, resolve_method, training_examples
 from core.states import JobStatus
 from core.tokenization import prepare_tokenizer, statistics
 
@@ -42,7 +38,11 @@ def _token_statistics(
     file (by content), model (as it is on disk) and settings, so a sweep of jobs over
     one file pays for them once per pre-flight worker."""
     prepared = prepare_tokenizer(model_ref)
-    stats = statistics(prepared, examples_of(data), max_seq_length, train_on_inputs)
+    if data.format == "preference":
+        check_tools_render(prepared, pairs_of(data))
+        stats = preference_statistics(prepared, pairs_of(data), max_seq_length)
+    else:
+        stats = statistics(prepared, examples_of(data), max_seq_length, train_on_inputs)
     stats |= {"chat_template": prepared.template_source, "eos_appended": prepared.append_eos}
     return stats, tuple(prepared.notes())
 
@@ -113,10 +113,8 @@ def _with_counted_examples(p: _Pending, stats: dict[str, Any]) -> ResolvedSpec:
     train (the provisional ones counted every example of the file)."""
     trainable = stats["examples"] - stats["examples_without_trainable_tokens"]
     n = training_examples(trainable, p.request.qlora.data.validation_split or 0.0)
-    hyperparameters = resolve_hyperparameters(p.request.hparams, n, p.request.qlora.training.max_seq_length)
-    return p.spec.model_copy(
-        update={"method": ResolvedMethod(supervised=ResolvedSupervised(hyperparameters=hyperparameters))}
-    )
+    method = resolve_method(p.request.method, p.request.hparams, n, p.request.qlora.training.max_seq_length)
+    return p.spec.model_copy(update={"method": method})
 
 
 def _queue(p: _Pending, stats: dict[str, Any], notes: list[str]) -> bool:

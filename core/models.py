@@ -211,6 +211,11 @@ class JobMetric(Base):
     tokens_per_second: Mapped[float | None] = mapped_column(nullable=True)
     mean_token_accuracy: Mapped[float | None] = mapped_column(nullable=True)
     tokens_seen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Preference training (DPO) only: TRL's rewards/chosen, rewards/rejected, ...
+    rewards_chosen: Mapped[float | None] = mapped_column(nullable=True)
+    rewards_rejected: Mapped[float | None] = mapped_column(nullable=True)
+    rewards_margins: Mapped[float | None] = mapped_column(nullable=True)
+    rewards_accuracies: Mapped[float | None] = mapped_column(nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
 

@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from core.errors import InvalidRequest
 from core.formats import FormatName
 
 Auto = Literal["auto"]
@@ -61,9 +62,43 @@ class Supervised(_Strict):
     hyperparameters: Hyperparameters = Hyperparameters()
 
 
+class DpoHyperparameters(Hyperparameters):
+    # How far the tuned model may move from the reference (the base without the adapter):
+    # higher keeps it closer. "auto": 0.1, the DPO paper's and TRL's default.
+    beta: Annotated[float, Field(gt=0, le=10)] | Auto = "auto"
+
+
+class Dpo(_Strict):
+    hyperparameters: DpoHyperparameters = DpoHyperparameters()
+
+
+MethodType = Literal["supervised", "dpo"]
+DEFAULT_BETA = 0.1
+
+
 class Method(_Strict):
-    type: Literal["supervised"] = "supervised"
-    supervised: Supervised = Supervised()
+    """OpenAI's method object: `type` and the settings object named after it."""
+
+    type: MethodType = "supervised"
+    supervised: Supervised | None = None
+    dpo: Dpo | None = None
+
+    @model_validator(mode="after")
+    def _settings_of_its_type(self) -> Method:
+        for other in ("supervised", "dpo"):
+            if other != self.type and getattr(self, other) is not None:
+                raise ValueError(f"method.{other} is given but method.type is {self.type!r}")
+        if self.type == "supervised" and self.supervised is None:
+            self.supervised = Supervised()
+        if self.type == "dpo" and self.dpo is None:
+            self.dpo = Dpo()
+        return self
+
+    @property
+    def hyperparameters(self) -> Hyperparameters:
+        settings = self.dpo if self.type == "dpo" else self.supervised
+        assert settings is not None, "filled in by validation"
+        return settings.hyperparameters
 
 
 class Quantization(_Strict):
@@ -238,7 +273,7 @@ class Training(_Strict):
 
 class Data(_Strict):
     # "auto": the format the training file was validated as.
-    format: Literal["auto", "chat", "sharegpt", "prompt_completion", "instruction", "qa", "text"] = "auto"
+    format: Literal["auto", "chat", "sharegpt", "prompt_completion", "instruction", "qa", "text", "preference"] = "auto"
     # False: loss on the assistant's tokens only (prompts, system and user turns masked).
     train_on_inputs: bool = False
     # Concatenate examples into rows without padding (position ids restart per example,
@@ -338,10 +373,34 @@ class JobSpec(_Strict):
             raise ValueError("at most 16 metadata keys")
         return value
 
+    @model_validator(mode="after")
+    def _method_fits(self) -> JobSpec:
+        if self.method.type != "supervised":
+            if self.hyperparameters is not None:
+                raise ValueError(
+                    f"hyperparameters (top level) are for supervised jobs; give them in method.{self.method.type}"
+                )
+            perf = self.qlora.performance
+            if isinstance(perf.tokens_per_step, int):
+                raise ValueError(
+                    f"{self.method.type} trains on padded batches of pairs: set qlora.performance.tokens_per_step "
+                    "to null or auto"
+                )
+            if self.qlora.data.packing is True:
+                raise ValueError(
+                    f"{self.method.type} trains on padded batches of pairs: set qlora.data.packing to auto"
+                )
+            if self.qlora.adapter.type in PROMPT_LEARNING:
+                raise ValueError(
+                    f"{self.method.type} needs an adapter that can be switched off for the reference model: "
+                    f"{self.qlora.adapter.type} is not supported (use lora)"
+                )
+        return self
+
     @property
     def hparams(self) -> Hyperparameters:
         # OpenAI's legacy top-level field, when given, is what the client meant.
-        return self.hyperparameters or self.method.supervised.hyperparameters
+        return self.hyperparameters or self.method.hyperparameters
 
 
 # -- as resolved at job creation ------------------------------------------------------------
@@ -355,9 +414,42 @@ class ResolvedSupervised(_Strict):
     hyperparameters: ResolvedHyperparameters
 
 
+class ResolvedDpoHyperparameters(ResolvedHyperparameters):
+    beta: float
+
+
+class ResolvedDpo(_Strict):
+    hyperparameters: ResolvedDpoHyperparameters
+
+
 class ResolvedMethod(_Strict):
-    type: Literal["supervised"] = "supervised"
-    supervised: ResolvedSupervised
+    type: MethodType = "supervised"
+    supervised: ResolvedSupervised | None = None
+    dpo: ResolvedDpo | None = None
+
+    @model_validator(mode="after")
+    def _settings_of_its_type(self) -> ResolvedMethod:
+        if getattr(self, self.type) is None:
+            raise ValueError(f"method.{self.type} is missing")
+        return self
+
+    @property
+    def hyperparameters(self) -> ResolvedHyperparameters:
+        settings = self.dpo if self.type == "dpo" else self.supervised
+        assert settings is not None, "checked by validation"
+        return settings.hyperparameters
+
+
+def resolve_method(method: Method, hp: Hyperparameters, n_examples: int, max_seq_length: int) -> ResolvedMethod:
+    """The method with its hyperparameters resolved (`hp`: the ones the client meant)."""
+    common = resolve_hyperparameters(hp, n_examples, max_seq_length)
+    if method.type == "dpo":
+        assert isinstance(hp, DpoHyperparameters)
+        beta = DEFAULT_BETA if hp.beta == "auto" else hp.beta
+        return ResolvedMethod(
+            type="dpo", dpo=ResolvedDpo(hyperparameters=ResolvedDpoHyperparameters(**common.model_dump(), beta=beta))
+        )
+    return ResolvedMethod(supervised=ResolvedSupervised(hyperparameters=common))
 
 
 class ResolvedData(_Strict):
@@ -391,7 +483,7 @@ class ResolvedSpec(_Strict):
 
     @property
     def hparams(self) -> ResolvedHyperparameters:
-        return self.method.supervised.hyperparameters
+        return self.method.hyperparameters
 
 
 def resolve(
@@ -407,10 +499,10 @@ def resolve(
     data = ResolvedData(
         format=data_format,
         train_on_inputs=qlora.data.train_on_inputs,
-        packing=packs_by_default(adapter.type) if packing == "auto" else packing,
+        # Preference pairs train on padded batches (TRL's DPO has no padding-free path).
+        packing=packs_by_default(adapter.type) and spec.method.type == "supervised" if packing == "auto" else packing,
         validation_split=qlora.data.validation_split,
     )
-    hyperparameters = resolve_hyperparameters(spec.hparams, n_examples, qlora.training.max_seq_length)
     return ResolvedSpec(
         model=spec.model,
         training_file=spec.training_file,
@@ -418,7 +510,7 @@ def resolve(
         seed=seed,
         suffix=spec.suffix,
         metadata=spec.metadata,
-        method=ResolvedMethod(supervised=ResolvedSupervised(hyperparameters=hyperparameters)),
+        method=resolve_method(spec.method, spec.hparams, n_examples, qlora.training.max_seq_length),
         qlora=ResolvedQLoRA(
             quantization=quantization,
             adapter=adapter,
@@ -428,6 +520,25 @@ def resolve(
         ),
         from_checkpoint=spec.from_checkpoint,
     )
+
+
+def check_data_fits_method(method: MethodType, data_format: str | None, param: str, file_id: str) -> None:
+    """Preference pairs train with a preference method only, and a preference method
+    only on preference pairs (a 400 at job creation naming the file's field)."""
+    if method == "supervised" and data_format == "preference":
+        raise InvalidRequest(
+            f"{param} {file_id} holds preference pairs, which train with method.type 'dpo'; a supervised job "
+            "needs examples (chat, prompt_completion, ...)",
+            param=param,
+            code="method_data_mismatch",
+        )
+    if method != "supervised" and data_format != "preference":
+        raise InvalidRequest(
+            f"method.type {method!r} trains on preference pairs, but {param} {file_id} is in format "
+            f"{data_format!r}; upload a file in format preference (prompt, preferred and rejected replies)",
+            param=param,
+            code="method_data_mismatch",
+        )
 
 
 def resolve_hyperparameters(hp: Hyperparameters, n_examples: int, max_seq_length: int) -> ResolvedHyperparameters:

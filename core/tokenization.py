@@ -275,6 +275,13 @@ def statistics(
         truncated += encoded.truncated
         trainable += encoded.trained_tokens
         untrainable += encoded.trained_tokens == 0
+    return token_counts(lengths, max_length, truncated, trainable, untrainable)
+
+
+def token_counts(
+    lengths: Iterable[int], max_length: int, truncated: int, trainable: int, untrainable: int
+) -> dict[str, Any]:
+    """A job's token statistics from its examples' lengths (before truncation) and counts."""
     ordered = sorted(lengths)
     n = len(ordered)
     return {

@@ -35,6 +35,11 @@ VALID_ROWS: dict[str, dict[str, Any]] = {
         "answers": {"text": ["France"], "answer_start": [12]},
     },
     "text": {"text": "Once upon a time"},
+    "preference": {
+        "input": {"messages": [{"role": "user", "content": "2+2="}]},
+        "preferred_output": [{"role": "assistant", "content": "4"}],
+        "non_preferred_output": [{"role": "assistant", "content": "5"}],
+    },
 }
 
 

@@ -96,7 +96,7 @@ def test_a_stream_resumed_with_another_jobs_event_id_starts_from_its_own_first(
             "method.supervised.hyperparameters.learning_rate_multiplier",
             "invalid_request",
         ),
-        ({"method": {"type": "dpo"}}, 400, "method.type", "invalid_request"),
+        ({"method": {"type": "reinforcement"}}, 400, "method.type", "invalid_request"),
         ({"qlora": {"adapter": {"r": 0}}}, 400, "qlora.adapter.r", "invalid_request"),
         ({"qlora": {"training": {"max_steps": 0}}}, 400, "qlora.training.max_steps", "invalid_request"),
         ({"qlora": {"quantization": {"quant_type": "int8"}}}, 400, "qlora.quantization.quant_type", "invalid_request"),

@@ -18,11 +18,14 @@ from tests.conftest import ROOT
 OUTSIDE_CORE = ("api", "worker", "ftsvc", "bench")
 SQL = re.compile(r"(?<![.\w])(select|update|delete|insert)\(|\bsession\.(execute|scalar|scalars|query|get)\(")
 # What worker/training/ may import from the project: the spec, data reading and
-# tokenization, the vocabulary of states, the domain's errors, and itself.
+# tokenization (of examples and of preference pairs), the vocabulary of states, the
+# domain's errors, and itself.
 RECIPE_MAY_IMPORT = {
     "core.datasets",
     "core.errors",
     "core.formats",
+    "core.preference_format",
+    "core.preferences",
     "core.registry",
     "core.specs",
     "core.states",

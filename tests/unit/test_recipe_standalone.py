@@ -22,13 +22,10 @@ UNREACHABLE = {
 }
 
 
-@pytest.mark.slow
-def test_the_recipe_trains_an_adapter_from_a_plain_script(tiny_model: Path, tmp_path: Path) -> None:
-    output = tmp_path / "adapter"
-    spec = {"seed": 3, "qlora": {"training": {"max_steps": 4, "learning_rate": 0.01}, "adapter": {"r": 4}}}
-    args = ["--model", str(tiny_model), "--data", str(EXAMPLES / "chat.jsonl"), "--output", str(output)]
+def train(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the script with `args`; it must succeed."""
     run = subprocess.run(
-        [sys.executable, "-m", "worker.training", *args, "--spec", json.dumps(spec)],
+        [sys.executable, "-m", "worker.training", *args],
         cwd=tmp_path,
         env=os.environ | UNREACHABLE | {"PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -36,12 +33,33 @@ def test_the_recipe_trains_an_adapter_from_a_plain_script(tiny_model: Path, tmp_
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+@pytest.mark.slow
+def test_the_recipe_trains_an_adapter_from_a_plain_script(tiny_model: Path, tmp_path: Path) -> None:
+    output = tmp_path / "adapter"
+    spec = {"seed": 3, "qlora": {"training": {"max_steps": 4, "learning_rate": 0.01}, "adapter": {"r": 4}}}
+    args = ["--model", str(tiny_model), "--data", str(EXAMPLES / "chat.jsonl"), "--output", str(output)]
+    run = train(tmp_path, *args, "--spec", json.dumps(spec))
     assert "Training started: 4 steps" in run.stdout
     assert f"adapter: {output} (4 steps" in run.stdout
     config = json.loads((output / "adapter_config.json").read_text())
     assert (config["peft_type"], config["r"]) == ("LORA", 4)
     weights = load_file(output / "adapter_model.safetensors")
     # LoRA's B matrices start at zero: after training they are not.
+    assert any(name.endswith("lora_B.weight") and tensor.abs().sum() > 0 for name, tensor in weights.items())
+
+
+@pytest.mark.slow
+def test_the_recipe_trains_dpo_on_preference_pairs(tiny_model: Path, tmp_path: Path) -> None:
+    output = tmp_path / "adapter"
+    spec = {"method": {"type": "dpo"}, "qlora": {"training": {"max_steps": 3, "learning_rate": 0.01}}}
+    args = ["--model", str(tiny_model), "--data", str(EXAMPLES / "preference.jsonl"), "--output", str(output)]
+    run = train(tmp_path, *args, "--spec", json.dumps(spec))
+    assert "adapter by DPO (beta 0.1) on padded batches" in run.stdout and "Loaded 24 training examples" in run.stdout
+    assert f"adapter: {output} (3 steps" in run.stdout
+    weights = load_file(output / "adapter_model.safetensors")
     assert any(name.endswith("lora_B.weight") and tensor.abs().sum() > 0 for name, tensor in weights.items())
 
 
@@ -77,6 +95,7 @@ def test_bad_data_is_one_line_and_nothing_is_trained(tiny_model: Path, tmp_path:
         ("[1, 2]", "ftsvc: error: --spec must be a JSON object"),
         ('{"qlora": {"adapter": {"rank": 8}}}', "ftsvc: error: --spec: qlora.adapter.lora.rank: Extra inputs"),
         ('{"qlora": {"training": {"max_steps": 0}}}', "ftsvc: error: --spec: qlora.training.max_steps: Input should"),
+        ('{"method": {"type": "dpo"}}', "ftsvc: error: method.type 'dpo' trains on preference pairs, but --data "),
     ],
 )
 def test_a_bad_spec_is_one_line(tiny_model: Path, tmp_path: Path, spec: str, line: str) -> None:

@@ -1,7 +1,16 @@
 import pytest
 from pydantic import ValidationError
 
-from core.specs import Hyperparameters, JobSpec, ResolvedHyperparameters, ResolvedSpec, resolve, resolve_hyperparameters
+from core.errors import InvalidRequest
+from core.specs import (
+    Hyperparameters,
+    JobSpec,
+    ResolvedHyperparameters,
+    ResolvedSpec,
+    check_data_fits_method,
+    resolve,
+    resolve_hyperparameters,
+)
 
 
 def spec(**extra):  # type: ignore[no-untyped-def]
@@ -64,3 +73,53 @@ def test_a_checkpoints_adapter_and_quantization_replace_the_asked_ones() -> None
     trained = resolve(spec(qlora={"adapter": {"r": 4}}), n_examples=10, seed=1, data_format="chat").qlora
     resolved = resolve(spec(qlora={"adapter": {"r": 64}}), n_examples=10, seed=1, data_format="chat", trained=trained)
     assert resolved.qlora.adapter == trained.adapter and resolved.qlora.quantization == trained.quantization
+
+
+def test_dpo_method_in_openais_shape_resolves_beta_auto_to_0_1() -> None:
+    asked = spec(method={"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 2, "beta": "auto"}}})
+    resolved = resolve(asked, n_examples=40, seed=1, data_format="preference")
+    assert resolved.method.type == "dpo" and resolved.method.supervised is None
+    assert resolved.method.dpo is not None and resolved.method.dpo.hyperparameters.beta == 0.1
+    assert resolved.hparams.n_epochs == 2 and resolved.hparams.batch_size == 8
+    assert resolved.qlora.data.packing is False  # pairs train on padded batches
+    assert ResolvedSpec.model_validate(resolved.model_dump(mode="json")) == resolved
+    given = resolve(
+        spec(method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.5}}}),
+        n_examples=40,
+        seed=1,
+        data_format="preference",
+    )
+    assert given.method.dpo is not None and given.method.dpo.hyperparameters.beta == 0.5
+    bare = spec(method={"type": "dpo"})
+    assert bare.method.dpo is not None and bare.method.supervised is None
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"method": {"type": "dpo", "supervised": {}}}, "method.supervised is given but method.type is 'dpo'"),
+        ({"method": {"type": "supervised", "dpo": {}}}, "method.dpo is given but method.type is 'supervised'"),
+        ({"method": {"type": "dpo"}, "hyperparameters": {"n_epochs": 2}}, "give them in method.dpo"),
+        ({"method": {"type": "dpo"}, "qlora": {"performance": {"tokens_per_step": 4096}}}, "tokens_per_step"),
+        ({"method": {"type": "dpo"}, "qlora": {"data": {"packing": True}}}, "qlora.data.packing"),
+        ({"method": {"type": "dpo"}, "qlora": {"adapter": {"type": "prompt_tuning"}}}, "prompt_tuning"),
+        ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}}}, "greater than 0"),
+        ({"method": {"type": "orpo"}}, "'supervised' or 'dpo'"),
+    ],
+)
+def test_dpo_spec_errors_say_which_field(body: dict, words: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        spec(**body)
+    assert words in str(info.value)
+
+
+def test_preference_data_and_methods_must_match() -> None:
+    check_data_fits_method("dpo", "preference", "training_file", "file-x")
+    check_data_fits_method("supervised", "chat", "training_file", "file-x")
+    with pytest.raises(InvalidRequest) as dpo_on_chat:
+        check_data_fits_method("dpo", "chat", "training_file", "file-x")
+    assert (dpo_on_chat.value.param, dpo_on_chat.value.code) == ("training_file", "method_data_mismatch")
+    assert "format 'chat'" in dpo_on_chat.value.message
+    with pytest.raises(InvalidRequest) as sft_on_pairs:
+        check_data_fits_method("supervised", "preference", "validation_file", "file-y")
+    assert sft_on_pairs.value.param == "validation_file" and "method.type 'dpo'" in sft_on_pairs.value.message

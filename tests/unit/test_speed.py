@@ -76,3 +76,15 @@ def test_explicit_settings_win() -> None:
 def test_settings_that_cannot_apply_are_refused(qlora: dict, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         spec(**qlora)
+
+
+def test_dpo_trains_padded_batches_of_pairs_without_liger() -> None:
+    asked = JobSpec.model_validate(
+        {"model": "m", "training_file": "f", "method": {"type": "dpo"}, "qlora": {"training": {"max_seq_length": 512}}}
+    )
+    dpo = resolve(asked, n_examples=1000, seed=0, data_format="preference")
+    speed = resolve_speed(dpo, H200, LLAMA_8B)
+    assert speed.tokens_per_step is None and not speed.liger_kernel and speed.attention == "sdpa"
+    # 16 pairs of 512 tokens are 32 sequences, 16,384 tokens: more than an H200 holds
+    # without recomputation (8,192 would fit).
+    assert dpo.hparams.batch_size == 16 and speed.gradient_checkpointing

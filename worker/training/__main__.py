@@ -24,7 +24,7 @@ from core.datasets import DataFile, detect_file_type, validate
 from core.errors import ServiceError
 from core.formats import as_format_name
 from core.registry import ModelRef
-from core.specs import JobSpec, resolve
+from core.specs import JobSpec, check_data_fits_method, resolve
 from worker.training.failures import JobFailure
 from worker.training.recipe import JobData, Recipe
 from worker.training.reporting import ConsoleReporter
@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> Path:
         _fail(f"--model {args.model} is not a model directory (no config.json)")
     asked = _spec(args.spec, args.model, args.data)
     data, n_examples = _data_file(args.data, asked.qlora.data.format)
+    try:
+        check_data_fits_method(asked.method.type, data.format, "--data", str(args.data))
+    except ServiceError as exc:
+        _fail(exc.message)
     spec = resolve(asked, n_examples=n_examples, seed=asked.seed or 0, data_format=data.format)
     quantization = spec.qlora.quantization
     runtime = pick_runtime(quantization.compute_dtype if quantization else "auto")

@@ -14,6 +14,19 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from core.states import StopReason
 from worker.training.reporting import Reporter
 
+# TRL's DPO trainer logs these beside the loss; the job's metrics keep them as columns.
+REWARDS = {
+    "rewards/chosen": "rewards_chosen",
+    "rewards/rejected": "rewards_rejected",
+    "rewards/margins": "rewards_margins",
+    "rewards/accuracies": "rewards_accuracies",
+}
+
+
+def _rewards(logs: dict[str, float], prefix: str = "") -> dict[str, float]:
+    """The reward metrics among a log's values (none for supervised training)."""
+    return {column: logs[prefix + key] for key, column in REWARDS.items() if prefix + key in logs}
+
 
 class JobProgressCallback(TrainerCallback):
     """`checkpoint_seconds`: also save a checkpoint whenever this much time has passed
@@ -63,6 +76,7 @@ class JobProgressCallback(TrainerCallback):
                 "mean_token_accuracy": logs.get("mean_token_accuracy"),
                 "tokens_per_second": round(rate, 1),
                 "tokens_seen": tokens,
+                **_rewards(logs),
             },
         )
 
@@ -82,6 +96,7 @@ class JobProgressCallback(TrainerCallback):
                     "epoch": state.epoch,
                     "loss": metrics["eval_loss"],
                     "mean_token_accuracy": metrics.get("eval_mean_token_accuracy"),
+                    **_rewards(metrics, "eval_"),
                 },
                 split="valid",
             )

@@ -4,7 +4,7 @@ one at a time and written to Arrow by `Dataset.from_generator`, so memory stays 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,30 +25,32 @@ def _encoded(
             yield {"input_ids": encoded.input_ids, "completion_mask": encoded.completion_mask}
 
 
-def encoded_dataset(
-    prepared: PreparedTokenizer, source: DataFile, max_length: int, train_on_inputs: bool, cache_dir: Path
+def from_generator(
+    generator: Callable[..., Iterator[dict[str, Any]]], gen_kwargs: dict[str, Any], cache_dir: Path, empty: str
 ) -> Dataset:
+    """A dataset written to Arrow from `generator`, row by row; what the generator raised
+    for the data (a ServiceError, a DataError) surfaces as itself, and no row at all is a
+    DataError saying `empty`."""
     try:
-        dataset = Dataset.from_generator(
-            _encoded,
-            cache_dir=str(cache_dir),
-            gen_kwargs={
-                "prepared": prepared,
-                "source": source,
-                "max_length": max_length,
-                "train_on_inputs": train_on_inputs,
-            },
-        )
+        dataset = Dataset.from_generator(generator, cache_dir=str(cache_dir), gen_kwargs=gen_kwargs)
     except Exception as exc:  # datasets wraps what the generator raised
         if isinstance(exc.__cause__, ServiceError | DataError):
             raise exc.__cause__ from exc
         raise
     if len(dataset) == 0:
-        raise DataError(
-            f"no example of {source.path.name} has a trained token within max_seq_length={max_length}",
-            param="qlora.training.max_seq_length",
-        )
+        raise DataError(empty, param="qlora.training.max_seq_length")
     return dataset
+
+
+def encoded_dataset(
+    prepared: PreparedTokenizer, source: DataFile, max_length: int, train_on_inputs: bool, cache_dir: Path
+) -> Dataset:
+    return from_generator(
+        _encoded,
+        {"prepared": prepared, "source": source, "max_length": max_length, "train_on_inputs": train_on_inputs},
+        cache_dir,
+        f"no example of {source.path.name} has a trained token within max_seq_length={max_length}",
+    )
 
 
 def hold_out(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:

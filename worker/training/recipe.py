@@ -2,8 +2,9 @@
 
 The same code runs on CPU (tests; bitsandbytes 0.50 runs NF4 there) and on CUDA; only
 the runtime (device, compute dtype) differs. Built from transformers, peft and TRL's
-SFTTrainer rather than a hand-written loop; the data arrive already tokenized with
-their loss masks (core.tokenization), so TRL only batches them."""
+SFTTrainer (supervised) or DPOTrainer (preference pairs, worker.training.preference)
+rather than a hand-written loop; the data arrive already tokenized with their loss
+masks (core.tokenization, core.preferences), so TRL only batches them."""
 
 from __future__ import annotations
 
@@ -13,17 +14,22 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from peft import PeftModel, prepare_model_for_kbit_training, set_peft_model_state_dict
-from peft.utils import SAFETENSORS_WEIGHTS_NAME as SAFE_ADAPTER_WEIGHTS
-from safetensors.torch import load_file
-from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedModel, TrainerCallback
+from peft import PeftModel, prepare_model_for_kbit_training
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    Trainer,
+    TrainerCallback,
+)
 from trl.trainer.sft_config import SFTConfig
 from trl.trainer.sft_trainer import SFTTrainer
 
 from core.datasets import DataFile
 from core.errors import ServiceError
 from core.registry import ModelRef
-from core.specs import ResolvedSpec
+from core.specs import ResolvedDpoHyperparameters, ResolvedSpec
 from core.states import StopReason
 from core.tokenization import PreparedTokenizer, prepare_tokenizer
 from worker.training import attention
@@ -31,26 +37,15 @@ from worker.training.adapters import AdaLoraBudgetCallback, peft_config, planned
 from worker.training.callbacks import JobProgressCallback
 from worker.training.data import encoded_dataset, hold_out
 from worker.training.failures import DataError, ModelLoadError
+from worker.training.preference import ResumableDPOTrainer, dpo_config, pair_dataset
 from worker.training.reporting import Reporter
+from worker.training.resume import ExactAdapterResume
 from worker.training.runtime import Runtime
 from worker.training.speed import Speed, resolve_speed
 
 
-class ResumableSFTTrainer(SFTTrainer):
-    """SFTTrainer whose resume restores the adapter weights exactly as they were trained.
-
-    TRL trains a quantized model's adapter in bf16, but the Trainer's resume reloads
-    the adapter through PEFT's `load_adapter`, which upcasts it to fp32: the resumed
-    run would then train in another precision than the run it continues. Here the
-    saved weights are copied into the existing parameters, which keep their dtype.
-    """
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
-        weights = load_file(Path(resume_from_checkpoint) / SAFE_ADAPTER_WEIGHTS)
-        # torch's _IncompatibleKeys, a namedtuple peft's annotation does not let mypy see into.
-        result: Any = set_peft_model_state_dict(model or self.model, weights)
-        if result.unexpected_keys:
-            raise DataError(f"The checkpoint does not fit this adapter: {result.unexpected_keys[:3]}", param="qlora")
+class ResumableSFTTrainer(ExactAdapterResume, SFTTrainer):
+    """SFTTrainer whose resume restores the adapter exactly as it was trained."""
 
 
 @dataclass
@@ -108,6 +103,8 @@ class Recipe:
         cache = self.workdir / "datasets"
 
         def encode(source: DataFile) -> Dataset:
+            if self.spec.method.type == "dpo":
+                return pair_dataset(prepared, source, training.max_seq_length, cache)
             return encoded_dataset(prepared, source, training.max_seq_length, data.train_on_inputs, cache)
 
         if self.data is None:
@@ -158,7 +155,8 @@ class Recipe:
             model.enable_input_require_grads()
         return model
 
-    def training_args(self, has_validation: bool, speed: Speed, mean_tokens: float) -> SFTConfig:
+    def common_args(self, has_validation: bool, speed: Speed) -> dict[str, Any]:
+        """The Trainer's arguments every method shares."""
         hp, training = self.spec.hparams, self.spec.qlora.training
         dtype = self.runtime.compute_dtype
         if not has_validation:
@@ -167,6 +165,31 @@ class Recipe:
             evaluation = {"eval_strategy": "steps", "eval_steps": training.eval_steps}
         else:
             evaluation = {"eval_strategy": "epoch"}
+        return {
+            "output_dir": str(self.workdir / "trainer"),
+            "num_train_epochs": hp.n_epochs,
+            "learning_rate": training.learning_rate * hp.learning_rate_multiplier,
+            "warmup_steps": training.warmup_ratio,  # a float below 1 is a ratio of all steps
+            "lr_scheduler_type": training.lr_scheduler,
+            "max_steps": training.max_steps or -1,
+            "logging_steps": training.logging_steps,
+            "seed": self.spec.seed,
+            "data_seed": self.spec.seed,
+            "bf16": dtype == "bfloat16" and self.runtime.on_cuda,
+            "fp16": dtype == "float16" and self.runtime.on_cuda,
+            "use_cpu": not self.runtime.on_cuda,
+            "gradient_checkpointing": speed.gradient_checkpointing,
+            "optim": speed.optimizer,
+            "include_num_input_tokens_seen": "non_padding",
+            **self.checkpointing(),
+            "report_to": [],
+            "disable_tqdm": True,
+            "dataloader_num_workers": 0,
+            **evaluation,
+        }
+
+    def training_args(self, has_validation: bool, speed: Speed, mean_tokens: float) -> SFTConfig:
+        hp, training = self.spec.hparams, self.spec.qlora.training
         if speed.tokens_per_step:
             # One row of whole examples packed best-fit to the token budget per micro-step,
             # accumulated to about the requested effective batch (in tokens).
@@ -189,29 +212,10 @@ class Recipe:
                 "gradient_accumulation_steps": training.gradient_accumulation_steps,
             }
         return SFTConfig(
-            output_dir=str(self.workdir / "trainer"),
-            num_train_epochs=hp.n_epochs,
-            learning_rate=training.learning_rate * hp.learning_rate_multiplier,
-            warmup_steps=training.warmup_ratio,  # a float below 1 is a ratio of all steps
-            lr_scheduler_type=training.lr_scheduler,
-            max_steps=training.max_steps or -1,
-            logging_steps=training.logging_steps,
-            seed=self.spec.seed,
-            data_seed=self.spec.seed,
-            bf16=dtype == "bfloat16" and self.runtime.on_cuda,
-            fp16=dtype == "float16" and self.runtime.on_cuda,
-            use_cpu=not self.runtime.on_cuda,
+            **self.common_args(has_validation, speed),
             completion_only_loss=True,
-            gradient_checkpointing=speed.gradient_checkpointing,
             use_liger_kernel=speed.liger_kernel,
-            optim=speed.optimizer,
-            include_num_input_tokens_seen="non_padding",
-            **self.checkpointing(),
-            report_to=[],
-            disable_tqdm=True,
-            dataloader_num_workers=0,
             **batching,
-            **evaluation,
         )
 
     def checkpointing(self) -> dict[str, Any]:
@@ -228,6 +232,10 @@ class Recipe:
         self.reporter.runtime(self.runtime.describe() | {"speed": speed.describe()})
         return speed
 
+    def described_method(self) -> str:
+        hp = self.spec.hparams
+        return f"by DPO (beta {hp.beta})" if isinstance(hp, ResolvedDpoHyperparameters) else "supervised"
+
     # -- train and save --------------------------------------------------------------------
     def run(self) -> TrainResult:
         prepared = self.load_tokenizer()
@@ -242,7 +250,8 @@ class Recipe:
     def train(
         self, train: Dataset, valid: Dataset | None, tokenizer: Any, extra_callbacks: tuple[TrainerCallback, ...] = ()
     ) -> TrainResult:
-        """Train on encoded examples (input_ids, completion_mask) and save the adapter."""
+        """Train on encoded examples (input_ids, completion_mask; or prompt_ids, chosen_ids,
+        rejected_ids for preference pairs) and save the adapter."""
         adapter = self.spec.qlora.adapter
         speed = self.resolve_speed()
         batches = (
@@ -255,7 +264,7 @@ class Recipe:
         model = self.load_model(speed)
         self.reporter.event(
             f"Loaded {self.model_ref.name} {'in 4 bits' if self.spec.qlora.quantization else 'unquantized'} "
-            f"on {self.runtime.device_name}; training a {adapter.type} adapter on {batches}"
+            f"on {self.runtime.device_name}; training a {adapter.type} adapter {self.described_method()} on {batches}"
             f"{', gradient checkpointing' if speed.gradient_checkpointing else ''}"
             f"{', Liger kernels' if speed.liger_kernel else ''}, {speed.attention} attention",
             data=speed.describe(),
@@ -263,23 +272,30 @@ class Recipe:
         callbacks: list[TrainerCallback] = [self.progress, *extra_callbacks]
         if adapter.type == "adalora":
             callbacks.append(AdaLoraBudgetCallback())
-        mean_tokens = sum(len(ids) for ids in train["input_ids"]) / len(train)
         new_adapter = None
         trained: PreTrainedModel | PeftModel = model
         if self.initial_adapter is not None:
             trained = PeftModel.from_pretrained(model, self.initial_adapter, is_trainable=True)
         else:
             new_adapter = peft_config(adapter, self.model_ref.source, planned_steps(self.spec, len(train)))
+        given: dict[str, Any] = {
+            "model": trained,
+            "train_dataset": train,
+            "eval_dataset": valid,
+            "processing_class": tokenizer,
+            "peft_config": new_adapter,
+            "callbacks": callbacks,
+        }
+        trainer: Trainer
         try:
-            trainer = ResumableSFTTrainer(
-                model=trained,
-                args=self.training_args(valid is not None, speed, mean_tokens),
-                train_dataset=train,
-                eval_dataset=valid,
-                processing_class=tokenizer,
-                peft_config=new_adapter,
-                callbacks=callbacks,
-            )
+            if self.spec.method.type == "dpo":
+                # No ref_model: TRL computes the reference log-probabilities with the adapter
+                # disabled (the base itself, no second copy of the weights).
+                args = dpo_config(self.spec, self.common_args(valid is not None, speed))
+                trainer = ResumableDPOTrainer(args=args, **given)
+            else:
+                mean_tokens = sum(len(ids) for ids in train["input_ids"]) / len(train)
+                trainer = ResumableSFTTrainer(args=self.training_args(valid is not None, speed, mean_tokens), **given)
         except ValueError as exc:
             raise DataError(f"Cannot prepare training: {exc}", param="qlora") from exc
         trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
@@ -289,7 +305,7 @@ class Recipe:
             if valid is not None and self.progress.last_eval_step != steps:
                 trainer.evaluate()  # the final evaluation, when the schedule did not end on one
             peft_model = trainer.model
-            assert isinstance(peft_model, PeftModel), "SFTTrainer wraps the model in its adapter"
+            assert isinstance(peft_model, PeftModel), "the trainer wraps the model in its adapter"
             peft_model.save_pretrained(str(adapter_dir), safe_serialization=True)
             tokenizer.save_pretrained(adapter_dir)
         return TrainResult(adapter_dir, int(trainer.state.num_input_tokens_seen), steps, stopped, speed)

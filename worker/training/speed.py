@@ -74,20 +74,25 @@ def resolve_speed(spec: ResolvedSpec, runtime: Runtime, config: Any) -> Speed:
     memory = runtime.memory_bytes
     asked = perf.tokens_per_step
     budget = asked if isinstance(asked, int) else None
+    # Preference pairs train on padded batches of pairs (TRL's DPO packs nothing).
+    supervised = spec.method.type == "supervised"
     if asked == "auto":
-        if runtime.on_cuda and trains_on_token_budget(adapter):
+        if runtime.on_cuda and trains_on_token_budget(adapter) and supervised:
             floor = spec.qlora.training.max_seq_length
             candidates = [max(b, floor) for b in GPU_BUDGETS]
             budget = next((b for b in candidates if fits_without_checkpointing(config, b, spec, memory)), candidates[0])
     checkpointing = perf.gradient_checkpointing
     if checkpointing == "auto":
-        tokens = budget or spec.hparams.batch_size * spec.qlora.training.max_seq_length
+        # A batch of DPO pairs is twice as many sequences (each prompt with either reply).
+        sequences = spec.hparams.batch_size * (1 if supervised else 2)
+        tokens = budget or sequences * spec.qlora.training.max_seq_length
         checkpointing = adapter != "prefix_tuning" and (
             not runtime.on_cuda or not fits_without_checkpointing(config, tokens, spec, memory)
         )
     liger = perf.liger_kernel
     if liger == "auto":
-        liger = runtime.on_cuda and importlib.util.find_spec("liger_kernel") is not None
+        # TRL's DPO computes log-probabilities with its own fused LM head (Liger is deprecated there).
+        liger = runtime.on_cuda and supervised and importlib.util.find_spec("liger_kernel") is not None
     optimizer = perf.optimizer
     if optimizer == "auto":
         optimizer = "adamw_torch_fused" if runtime.on_cuda else "adamw_torch"

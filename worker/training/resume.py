@@ -1,0 +1,29 @@
+"""A resume that restores the adapter weights exactly as they were trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from peft import set_peft_model_state_dict
+from peft.utils import SAFETENSORS_WEIGHTS_NAME as SAFE_ADAPTER_WEIGHTS
+from safetensors.torch import load_file
+
+from worker.training.failures import DataError
+
+
+class ExactAdapterResume:
+    """Mixed into a TRL trainer (SFT, DPO): TRL trains a quantized model's adapter in
+    bf16, but the Trainer's resume reloads the adapter through PEFT's `load_adapter`,
+    which upcasts it to fp32: the resumed run would then train in another precision than
+    the run it continues. Here the saved weights are copied into the existing
+    parameters, which keep their dtype."""
+
+    model: Any
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        weights = load_file(Path(resume_from_checkpoint) / SAFE_ADAPTER_WEIGHTS)
+        # torch's _IncompatibleKeys, a namedtuple peft's annotation does not let mypy see into.
+        result: Any = set_peft_model_state_dict(model or self.model, weights)
+        if result.unexpected_keys:
+            raise DataError(f"The checkpoint does not fit this adapter: {result.unexpected_keys[:3]}", param="qlora")
