@@ -104,7 +104,7 @@ def _problem(param: str | None, errors: list[dict[str, Any]]) -> Problem:
     first = errors[0]
     kind = first["type"]
     if kind == "missing":
-        return Problem(param, "required")
+        return Problem(param, "required" if param else "The request body is required (a JSON object)")
     if kind == "extra_forbidden":
         tag = next((p for p in first["loc"] if p in ADAPTER_TYPES), None)
         return Problem(param, f"not a parameter of the {tag} adapter" if tag else "unknown field")
