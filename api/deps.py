@@ -3,7 +3,6 @@ query parameters a route takes (those it does not take are refused)."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
@@ -111,16 +110,24 @@ def _dependencies(dependant: Dependant) -> Iterator[Dependant]:
         yield from _dependencies(dependency)
 
 
-@functools.cache
+# Per route (by id; routes are not hashable), with the route itself, whose id cannot be
+# reused while it is kept here.
+_ACCEPTED: dict[int, tuple[APIRoute, frozenset[str], frozenset[str]]] = {}
+
+
 def _query_parameters(route: APIRoute) -> tuple[frozenset[str], frozenset[str]]:
     """The names of the query parameters the route (and its dependencies) declare, and
     the families of its bracketed filters."""
+    cached = _ACCEPTED.get(id(route))
+    if cached is not None and cached[0] is route:
+        return cached[1], cached[2]
     names = {field.alias for field in route.dependant.query_params}
     families = set()
     for dependency in _dependencies(route.dependant):
         names.update(field.alias for field in dependency.query_params)
         if isinstance(dependency.call, BracketedFilter):
             families.add(dependency.call.family)
+    _ACCEPTED[id(route)] = (route, frozenset(names), frozenset(families))
     return frozenset(names), frozenset(families)
 
 
