@@ -1,7 +1,8 @@
 """What a job reports is what training did: epochs, steps and trained tokens match the
 metrics a real worker logged; a running job shows its progress and estimated finish;
 its log says where it runs, what it loads and how long that took, and names
-validations as such."""
+validations as such. (Its name sorts it after the modules that expect no training
+worker: the session's worker runs from the first module that uses it on.)"""
 
 from __future__ import annotations
 
