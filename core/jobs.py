@@ -9,8 +9,8 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, CursorResult, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, CursorResult, and_, case, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from core.db import session_scope
 from core.errors import Conflict, NotFound
@@ -59,11 +59,39 @@ def rows_matched(session: Session, statement: Any) -> int:
     return result.rowcount
 
 
+def _no_such_job(job_id: str) -> NotFound:
+    return NotFound(f"No fine-tuning job with id {job_id!r}", param="fine_tuning_job_id")
+
+
 def get_job(session: Session, org_id: str, job_id: str) -> Job:
     job = session.scalar(select(Job).where(Job.id == job_id, Job.organization_id == org_id))
     if job is None:
-        raise NotFound(f"No fine-tuning job with id {job_id!r}", param="fine_tuning_job_id")
+        raise _no_such_job(job_id)
     return job
+
+
+def _queue_position() -> ColumnElement[int | None]:
+    """The place of the row's job in the training queue (1: the next a free worker
+    claims), among the queued jobs of every organization in the order their messages
+    reached the broker (those not sent yet last, by creation); None unless queued."""
+    other = aliased(Job)
+    ahead = or_(
+        and_(Job.enqueued_at.is_(None), or_(other.enqueued_at.is_not(None), other.pk < Job.pk)),
+        other.enqueued_at < Job.enqueued_at,  # NULL (not ahead) when the other was not sent
+        and_(other.enqueued_at == Job.enqueued_at, other.pk < Job.pk),
+    )
+    queued = JobStatus.QUEUED.value
+    count = select(func.count()).select_from(other).where(other.status == queued, ahead).correlate(Job)
+    return case((Job.status == queued, count.scalar_subquery() + 1), else_=None)
+
+
+def get_job_and_queue_position(session: Session, org_id: str, job_id: str) -> tuple[Job, int | None]:
+    """`get_job` and, if it is queued, its place in the queue, in one query."""
+    stmt = select(Job, _queue_position()).where(Job.id == job_id, Job.organization_id == org_id)
+    row = session.execute(stmt).one_or_none()
+    if row is None:
+        raise _no_such_job(job_id)
+    return row[0], row[1]
 
 
 def list_jobs(
@@ -85,19 +113,12 @@ def list_jobs(
 
 
 def queue_positions(session: Session, job_ids: Collection[str]) -> dict[str, int]:
-    """Where each of these queued jobs stands in the training queue (1: the next a free
-    worker claims), among the queued jobs of every organization, in the order their
-    messages reached the broker (those not sent yet last). One query; {} for none."""
+    """The places in the training queue of those of these jobs that are queued (see
+    `_queue_position`); one query, none for no ids."""
     if not job_ids:
         return {}
-    order = (Job.enqueued_at.asc().nulls_last(), Job.pk)
-    ranked = (
-        select(Job.id, func.row_number().over(order_by=order).label("position"))
-        .where(Job.status == JobStatus.QUEUED.value)
-        .subquery()
-    )
-    rows = session.execute(select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(job_ids)))
-    return {job_id: position for job_id, position in rows}
+    rows = session.execute(select(Job.id, _queue_position()).where(Job.id.in_(job_ids)))
+    return {job_id: position for job_id, position in rows if position is not None}
 
 
 def count_active(session: Session, org_id: str) -> int:

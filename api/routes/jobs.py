@@ -86,7 +86,7 @@ def list_jobs(
 
 @router.get("/{fine_tuning_job_id}")
 def get_job(fine_tuning_job_id: str, session: ReadSessionDep, org: OrgDep) -> JobObject:
-    return _job_objects(session, [jobs.get_job(session, org, fine_tuning_job_id)])[0]
+    return JobObject.from_row(*jobs.get_job_and_queue_position(session, org, fine_tuning_job_id))
 
 
 @router.post("/{fine_tuning_job_id}/cancel")
