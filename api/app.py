@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from api.deps import refuse_nul_characters
+from api.deps import refuse_nul_characters, refuse_unknown_query_parameters
 from api.error_responses import error_responses, install_error_handlers
 from api.openapi import DocumentedApp, ModelRoute
 from api.routes import files, jobs, models
@@ -17,7 +17,8 @@ from core.settings import get_settings
 
 # The error statuses each resource answers, declared per router so that routes added to
 # it later are described too (api.error_responses has the body they share). 400 everywhere: any
-# query parameter may carry a NUL (api.deps.refuse_nul_characters). 503 everywhere: every
+# query parameter may carry a NUL (api.deps.refuse_nul_characters) or be one the route does
+# not take (api.deps.refuse_unknown_query_parameters). 503 everywhere: every
 # route reads the database (api.error_responses says an outage as one).
 ROUTER_ERRORS = {
     files: error_responses(400, 401, 403, 404, 409, 413, 422, 500, 503),
@@ -43,7 +44,7 @@ def create_app() -> FastAPI:
         title="Fine-tuning service",
         version="0.1.0",
         description="QLoRA fine-tuning of open-weight models, with an OpenAI-compatible API under /v1.",
-        dependencies=[Depends(refuse_nul_characters)],
+        dependencies=[Depends(refuse_nul_characters), Depends(refuse_unknown_query_parameters)],
     )
     install_error_handlers(app)
     for module, errors in ROUTER_ERRORS.items():

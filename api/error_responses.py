@@ -6,7 +6,6 @@ which carry a reference id instead of a stack trace."""
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -18,13 +17,12 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.validation_errors import problems
 from core.errors import ServiceError, ServiceUnavailable
 from core.outages import MAYBE_OUTAGES, outage
-from core.specs import ADAPTER_TYPES
 
 log = logging.getLogger("ftsvc.api")
 E = TypeVar("E", bound=Exception)
-FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ErrorObject(BaseModel):
@@ -71,17 +69,6 @@ def error_body(
     return {"error": {"message": message, "type": type_, "param": param, "code": code, **extra}}
 
 
-def _param(loc: tuple[Any, ...]) -> str | None:
-    # ("body", "method", "supervised", ...) -> "method.supervised..."; list indexes as [i].
-    # Union branches add parts such as "constrained-int", "literal['auto']" or the
-    # adapter's type tag: they are not fields the client sent.
-    parts = [p for p in loc[1:] if isinstance(p, int) or (FIELD_NAME.match(p) and p not in ADAPTER_TYPES)]
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or None
-
-
 def _service_error(exc: ServiceError) -> JSONResponse:
     extra: dict[str, Any] = dict(exc.extra)
     if exc.details is not None:
@@ -96,24 +83,16 @@ def _service_error(exc: ServiceError) -> JSONResponse:
     )
 
 
-def _message(error: dict[str, Any]) -> str:
-    if error["type"] == "extra_forbidden":
-        tag = next((p for p in error["loc"] if p in ADAPTER_TYPES), None)
-        return f"not a parameter of the {tag} adapter" if tag else "unknown field"
-    if error["type"] == "union_tag_not_found":  # the adapter, given as something other than an object
-        return 'must be an object, e.g. {"type": "lora"}'
-    return str(error["msg"]).removeprefix("Value error, ")
-
-
 def _validation_error(exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
-    first = errors[0]
-    if first.get("type") == "json_invalid":
+    if errors[0].get("type") == "json_invalid":
         message, param = "The request body is not valid JSON", None
+        details = [{"param": None, "message": message}]
     else:
-        param = _param(tuple(first["loc"]))
-        message = f"{param}: {_message(first)}" if param else _message(first)
-    details = [{"param": _param(tuple(e["loc"])), "message": _message(e)} for e in errors]
+        found = problems(list(errors), exc.body)
+        param = found[0].param
+        message = f"{param}: {found[0].message}" if param else found[0].message
+        details = [{"param": p.param, "message": p.message} for p in found]
     return JSONResponse(
         error_body(message, "invalid_request_error", param, "invalid_request", details=details), status_code=400
     )

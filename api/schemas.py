@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.datasets import FileType
 from core.formats import FormatName
-from core.jobs import fine_tuned_model_name
+from core.jobs import estimated_finish, fine_tuned_model_name
 from core.models import Checkpoint, File, Job, JobEvent, JobMetric
 from core.registry import ModelRef
 from core.specs import ResolvedHyperparameters, ResolvedMethod, ResolvedQLoRA
@@ -233,9 +233,22 @@ def _common_hyperparameters(method: dict[str, Any]) -> dict[str, Any]:
     return {name: given[name] for name in ResolvedHyperparameters.model_fields}
 
 
+class Progress(_Wire):
+    """Where a job's training is, as its worker last wrote it."""
+
+    # Open: `at`, when it was measured, is the worker's bookkeeping.
+    model_config = ConfigDict(extra="allow")
+
+    step: int = Field(description="Optimizer steps done")
+    total_steps: int = Field(description="Optimizer steps the trainer runs in all (max_steps, or n_epochs' steps)")
+    epochs: int = Field(description="Epochs the trainer runs (the last one may be partial with max_steps)")
+    seconds_per_step: float | None = Field(description="Mean time per step measured in this attempt")
+
+
 class JobObject(_Wire):
     """OpenAI's fine-tuning job object, with the `qlora` extension and what the service
-    adds (`statistics`, `runtime`, `attempts`, `pause_requested`, `from_checkpoint`)."""
+    adds (`statistics`, `runtime`, `progress`, `queue_position`, `attempts`,
+    `pause_requested`, `from_checkpoint`)."""
 
     id: str
     object: Literal["fine_tuning.job"] = "fine_tuning.job"
@@ -257,9 +270,20 @@ class JobObject(_Wire):
     user_provided_suffix: str | None
     metadata: dict[str, str] | None
     result_files: list[str] = Field(description="Once it succeeded: the id of the metrics CSV")
-    trained_tokens: int | None
+    trained_tokens: int | None = Field(
+        description="Once it succeeded: the tokens the loss was computed on, summed over every step (an example "
+        "trained in 3 epochs counts 3 times; prompt tokens masked from the loss do not count)"
+    )
     error: JobError | None = Field(description="Why the job failed; null unless it did")
-    estimated_finish: None = Field(default=None, description="Always null")
+    estimated_finish: int | None = Field(
+        description="Unix seconds: while running, when the job should finish, from its remaining steps at the "
+        "step time its worker measured; null before the first steps are measured and once it is not running"
+    )
+    queue_position: int | None = Field(
+        description="While queued: its place in the training queue among the queued jobs of the service "
+        "(1: the next a free worker claims); null otherwise"
+    )
+    progress: Progress | None = Field(description="Where training is; null until a worker starts training it")
     integrations: list[dict[str, Any]] = Field(default_factory=list, max_length=0, description="Always empty")
     qlora: ResolvedQLoRA
     statistics: TokenStatistics | None
@@ -269,7 +293,8 @@ class JobObject(_Wire):
     from_checkpoint: str | None = Field(description="The checkpoint whose adapter the job started from")
 
     @classmethod
-    def from_row(cls, job: Job) -> Self:
+    def from_row(cls, job: Job, queue_position: int | None = None) -> Self:
+        """`queue_position`: of a queued job (core.jobs.queue_positions)."""
         spec = job.spec
         return cls.model_validate(
             {
@@ -290,7 +315,9 @@ class JobObject(_Wire):
                 "result_files": job.result_files,
                 "trained_tokens": job.trained_tokens,
                 "error": job.error,
-                "estimated_finish": None,
+                "estimated_finish": estimated_finish(job),
+                "queue_position": queue_position,
+                "progress": job.progress,
                 "integrations": [],
                 "qlora": spec["qlora"],
                 "statistics": job.statistics,
@@ -362,7 +389,12 @@ class MetricPoint(_Wire):
     grad_norm: float | None
     tokens_per_second: float | None
     mean_token_accuracy: float | None = Field(description="Share of trained tokens predicted exactly")
-    tokens_seen: int | None = Field(description="Trained tokens so far")
+    tokens_seen: int | None = Field(
+        description="Tokens of the training batches so far, prompts included (what `tokens_per_second` counts)"
+    )
+    trained_tokens: int | None = Field(
+        description="Tokens the loss was computed on so far (the job's `trained_tokens`)"
+    )
     rewards_chosen: float | None = Field(
         description="DPO: mean reward of the preferred replies (beta × their log-probability gain over the base)"
     )

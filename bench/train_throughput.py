@@ -283,7 +283,7 @@ def run_ours(
             "model": model_dir.name,
             "training_file": "bench",
             "seed": 0,
-            "method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 8, "n_epochs": 1}}},
+            "method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 8}}},
             "qlora": {
                 "adapter": {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.05},
                 "training": {

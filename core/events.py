@@ -14,6 +14,9 @@ from core.models import Job, JobEvent, JobMetric
 from core.paging import page
 from core.states import Level
 
+# A metrics point's data: the training batches, or an evaluation on the validation data.
+Split = Literal["train", "valid"]
+
 
 def add_event(
     session: Session,
@@ -30,13 +33,16 @@ def add_event(
 
 
 def record_metric(session: Session, job_id: str, step: int, values: dict[str, Any], split: str = "train") -> None:
-    """Store one point of the time series and mirror it as a metrics event."""
+    """Store one point of the time series and mirror it as a metrics event: "Step 5: ..."
+    for training, "Validation at step 5: ..." for an evaluation on the validation data."""
     session.add(JobMetric(job_id=job_id, step=step, split=split, **values))
+    figures = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items() if v is not None
+    )
     add_event(
         session,
         job_id,
-        f"Step {step}: "
-        + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items() if v is not None),
+        f"{'Validation at step' if split == 'valid' else 'Step'} {step}: {figures}",
         type="metrics",
         data={"step": step, "split": split, **values},
     )
@@ -82,10 +88,14 @@ def metrics_for(session: Session, job_id: str) -> list[JobMetric]:
     return list(session.scalars(_metrics(job_id)))
 
 
-def org_job_metrics(session: Session, org_id: str, job_id: str) -> list[JobMetric]:
-    """`metrics_for` the organization's job, in one query; empty for a job that is not
-    the organization's (`core.jobs.get_job` tells the two apart)."""
-    return list(session.scalars(_metrics(job_id).where(_of_org(job_id, org_id))))
+def org_job_metrics(session: Session, org_id: str, job_id: str, split: Split | None = None) -> list[JobMetric]:
+    """`metrics_for` the organization's job (of one split, when given), in one query;
+    empty for a job that is not the organization's (`core.jobs.get_job` tells the two
+    apart)."""
+    stmt = _metrics(job_id).where(_of_org(job_id, org_id))
+    if split is not None:
+        stmt = stmt.where(JobMetric.split == split)
+    return list(session.scalars(stmt))
 
 
 def list_events(

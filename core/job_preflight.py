@@ -113,7 +113,7 @@ def _with_counted_examples(p: _Pending, stats: dict[str, Any]) -> ResolvedSpec:
     train (the provisional ones counted every example of the file)."""
     trainable = stats["examples"] - stats["examples_without_trainable_tokens"]
     n = training_examples(trainable, p.request.qlora.data.validation_split or 0.0)
-    method = resolve_method(p.request.method, p.request.hparams, n, p.request.qlora.training.max_seq_length)
+    method = resolve_method(p.request.method, p.request.hparams, n, p.request.qlora.training)
     return p.spec.model_copy(update={"method": method})
 
 

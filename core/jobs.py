@@ -4,12 +4,13 @@ allowed state transitions, and what users and workers do to a job once it exists
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, CursorResult, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, CursorResult, and_, case, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from core.db import session_scope
 from core.errors import Conflict, NotFound
@@ -58,15 +59,66 @@ def rows_matched(session: Session, statement: Any) -> int:
     return result.rowcount
 
 
+def _no_such_job(job_id: str) -> NotFound:
+    return NotFound(f"No fine-tuning job with id {job_id!r}", param="fine_tuning_job_id")
+
+
 def get_job(session: Session, org_id: str, job_id: str) -> Job:
     job = session.scalar(select(Job).where(Job.id == job_id, Job.organization_id == org_id))
     if job is None:
-        raise NotFound(f"No fine-tuning job with id {job_id!r}", param="fine_tuning_job_id")
+        raise _no_such_job(job_id)
     return job
 
 
-def list_jobs(session: Session, org_id: str, after: str | None, limit: int) -> tuple[list[Job], bool]:
-    return page(session, select(Job).where(Job.organization_id == org_id), Job, after, limit)
+def _queue_position() -> ColumnElement[int | None]:
+    """The place of the row's job in the training queue (1: the next a free worker
+    claims), among the queued jobs of every organization in the order their messages
+    reached the broker (those not sent yet last, by creation); None unless queued."""
+    other = aliased(Job)
+    ahead = or_(
+        and_(Job.enqueued_at.is_(None), or_(other.enqueued_at.is_not(None), other.pk < Job.pk)),
+        other.enqueued_at < Job.enqueued_at,  # NULL (not ahead) when the other was not sent
+        and_(other.enqueued_at == Job.enqueued_at, other.pk < Job.pk),
+    )
+    queued = JobStatus.QUEUED.value
+    count = select(func.count()).select_from(other).where(other.status == queued, ahead).correlate(Job)
+    return case((Job.status == queued, count.scalar_subquery() + 1), else_=None)
+
+
+def get_job_and_queue_position(session: Session, org_id: str, job_id: str) -> tuple[Job, int | None]:
+    """`get_job` and, if it is queued, its place in the queue, in one query."""
+    stmt = select(Job, _queue_position()).where(Job.id == job_id, Job.organization_id == org_id)
+    row = session.execute(stmt).one_or_none()
+    if row is None:
+        raise _no_such_job(job_id)
+    return row[0], row[1]
+
+
+def list_jobs(
+    session: Session,
+    org_id: str,
+    after: str | None,
+    limit: int,
+    status: JobStatus | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> tuple[list[Job], bool]:
+    """The organization's jobs, newest first; only those in `status` and whose metadata
+    has every key of `metadata` with that value, when given."""
+    stmt = select(Job).where(Job.organization_id == org_id)
+    if status is not None:
+        stmt = stmt.where(Job.status == status.value)
+    for key, value in (metadata or {}).items():
+        stmt = stmt.where(Job.metadata_[key].as_string() == value)
+    return page(session, stmt, Job, after, limit)
+
+
+def queue_positions(session: Session, job_ids: Collection[str]) -> dict[str, int]:
+    """The places in the training queue of those of these jobs that are queued (see
+    `_queue_position`); one query, none for no ids."""
+    if not job_ids:
+        return {}
+    rows = session.execute(select(Job.id, _queue_position()).where(Job.id.in_(job_ids)))
+    return {job_id: position for job_id, position in rows if position is not None}
 
 
 def count_active(session: Session, org_id: str) -> int:
@@ -79,6 +131,49 @@ def count_active(session: Session, org_id: str) -> int:
 def record_runtime(session: Session, job_id: str, runtime: dict[str, Any]) -> None:
     """What the worker runs the job with (device, dtype, speed settings, versions)."""
     session.execute(update(Job).where(Job.id == job_id).values(runtime=runtime))
+
+
+def record_progress(
+    session: Session, job_id: str, step: int, total_steps: int, epochs: int, seconds_per_step: float | None
+) -> None:
+    """Where the worker's training is: the job's `progress` (its estimated finish is
+    derived from it), and `n_epochs` made what the trainer really runs. The epochs
+    resolved at creation assumed batches of `batch_size` examples; with max_steps on
+    the worker's token-budget batches the trainer's count differs, and the job says so."""
+    progress = {
+        "step": step,
+        "total_steps": total_steps,
+        "epochs": epochs,
+        "seconds_per_step": seconds_per_step,
+        "at": time.time(),
+    }
+    session.execute(update(Job).where(Job.id == job_id).values(progress=progress))
+    spec = session.scalar(select(Job.spec).where(Job.id == job_id))
+    if spec is None:
+        return
+    method = spec["method"]
+    hyperparameters = method[method["type"]]["hyperparameters"]
+    planned = hyperparameters["n_epochs"]
+    if planned != epochs:
+        hyperparameters["n_epochs"] = epochs
+        session.execute(update(Job).where(Job.id == job_id).values(spec=spec))
+        add_event(
+            session,
+            job_id,
+            f"The job runs {epochs} epochs, not the {planned} estimated at creation: max_steps={total_steps} "
+            "on the batches this worker builds",
+            data={"n_epochs": epochs, "estimated_n_epochs": planned, "total_steps": total_steps},
+        )
+
+
+def estimated_finish(job: Job) -> int | None:
+    """Unix seconds at which a running job should finish: its remaining steps at the
+    step time its worker measured, from when it measured it. None until measured."""
+    progress = job.progress
+    if job.status != JobStatus.RUNNING or not progress or progress.get("seconds_per_step") is None:
+        return None
+    remaining = max(int(progress["total_steps"]) - int(progress["step"]), 0)
+    return math.ceil(float(progress["at"]) + remaining * float(progress["seconds_per_step"]))
 
 
 # The message a job waits for in each state that waits for a worker: its pre-flight

@@ -93,6 +93,9 @@ class Job(Base):
     statistics: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     # What the worker actually ran with (device, compute dtype, ...), set at start.
     runtime: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    # Where training is, written by the worker as it runs (core.jobs.record_progress):
+    # step, total_steps, epochs, seconds_per_step and when it was measured (`at`).
+    progress: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
@@ -216,6 +219,8 @@ class JobMetric(Base):
     rewards_rejected: Mapped[float | None] = mapped_column(nullable=True)
     rewards_margins: Mapped[float | None] = mapped_column(nullable=True)
     rewards_accuracies: Mapped[float | None] = mapped_column(nullable=True)
+    # Tokens in the loss so far (tokens_seen counts every token of the batches).
+    trained_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
 

@@ -47,6 +47,16 @@ def _no_nul(value: str) -> str:
 ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
 
 
+class SpecError(ValueError):
+    """A rule across fields, refused at the field the client should change (`param`):
+    the API's error names it, where a plain ValueError of a model validator would name
+    only the object."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 class _Strict(BaseModel):
     # Unknown fields are errors: a misspelt knob must not be silently ignored.
     model_config = ConfigDict(extra="forbid")
@@ -366,6 +376,18 @@ class JobSpec(_Strict):
             raise ValueError("give either validation_file or qlora.data.validation_split, not both")
         return self
 
+    @model_validator(mode="after")
+    def _one_length(self) -> JobSpec:
+        # max_steps decides how long training runs; an n_epochs beside it would be
+        # either ignored or a second, contradicting length. "auto" is resolved from it.
+        if self.qlora.training.max_steps is not None and isinstance(self.hparams.n_epochs, int):
+            raise SpecError(
+                "give either n_epochs or qlora.training.max_steps, not both: max_steps decides how long training "
+                'runs (leave n_epochs at "auto" and the job reports the epochs max_steps covers)',
+                param="qlora.training.max_steps",
+            )
+        return self
+
     @field_validator("metadata")
     @classmethod
     def _bounded_metadata(cls, value: dict[str, str] | None) -> dict[str, str] | None:
@@ -440,9 +462,9 @@ class ResolvedMethod(_Strict):
         return settings.hyperparameters
 
 
-def resolve_method(method: Method, hp: Hyperparameters, n_examples: int, max_seq_length: int) -> ResolvedMethod:
+def resolve_method(method: Method, hp: Hyperparameters, n_examples: int, training: Training) -> ResolvedMethod:
     """The method with its hyperparameters resolved (`hp`: the ones the client meant)."""
-    common = resolve_hyperparameters(hp, n_examples, max_seq_length)
+    common = resolve_hyperparameters(hp, n_examples, training)
     if method.type == "dpo":
         assert isinstance(hp, DpoHyperparameters)
         beta = DEFAULT_BETA if hp.beta == "auto" else hp.beta
@@ -510,7 +532,7 @@ def resolve(
         seed=seed,
         suffix=spec.suffix,
         metadata=spec.metadata,
-        method=resolve_method(spec.method, spec.hparams, n_examples, qlora.training.max_seq_length),
+        method=resolve_method(spec.method, spec.hparams, n_examples, qlora.training),
         qlora=ResolvedQLoRA(
             quantization=quantization,
             adapter=adapter,
@@ -541,16 +563,26 @@ def check_data_fits_method(method: MethodType, data_format: str | None, param: s
         )
 
 
-def resolve_hyperparameters(hp: Hyperparameters, n_examples: int, max_seq_length: int) -> ResolvedHyperparameters:
+def resolve_hyperparameters(hp: Hyperparameters, n_examples: int, training: Training) -> ResolvedHyperparameters:
     """The documented rule for "auto" (README, "Hyperparameters"):
     - batch_size: as many examples as fit in about 16k tokens at max_seq_length, at most
       16 and at most a quarter of the dataset (so an epoch has several steps), at least 1;
-    - n_epochs: enough passes for about 300 examples seen, between 1 and 10;
+    - n_epochs: enough passes for about 300 examples seen, between 1 and 10; with
+      max_steps, the epochs those steps start (the last one may be partial), counted as
+      the trainer does: ceil(ceil(n / batch_size) / gradient_accumulation_steps) steps
+      per epoch. The worker reports it again for the batches it really builds (token-
+      budget batches on a GPU make fewer steps per epoch);
     - learning_rate_multiplier: 1.0 (the QLoRA learning rate 2e-4 as is).
     """
     n = max(n_examples, 1)
-    batch = hp.batch_size if isinstance(hp.batch_size, int) else max(1, min(16, 16384 // max_seq_length, n // 4))
-    epochs = hp.n_epochs if isinstance(hp.n_epochs, int) else max(1, min(10, math.ceil(300 / n)))
+    batch = (
+        hp.batch_size if isinstance(hp.batch_size, int) else max(1, min(16, 16384 // training.max_seq_length, n // 4))
+    )
+    if training.max_steps is not None:
+        steps_per_epoch = math.ceil(math.ceil(n / batch) / training.gradient_accumulation_steps)
+        epochs = math.ceil(training.max_steps / steps_per_epoch)
+    else:
+        epochs = hp.n_epochs if isinstance(hp.n_epochs, int) else max(1, min(10, math.ceil(300 / n)))
     lrm = 1.0 if isinstance(hp.learning_rate_multiplier, str) else hp.learning_rate_multiplier
     return ResolvedHyperparameters(n_epochs=epochs, batch_size=batch, learning_rate_multiplier=lrm)
 

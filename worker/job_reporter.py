@@ -1,5 +1,5 @@
 """The job's record as the recipe's reporter (worker.training.reporting.Reporter):
-events, metrics, the runtime, checkpoints and whether to stop (cancelled, pause asked
+events, metrics, the runtime, progress, checkpoints and whether to stop (cancelled, pause asked
 for, lease lost, the worker shutting down), each in its own short transaction so the API sees them as training
 runs."""
 
@@ -37,6 +37,10 @@ class JobReporter:
     def runtime(self, description: dict[str, Any]) -> None:
         with session_scope() as session:
             jobs.record_runtime(session, self.job_id, description)
+
+    def progress(self, step: int, total_steps: int, epochs: int, seconds_per_step: float | None) -> None:
+        with session_scope() as session:
+            jobs.record_progress(session, self.job_id, step, total_steps, epochs, seconds_per_step)
 
     def checkpoint(self, step: int, directory: Path, metrics: dict[str, Any]) -> None:
         publish_checkpoint(self.job_id, self.owner, step, directory, metrics, self.keep_checkpoints)

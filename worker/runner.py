@@ -7,6 +7,7 @@ the job back to the queue after a checkpoint."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 import tempfile
@@ -66,16 +67,24 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
         return
     phase: Phase = "loading"
     recipe = None
+    reporter.event(f"Job process {os.getpid()} started on {socket.gethostname()}; loading the training stack")
     try:
         # Imported here so that a failure to import the stack also ends the job cleanly.
         from worker.checkpoint_storage import fetch_adapter, restore_state
+        from worker.model_download import fetch_hub_model
         from worker.publish import publish_success
         from worker.training.recipe import JobData, Recipe
         from worker.training.runtime import pick_runtime
 
         quantization = spec.qlora.quantization
         runtime = pick_runtime(quantization.compute_dtype if quantization else "auto")
-        reporter.runtime(runtime.describe())
+        described = runtime.describe()
+        reporter.runtime(described)
+        reporter.event(
+            f"Running on {socket.gethostname()}: {runtime.device} ({runtime.device_name}, "
+            f"{runtime.memory_bytes / 2**30:.0f} GiB), {runtime.compute_dtype} compute, torch {described['torch']}",
+            data=dict(described),
+        )
         resume_from = restore_state(claim.resume_from, workdir) if claim.resume_from else None
         initial_adapter = None
         if spec.from_checkpoint and resume_from is None:
@@ -89,7 +98,7 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
             _data_file(job, job.training_file, "training_file"),
             _data_file(job, validation, "validation_file") if validation else None,
         )
-        model = registry.resolve_model(spec.model)
+        model = fetch_hub_model(registry.resolve_model(spec.model), reporter)
         interval = get_settings().checkpoint_interval_seconds
         recipe = Recipe(spec, model, data, workdir, runtime, reporter, resume_from, initial_adapter, interval)
         result = recipe.run()

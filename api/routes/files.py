@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
@@ -86,10 +86,15 @@ async def upload_file(
     return await idempotent_requests.run_once(org, UPLOADS, idempotency_key, FileObject, receive)
 
 
+# Uploads, and the metrics CSVs of finished jobs (their `result_files`).
+ListedPurpose = Literal["fine-tune", "fine-tune-results"]
+
+
 @router.get("")
 def list_files(
-    session: SessionDep, org: OrgDep, after: str | None = None, limit: Limit = 20, purpose: str | None = None
+    session: SessionDep, org: OrgDep, after: str | None = None, limit: Limit = 20, purpose: ListedPurpose | None = None
 ) -> ListPage[FileObject]:
+    """The organization's files, newest first; only those of `purpose`, when given."""
     rows, has_more = files.list_files(session, org, after, limit, purpose)
     return ListPage[FileObject].of([FileObject.from_row(f) for f in rows], has_more)
 

@@ -5,15 +5,18 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
 
 from api import idempotent_requests, streams
-from api.deps import Limit, OrgDep, ReadSessionDep, SessionDep
+from api.deps import METADATA, Limit, MetadataFilter, OrgDep, ReadSessionDep, SessionDep
 from api.openapi import ModelRoute, streamed
 from api.schemas import CheckpointObject, JobEventObject, JobObject, ListPage, MetricPoint
 from core import artifacts, checkpoints, events, job_creation, jobs
+from core.events import Split
 from core.idempotency import fingerprint
-from core.models import Artifact, Checkpoint
+from core.models import Artifact, Checkpoint, Job
 from core.specs import JobSpec
+from core.states import JobStatus
 from core.storage import get_storage
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], route_class=ModelRoute)
@@ -54,15 +57,36 @@ async def create_job(
     return await idempotent_requests.run_once(org, JOBS, idempotency_key, JobObject, submit)
 
 
-@router.get("")
-def list_jobs(session: SessionDep, org: OrgDep, after: str | None = None, limit: Limit = 20) -> ListPage[JobObject]:
-    rows, has_more = jobs.list_jobs(session, org, after, limit)
-    return ListPage[JobObject].of([JobObject.from_row(j) for j in rows], has_more)
+def _job_objects(session: Session, rows: list[Job]) -> list[JobObject]:
+    """The jobs as the API shows them, queued ones with their place in the queue."""
+    positions = jobs.queue_positions(session, [j.id for j in rows if j.status == JobStatus.QUEUED])
+    return [JobObject.from_row(j, positions.get(j.id)) for j in rows]
+
+
+METADATA_FILTER = METADATA.openapi_parameter(
+    "Only jobs whose metadata has this value at this key, e.g. `metadata[team]=search` (several keys: all must "
+    "match), as the OpenAI client's `jobs.list(metadata={...})` sends it"
+)
+
+
+@router.get("", openapi_extra={"parameters": [METADATA_FILTER]})
+def list_jobs(
+    session: ReadSessionDep,
+    org: OrgDep,
+    metadata: MetadataFilter,
+    after: str | None = None,
+    limit: Limit = 20,
+    status: JobStatus | None = None,
+) -> ListPage[JobObject]:
+    """The organization's jobs, newest first; only those in `status` and matching the
+    `metadata[key]=value` filters, when given."""
+    rows, has_more = jobs.list_jobs(session, org, after, limit, status, metadata)
+    return ListPage[JobObject].of(_job_objects(session, rows), has_more)
 
 
 @router.get("/{fine_tuning_job_id}")
 def get_job(fine_tuning_job_id: str, session: ReadSessionDep, org: OrgDep) -> JobObject:
-    return JobObject.from_row(jobs.get_job(session, org, fine_tuning_job_id))
+    return JobObject.from_row(*jobs.get_job_and_queue_position(session, org, fine_tuning_job_id))
 
 
 @router.post("/{fine_tuning_job_id}/cancel")
@@ -142,10 +166,12 @@ async def stream_events(
 
 
 @router.get("/{fine_tuning_job_id}/metrics")
-def list_metrics(fine_tuning_job_id: str, session: ReadSessionDep, org: OrgDep) -> ListPage[MetricPoint]:
+def list_metrics(
+    fine_tuning_job_id: str, session: ReadSessionDep, org: OrgDep, split: Split | None = None
+) -> ListPage[MetricPoint]:
     """The whole time series (step, loss, learning rate, grad norm, tokens/s), by split
-    and step; one page (`has_more` false; points have no ids)."""
-    points = events.org_job_metrics(session, org, fine_tuning_job_id)
+    and step, or only that of `split`; one page (`has_more` false; points have no ids)."""
+    points = events.org_job_metrics(session, org, fine_tuning_job_id, split)
     if not points:  # none yet, or a job that is not the organization's
         jobs.get_job(session, org, fine_tuning_job_id)
     return ListPage[MetricPoint].of([MetricPoint.from_row(m) for m in points], False)

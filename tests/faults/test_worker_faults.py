@@ -29,7 +29,7 @@ def spec(training_file: str, max_steps: int, **training: Any) -> dict[str, Any]:
         "model": "tiny-llama",
         "training_file": training_file,
         "seed": 11,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 4, "n_epochs": 50}}},
+        "method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 4}}},
         "qlora": {"training": {"max_steps": max_steps, "learning_rate": 0.01, **training}},
     }
 

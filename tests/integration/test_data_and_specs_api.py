@@ -83,7 +83,7 @@ def test_pre_flight_resolves_auto_hyperparameters_from_the_examples_that_train(c
         ),
         ({"adapter": {"type": "adalora", "init_r": 4, "target_r": 8}}, "qlora.adapter", "target_r"),
         ({"adapter": {"type": "ia3", "feedforward_modules": ["up_proj"]}}, "qlora.adapter", "subset"),
-        ({"adapter": {"type": "vera"}}, "qlora.adapter", "does not match any of the expected tags"),
+        ({"adapter": {"type": "vera"}}, "qlora.adapter.type", "unknown adapter type 'vera'; one of: lora, adalora"),
         ({"adapter": {"type": "loha"}, "quantization": {"bits": 4}}, "qlora", "quantization to null"),
         ({"adapter": {"type": "p_tuning"}, "data": {"packing": True}}, "qlora", "packing to false"),
         ({"data": {"format": "qa"}}, "qlora.data.format", "validated as 'chat'"),

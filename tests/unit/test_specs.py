@@ -7,6 +7,8 @@ from core.specs import (
     JobSpec,
     ResolvedHyperparameters,
     ResolvedSpec,
+    SpecError,
+    Training,
     check_data_fits_method,
     resolve,
     resolve_hyperparameters,
@@ -50,11 +52,41 @@ def test_out_of_range_and_unknown_fields_are_refused(body: dict, loc: str) -> No
 def test_auto_rule() -> None:
     auto = Hyperparameters()
     resolved = ResolvedHyperparameters
-    assert resolve_hyperparameters(auto, 36, 2048) == resolved(n_epochs=9, batch_size=8, learning_rate_multiplier=1.0)
-    assert resolve_hyperparameters(auto, 10_000, 512) == resolved(n_epochs=1, batch_size=16, learning_rate_multiplier=1)
-    assert resolve_hyperparameters(auto, 2, 8192).batch_size == 1
+    default = Training()
+    assert resolve_hyperparameters(auto, 36, default) == resolved(
+        n_epochs=9, batch_size=8, learning_rate_multiplier=1.0
+    )
+    short = Training(max_seq_length=512)
+    assert resolve_hyperparameters(auto, 10_000, short) == resolved(
+        n_epochs=1, batch_size=16, learning_rate_multiplier=1
+    )
+    assert resolve_hyperparameters(auto, 2, Training(max_seq_length=8192)).batch_size == 1
     fixed = Hyperparameters(n_epochs=2, batch_size=3, learning_rate_multiplier=0.5)
-    assert resolve_hyperparameters(fixed, 36, 2048) == resolved(n_epochs=2, batch_size=3, learning_rate_multiplier=0.5)
+    assert resolve_hyperparameters(fixed, 36, default) == resolved(
+        n_epochs=2, batch_size=3, learning_rate_multiplier=0.5
+    )
+
+
+@pytest.mark.parametrize(
+    ("max_steps", "accumulation", "epochs"),
+    # 36 examples in batches of 8: 5 batches per epoch (the last one of 4), as the trainer counts them.
+    [(30, 1, 6), (31, 1, 7), (5, 1, 1), (3, 2, 1), (4, 2, 2), (1000, 1, 200)],
+)
+def test_with_max_steps_auto_epochs_are_the_epochs_the_steps_start(
+    max_steps: int, accumulation: int, epochs: int
+) -> None:
+    training = Training(max_steps=max_steps, gradient_accumulation_steps=accumulation)
+    assert resolve_hyperparameters(Hyperparameters(), 36, training).n_epochs == epochs
+
+
+def test_n_epochs_and_max_steps_together_are_refused() -> None:
+    with pytest.raises(ValidationError) as info:
+        spec(method={"supervised": {"hyperparameters": {"n_epochs": 3}}}, qlora={"training": {"max_steps": 20}})
+    error = info.value.errors()[0]["ctx"]["error"]
+    assert isinstance(error, SpecError) and error.param == "qlora.training.max_steps"
+    with pytest.raises(ValidationError):
+        spec(hyperparameters={"n_epochs": 3}, qlora={"training": {"max_steps": 20}})  # the legacy field too
+    assert spec(qlora={"training": {"max_steps": 20}}).qlora.training.max_steps == 20
 
 
 def test_resolving_merges_legacy_hyperparameters_and_sets_seed_format_and_packing() -> None:

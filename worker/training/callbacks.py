@@ -1,14 +1,18 @@
-"""Trainer callbacks: metrics, events and checkpoints into the job's record as training
-runs, and a cooperative stop, checked at every step, when the job is cancelled, paused
-or its worker shuts down (both after saving a checkpoint) or its lease was lost."""
+"""Trainer callbacks: metrics, events, progress and checkpoints into the job's record as
+training runs, and a cooperative stop, checked at every step, when the job is
+cancelled, paused or its worker shuts down (both after saving a checkpoint) or its
+lease was lost; and the count of the tokens the loss is computed on."""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from core.states import StopReason
@@ -28,6 +32,35 @@ def _rewards(logs: dict[str, float], prefix: str = "") -> dict[str, float]:
     return {column: logs[prefix + key] for key, column in REWARDS.items() if prefix + key in logs}
 
 
+# How often, at most, a running job's progress (step, step time) is written.
+PROGRESS_SECONDS = 2.0
+
+
+class TrainedTokens(TrainerCallback, ExportableState):
+    """The tokens the loss is computed on so far: labels other than -100, after the
+    causal shift (a row's first label predicts nothing). The trainer adds each training
+    micro-batch (worker.training.recipe); the count is saved with every checkpoint in
+    the trainer state (transformers' stateful callbacks) and taken back from it when a
+    run resumes, so a resumed job goes on counting where its checkpoint was."""
+
+    def __init__(self, count: int = 0) -> None:
+        self.count = count
+
+    def add(self, labels: torch.Tensor) -> None:
+        self.count += int((labels[..., 1:] != -100).sum())
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {"count": self.count}, "attributes": {}}
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
+        # A fresh run's state holds this callback's own state; a resumed one, the
+        # checkpoint's (one written before this count existed has none: it starts at 0).
+        # (transformers annotates the field as the list it is built from; it holds a dict)
+        states: dict[str, Any] = state.stateful_callbacks  # type: ignore[assignment]
+        saved = states.setdefault(type(self).__name__, self.state())
+        self.count = int(saved["args"]["count"])
+
+
 class JobProgressCallback(TrainerCallback):
     """`checkpoint_seconds`: also save a checkpoint whenever this much time has passed
     since the last one (the "auto" checkpoint schedule)."""
@@ -40,18 +73,53 @@ class JobProgressCallback(TrainerCallback):
         # phase a failure belongs to, and where training was.
         self.training_started = False
         self.step = 0
+        self.trained_tokens = TrainedTokens()
         self._last_save = time.monotonic()
         self.last_eval_step = -1
         self._last_time = time.perf_counter()
         self._last_tokens = 0
+        # The step rate of this run: when and at which step it began training, and when
+        # its progress was last written.
+        self._begin_time, self._begin_step = time.perf_counter(), 0
+        self._last_progress: float | None = None
+        self._epochs = 0
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        # The trainer's own count: with max_steps, the epochs those steps start.
+        self._epochs = state.num_train_epochs
+        batches = len(kwargs["train_dataloader"])
+        per_epoch = math.ceil(batches / args.gradient_accumulation_steps)
+        resumed = f", resuming at step {state.global_step}" if state.global_step else ""
         self.reporter.event(
-            f"Training started: {state.max_steps} steps",
-            data={"max_steps": state.max_steps, "epochs": args.num_train_epochs},
+            f"Training started: {state.max_steps} steps, {self._epochs} epoch{'s' if self._epochs != 1 else ''} of "
+            f"{per_epoch} steps ({batches} batches){resumed}",
+            data={
+                "max_steps": state.max_steps,
+                "epochs": self._epochs,
+                "steps_per_epoch": per_epoch,
+                "batches_per_epoch": batches,
+                "gradient_accumulation_steps": args.gradient_accumulation_steps,
+                "resume_step": state.global_step,
+            },
         )
+        self.reporter.progress(state.global_step, state.max_steps, self._epochs, None)
         self.training_started, self.step = True, state.global_step
-        self._last_time = time.perf_counter()
+        self._last_time = self._begin_time = time.perf_counter()
+        self._begin_step = state.global_step
+        self._last_progress = None
+
+    def _report_progress(self, state: TrainerState) -> None:
+        """The step and the mean step time of this run, at the first step and then at
+        most every PROGRESS_SECONDS (and at the last step)."""
+        now = time.perf_counter()
+        due = self._last_progress is None or now - self._last_progress >= PROGRESS_SECONDS
+        if not (due or state.global_step >= state.max_steps) or state.global_step <= self._begin_step:
+            return
+        seconds_per_step = (now - self._begin_time) / (state.global_step - self._begin_step)
+        self.reporter.progress(state.global_step, state.max_steps, self._epochs, round(seconds_per_step, 4))
+        self._last_progress = now
 
     def on_log(
         self,
@@ -77,6 +145,7 @@ class JobProgressCallback(TrainerCallback):
                 "tokens_per_second": round(rate, 1),
                 "tokens_seen": tokens,
                 **_rewards(logs),
+                "trained_tokens": self.trained_tokens.count,
             },
         )
 
@@ -103,6 +172,7 @@ class JobProgressCallback(TrainerCallback):
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
         self.step = state.global_step
+        self._report_progress(state)
         reason = self.reporter.stop_reason()
         if reason is None:
             due = self.checkpoint_seconds is not None and time.monotonic() - self._last_save >= self.checkpoint_seconds

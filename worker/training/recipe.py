@@ -8,6 +8,7 @@ masks (core.tokenization, core.preferences), so TRL only batches them."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from core.states import StopReason
 from core.tokenization import PreparedTokenizer, prepare_tokenizer
 from worker.training import attention
 from worker.training.adapters import AdaLoraBudgetCallback, peft_config, planned_steps
-from worker.training.callbacks import JobProgressCallback
+from worker.training.callbacks import JobProgressCallback, TrainedTokens
 from worker.training.data import encoded_dataset, hold_out
 from worker.training.failures import DataError, ModelLoadError
 from worker.training.preference import ResumableDPOTrainer, dpo_config, pair_dataset
@@ -47,10 +48,18 @@ from worker.training.speed import Speed, resolve_speed
 class ResumableSFTTrainer(ExactAdapterResume, SFTTrainer):
     """SFTTrainer whose resume restores the adapter exactly as it was trained."""
 
+    def _track_num_input_tokens(self, inputs: dict[str, Any]) -> None:
+        # Called for every training micro-batch: also count the tokens in the loss.
+        super()._track_num_input_tokens(inputs)
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, TrainedTokens):
+                callback.add(inputs["labels"])
+
 
 @dataclass
 class TrainResult:
     adapter_dir: Path
+    # Tokens the loss was computed on, over every step (callbacks.TrainedTokens).
     trained_tokens: int
     steps: int
     # Why training stopped before its end (cancelled, paused, lease lost); None: it ran out.
@@ -261,15 +270,19 @@ class Recipe:
             if self.spec.qlora.data.packing
             else "padded batches"
         )
+        how = "in 4 bits" if self.spec.qlora.quantization else "unquantized"
+        self.reporter.event(f"Loading {self.model_ref.name} {how} on {self.runtime.device_name}")
+        started = time.monotonic()
         model = self.load_model(speed)
+        seconds = time.monotonic() - started
         self.reporter.event(
-            f"Loaded {self.model_ref.name} {'in 4 bits' if self.spec.qlora.quantization else 'unquantized'} "
-            f"on {self.runtime.device_name}; training a {adapter.type} adapter {self.described_method()} on {batches}"
+            f"Loaded {self.model_ref.name} {how} on {self.runtime.device_name} in {seconds:.1f} s; "
+            f"training a {adapter.type} adapter {self.described_method()} on {batches}"
             f"{', gradient checkpointing' if speed.gradient_checkpointing else ''}"
             f"{', Liger kernels' if speed.liger_kernel else ''}, {speed.attention} attention",
-            data=speed.describe(),
+            data=speed.describe() | {"load_seconds": round(seconds, 2)},
         )
-        callbacks: list[TrainerCallback] = [self.progress, *extra_callbacks]
+        callbacks: list[TrainerCallback] = [self.progress, self.progress.trained_tokens, *extra_callbacks]
         if adapter.type == "adalora":
             callbacks.append(AdaLoraBudgetCallback())
         new_adapter = None
@@ -308,4 +321,4 @@ class Recipe:
             assert isinstance(peft_model, PeftModel), "the trainer wraps the model in its adapter"
             peft_model.save_pretrained(str(adapter_dir), safe_serialization=True)
             tokenizer.save_pretrained(adapter_dir)
-        return TrainResult(adapter_dir, int(trainer.state.num_input_tokens_seen), steps, stopped, speed)
+        return TrainResult(adapter_dir, self.progress.trained_tokens.count, steps, stopped, speed)

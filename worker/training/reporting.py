@@ -24,6 +24,10 @@ class Reporter(Protocol):
 
     def checkpoint(self, step: int, directory: Path, metrics: dict[str, Any]) -> None: ...
 
+    def progress(self, step: int, total_steps: int, epochs: int, seconds_per_step: float | None) -> None:
+        """Where training is: optimizer steps done and in all, the epochs the trainer
+        runs, and the mean step time measured (None before the first step)."""
+
     def stop_reason(self) -> StopReason | None:
         """Checked after every optimizer step."""
 
@@ -48,6 +52,9 @@ class ConsoleReporter:
         print(f"{self.prefix}[runtime] {description}", flush=True)
 
     def checkpoint(self, step: int, directory: Path, metrics: dict[str, Any]) -> None:
+        return None
+
+    def progress(self, step: int, total_steps: int, epochs: int, seconds_per_step: float | None) -> None:
         return None
 
     def stop_reason(self) -> StopReason | None:
