@@ -49,6 +49,11 @@ class TrainedTokens(TrainerCallback, ExportableState):
     def add(self, labels: torch.Tensor) -> None:
         self.count += int((labels[..., 1:] != -100).sum())
 
+    @staticmethod
+    def of(trainer: Any) -> TrainedTokens:
+        """The trainer's own counter (every recipe's trainer is given one)."""
+        return next(c for c in trainer.callback_handler.callbacks if isinstance(c, TrainedTokens))
+
     def state(self) -> dict[str, Any]:
         return {"args": {"count": self.count}, "attributes": {}}
 

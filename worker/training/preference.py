@@ -19,6 +19,7 @@ from core.datasets import DataFile
 from core.preferences import encode_pair, pairs_of
 from core.specs import ResolvedDpoHyperparameters, ResolvedSpec
 from core.tokenization import PreparedTokenizer
+from worker.training.callbacks import TrainedTokens
 from worker.training.data import from_generator
 from worker.training.resume import ExactAdapterResume
 
@@ -51,6 +52,12 @@ class ResumableDPOTrainer(ExactAdapterResume, DPOTrainer):
 
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
         return dataset
+
+    def _track_num_input_tokens(self, inputs: dict[str, Any]) -> None:
+        # Called for every training micro-batch: the tokens in DPO's loss are the replies'
+        # (preferred and rejected), TRL's completion mask.
+        super()._track_num_input_tokens(inputs)
+        TrainedTokens.of(self).count += int(inputs["completion_mask"].sum())
 
 
 def dpo_config(spec: ResolvedSpec, common: dict[str, Any]) -> DPOConfig:

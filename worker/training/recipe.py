@@ -51,9 +51,7 @@ class ResumableSFTTrainer(ExactAdapterResume, SFTTrainer):
     def _track_num_input_tokens(self, inputs: dict[str, Any]) -> None:
         # Called for every training micro-batch: also count the tokens in the loss.
         super()._track_num_input_tokens(inputs)
-        for callback in self.callback_handler.callbacks:
-            if isinstance(callback, TrainedTokens):
-                callback.add(inputs["labels"])
+        TrainedTokens.of(self).add(inputs["labels"])
 
 
 @dataclass
