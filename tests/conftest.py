@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -192,3 +193,14 @@ def chat_file(client_module) -> str:  # type: ignore[no-untyped-def]
     from tests.helpers import EXAMPLES, upload_ok
 
     return upload_ok(client_module, (EXAMPLES / "chat.jsonl").read_bytes(), "chat.jsonl")
+
+
+@pytest.fixture(scope="module")
+def no_tools_model(tiny_model: Path) -> Iterator[str]:
+    """The tiny model without its chat template, as a base model: the default template
+    (ChatML) renders no tools."""
+    from tests.helpers import without_chat_template
+
+    target = without_chat_template(tiny_model, tiny_model.parent / "tiny-llama-no-tools")
+    yield target.name
+    shutil.rmtree(target)

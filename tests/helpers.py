@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -65,6 +66,14 @@ def unsent_queued_job(org_id: str, training_file: str) -> str:
         job_id = create_job(session, org_id, JobSpec(model="tiny-llama", training_file=training_file)).id
         transition(session, job_id, JobStatus.QUEUED, message="queued by the test")
     return job_id
+
+
+def without_chat_template(model: Path, target: Path) -> Path:
+    """A copy of the model without its chat template: it gets the default (ChatML),
+    which renders no tools."""
+    shutil.copytree(model, target)
+    (target / "chat_template.jinja").unlink()
+    return target
 
 
 def free_port() -> int:

@@ -107,7 +107,7 @@ def test_dpo_job_pre_flight_counts_pairs_and_resolves_beta(client_module, prefer
     assert 0 < stats["trainable_tokens"] < 24 * (pref["chosen_tokens_max"] + pref["rejected_tokens_max"])
 
 
-def test_tools_the_models_template_ignores_fail_the_pre_flight(client_module) -> None:  # type: ignore[no-untyped-def]
+def test_tools_the_models_template_ignores_fail_the_pre_flight(client_module, no_tools_model: str) -> None:  # type: ignore[no-untyped-def]
     tools = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]
     row = {
         "input": {"messages": [{"role": "user", "content": "2+2?"}], "tools": tools},
@@ -116,7 +116,7 @@ def test_tools_the_models_template_ignores_fail_the_pre_flight(client_module) ->
     }
     file_id = upload_ok(client_module, jsonl(row, row))
     created = client_module.post(
-        "/v1/fine_tuning/jobs", json={"model": "tiny-llama", "training_file": file_id, "method": {"type": "dpo"}}
+        "/v1/fine_tuning/jobs", json={"model": no_tools_model, "training_file": file_id, "method": {"type": "dpo"}}
     ).json()
     job = wait_for(client_module, created["id"], {"queued", "failed"}, timeout=120)
     assert job["status"] == "failed"

@@ -6,9 +6,6 @@ pre-flight), and (slow) training jobs on tool calls and on ShareGPT."""
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -22,17 +19,6 @@ TOOLS_FILE = EXAMPLES / "chat_tools.jsonl"
 @pytest.fixture(scope="module")
 def tools_file(client_module) -> str:  # type: ignore[no-untyped-def]
     return upload_ok(client_module, TOOLS_FILE.read_bytes(), "chat_tools.jsonl")
-
-
-@pytest.fixture(scope="module")
-def no_tools_model(tiny_model: Path) -> Iterator[str]:
-    """The tiny model without its chat template: it gets the default (ChatML), which
-    renders no tools."""
-    target = tiny_model.parent / "tiny-llama-no-tools"
-    shutil.copytree(tiny_model, target)
-    (target / "chat_template.jinja").unlink()
-    yield target.name
-    shutil.rmtree(target)
 
 
 @pytest.mark.parametrize(

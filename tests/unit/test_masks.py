@@ -13,6 +13,7 @@ from core.errors import InvalidRequest
 from core.formats import Example, Message
 from core.registry import ModelRef
 from core.tokenization import PreparedTokenizer, prepare_tokenizer
+from tests.helpers import without_chat_template
 from tests.unit.test_datasets import EXAMPLES, as_jsonl
 from tests.unit.test_tool_formats import SHARE_CALLS, TOOL_CHAT
 
@@ -38,12 +39,8 @@ def example_of(fmt: str, row: dict | None = None) -> Example:  # type: ignore[ty
 
 
 def bare_model(tiny_model: Path, tmp_path: Path) -> PreparedTokenizer:
-    """The tiny model without its chat template: it gets the default (ChatML), which
-    renders no tools."""
-    bare = tmp_path / "bare"
-    shutil.copytree(tiny_model, bare)
-    (bare / "chat_template.jinja").unlink()
-    return prepare_tokenizer(ModelRef("bare", str(bare), True))
+    """The tiny model without its chat template."""
+    return prepare_tokenizer(ModelRef("bare", str(without_chat_template(tiny_model, tmp_path / "bare")), True))
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from core.preference_format import PreferencePair
 from core.preferences import check_tools_render, encode_pair, preference_statistics
 from core.registry import ModelRef
 from core.tokenization import PreparedTokenizer, prepare_tokenizer
+from tests.helpers import without_chat_template
 
 PAIR = PreferencePair(
     [{"role": "user", "content": "What is 2 plus 2?"}],
@@ -60,9 +61,10 @@ def test_statistics_count_pairs_replies_and_truncation(prepared: PreparedTokeniz
     assert none["trainable_tokens"] == 0 and none["examples_without_trainable_tokens"] == 1
 
 
-def test_tools_the_template_cannot_render_are_refused(prepared: PreparedTokenizer) -> None:
+def test_tools_the_template_cannot_render_are_refused(tiny_model: Path, tmp_path: Path) -> None:
+    bare = prepare_tokenizer(ModelRef("bare", str(without_chat_template(tiny_model, tmp_path / "bare")), True))
     tools = [{"type": "function", "function": {"name": "add", "description": "adds", "parameters": {}}}]
-    check_tools_render(prepared, [PAIR])  # no tools: nothing to check
+    check_tools_render(bare, [PAIR])  # no tools: nothing to check
     with pytest.raises(InvalidRequest) as refused:
-        check_tools_render(prepared, [PAIR, PreferencePair(PAIR.prompt, PAIR.chosen, PAIR.rejected, tools)])
+        check_tools_render(bare, [PAIR, PreferencePair(PAIR.prompt, PAIR.chosen, PAIR.rejected, tools)])
     assert (refused.value.code, refused.value.param) == ("tools_not_rendered", "training_file")
