@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.validation_errors import problems
 from core.errors import ServiceError, ServiceUnavailable
 from core.outages import MAYBE_OUTAGES, outage
+from core.validation_errors import problems
 
 log = logging.getLogger("ftsvc.api")
 E = TypeVar("E", bound=Exception)

@@ -17,9 +17,9 @@ from tests.conftest import ROOT
 # Product code outside core/: what a reviewer should never find a query in.
 OUTSIDE_CORE = ("api", "worker", "ftsvc", "bench")
 SQL = re.compile(r"(?<![.\w])(select|update|delete|insert)\(|\bsession\.(execute|scalar|scalars|query|get)\(")
-# What worker/training/ may import from the project: the spec, data reading and
-# tokenization (of examples and of preference pairs), the vocabulary of states, the
-# domain's errors, and itself.
+# What worker/training/ may import from the project: the spec (and its validation errors
+# in the user's terms), data reading and tokenization (of examples and of preference
+# pairs), the vocabulary of states, the domain's errors, and itself.
 RECIPE_MAY_IMPORT = {
     "core.datasets",
     "core.errors",
@@ -30,6 +30,7 @@ RECIPE_MAY_IMPORT = {
     "core.specs",
     "core.states",
     "core.tokenization",
+    "core.validation_errors",
 }
 # (redis is left out: a training library imports its client by itself.)
 SERVICE_MODULES = ("sqlalchemy", "celery", "kombu", "fastapi", "starlette", "core.db", "core.models", "core.queue")

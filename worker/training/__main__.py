@@ -25,6 +25,7 @@ from core.errors import ServiceError
 from core.formats import as_format_name
 from core.registry import ModelRef
 from core.specs import JobSpec, check_data_fits_method, resolve
+from core.validation_errors import problems
 from worker.training.failures import JobFailure
 from worker.training.recipe import JobData, Recipe
 from worker.training.reporting import ConsoleReporter
@@ -47,8 +48,8 @@ def _spec(text: str, model: Path, data: Path) -> JobSpec:
     try:
         return JobSpec.model_validate(fields | {"model": model.name, "training_file": data.name})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        _fail(f"--spec: {'.'.join(str(part) for part in first['loc'])}: {first['msg']}")
+        first = problems([dict(error) for error in exc.errors()], fields)[0]
+        _fail(f"--spec: {first.param}: {first.message}" if first.param else f"--spec: {first.message}")
 
 
 def _data_file(path: Path, format_name: str) -> tuple[DataFile, int]:

@@ -1,4 +1,5 @@
-"""Request validation errors in the client's terms: which field (as the client wrote it)
+"""Validation errors in the client's terms (the API's request bodies and query
+parameters, the standalone recipe's `--spec`): which field (as the client wrote it)
 and what it must be, never pydantic's internals (union branch names such as
 `constrained-int` or `literal['auto']`, discriminator functions, regular expressions).
 
