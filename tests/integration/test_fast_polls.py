@@ -16,8 +16,8 @@ from core.auth import create_key, create_organization, revoke_key
 from core.db import get_engine, session_scope
 from core.events import record_metric
 from core.settings import get_settings
-from tests.conftest import make_client
-from tests.helpers import assert_error
+from tests.conftest import TEST_ORG, make_client
+from tests.helpers import assert_error, unsent_queued_job
 
 
 @contextmanager
@@ -47,8 +47,8 @@ def polls(client: TestClient, job_id: str) -> dict[str, Any]:
 
 
 def test_a_poll_is_one_query_and_no_commit(client_module: TestClient, chat_file: str) -> None:
-    job_id = client_module.post("/v1/fine_tuning/jobs", json={"model": "tiny-llama", "training_file": chat_file})
-    job_id = job_id.json()["id"]
+    # Queued and never sent: no pre-flight or training worker changes it between polls.
+    job_id = unsent_queued_job(TEST_ORG, chat_file)
     with session_scope() as session:
         record_metric(session, job_id, 1, {"loss": 2.5})
     polls(client_module, job_id)  # the key is now known to this process
