@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -61,7 +61,7 @@ class TrainedTokens(TrainerCallback, ExportableState):
         # A fresh run's state holds this callback's own state; a resumed one, the
         # checkpoint's (one written before this count existed has none: it starts at 0).
         # (transformers annotates the field as the list it is built from; it holds a dict)
-        states: dict[str, Any] = state.stateful_callbacks  # type: ignore[assignment]
+        states = cast(dict[str, Any], state.stateful_callbacks)
         saved = states.setdefault(type(self).__name__, self.state())
         self.count = int(saved["args"]["count"])
 
