@@ -23,7 +23,7 @@ from core.settings import get_settings
 ROUTER_ERRORS = {
     files: error_responses(400, 401, 403, 404, 409, 413, 422, 500, 503),
     jobs: error_responses(400, 401, 404, 409, 422, 429, 500, 503),
-    models: error_responses(400, 401, 500, 503),
+    models: error_responses(400, 401, 404, 409, 500, 503),
 }
 
 

@@ -11,11 +11,11 @@ from typing import Any, Generic, Literal, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from core import fine_tuned_models
+from core.catalog import ListedModel
 from core.datasets import FileType
 from core.formats import FormatName
 from core.jobs import estimated_finish
 from core.models import Checkpoint, File, Job, JobEvent, JobMetric
-from core.registry import ModelRef
 from core.specs import ResolvedHyperparameters, ResolvedMethod, ResolvedQLoRA
 from core.states import JobStatus, Level
 
@@ -139,16 +139,25 @@ class FilePreview(_Wire):
 
 
 class ModelObject(_Wire):
-    """A base model that can be fine-tuned (a directory under the models root)."""
+    """OpenAI's model object: a base model that can be fine-tuned (a directory under the
+    models root) or one of the organization's fine-tuned models (`ft:...`)."""
 
-    id: str
+    id: str = Field(description="A base model's name, or a fine-tuned model's `ft:<base>:<org>[:<suffix>]:<job id>`")
     object: Literal["model"] = "model"
-    created: int = Field(description="Unix seconds: when the model's directory last changed")
-    owned_by: Literal["local"] = "local"
+    created: int = Field(
+        description="Unix seconds: when a base model's directory last changed, when a fine-tuned model's job finished"
+    )
+    owned_by: str = Field(description="`local` for base models; the organization's id for its fine-tuned models")
 
     @classmethod
-    def from_ref(cls, ref: ModelRef) -> Self:
-        return cls(id=ref.name, created=ref.created_at)
+    def from_listed(cls, model: ListedModel) -> Self:
+        return cls(id=model.id, created=model.created, owned_by=model.owned_by)
+
+
+class DeletedModel(_Wire):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: Literal[True] = True
 
 
 # -- fine-tuning jobs -------------------------------------------------------------------
@@ -255,7 +264,10 @@ class JobObject(_Wire):
     object: Literal["fine_tuning.job"] = "fine_tuning.job"
     created_at: int = Field(description="Unix seconds")
     finished_at: int | None = Field(description="Unix seconds; null until the job ends")
-    model: str = Field(description="The base model")
+    model: str = Field(
+        description="The model as asked: a base model, or the fine-tuned model (or checkpoint) whose adapter the "
+        "job continues training"
+    )
     fine_tuned_model: str | None = Field(description="`ft:<base>:<org>[:<suffix>]:<job id>` once it succeeded")
     organization_id: str
     status: JobStatus
@@ -291,7 +303,9 @@ class JobObject(_Wire):
     runtime: Runtime | None = Field(description="Null until a worker starts the job")
     attempts: int = Field(description="How many times a worker claimed the job (a lost worker's job runs again)")
     pause_requested: bool = Field(description="A running job asked to pause: it checkpoints and stops after its step")
-    from_checkpoint: str | None = Field(description="The checkpoint whose adapter the job started from")
+    from_checkpoint: str | None = Field(
+        description="The checkpoint whose adapter the job started from (an id or a `fine_tuned_model_checkpoint` name)"
+    )
 
     @classmethod
     def from_row(cls, job: Job, queue_position: int | None = None) -> Self:

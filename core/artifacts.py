@@ -9,6 +9,7 @@ from core.errors import NotFound
 from core.ids import new_id
 from core.jobs import get_job
 from core.models import Artifact
+from core.states import JobStatus
 from core.storage import StoredObject
 
 ADAPTER = "adapter"
@@ -35,9 +36,10 @@ def get_artifact(session: Session, org_id: str, job_id: str, kind: str) -> Artif
         raise NotFound(f"Unknown artifact kind {kind!r}; available kinds: {', '.join(KINDS)}", param="kind")
     artifact = session.scalar(select(Artifact).where(Artifact.job_id == job.id, Artifact.kind == kind))
     if artifact is None:
-        raise NotFound(
-            f"Job {job_id} has no {kind} artifact (status: {job.status}); it is published when training succeeds",
-            param="kind",
-            code="artifact_not_ready",
+        why = (
+            "its fine-tuned model was deleted"
+            if job.status == JobStatus.SUCCEEDED
+            else f"status: {job.status}; it is published when training succeeds"
         )
+        raise NotFound(f"Job {job_id} has no {kind} artifact ({why})", param="kind", code="artifact_not_ready")
     return artifact

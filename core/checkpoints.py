@@ -1,12 +1,17 @@
 """Training checkpoints: recorded by the worker that holds the job's lease, listed and
 downloaded through the API, resumed from after a lost worker or a pause, and used as
-the starting adapter of another job (`from_checkpoint`)."""
+the starting adapter of another job (`from_checkpoint`, core.fine_tuned_models).
+
+A succeeded job's final adapter is recorded as its last checkpoint (`record_final`), as
+OpenAI lists it: it shares its object with the adapter artifact and has no trainer
+state, so it is never resumed from and never pruned."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
@@ -30,20 +35,13 @@ def get_checkpoint(session: Session, org_id: str, job_id: str, checkpoint_id: st
     return checkpoint
 
 
-def find_for_organization(session: Session, org_id: str, checkpoint_id: str) -> tuple[Checkpoint, Job]:
-    """A checkpoint of any of the organization's jobs, for `from_checkpoint`."""
-    row = session.execute(
-        select(Checkpoint, Job)
-        .join(Job, Job.id == Checkpoint.job_id)
-        .where(Checkpoint.id == checkpoint_id, Job.organization_id == org_id)
-    ).first()
-    if row is None:
-        raise NotFound(f"No checkpoint with id {checkpoint_id!r}", param="from_checkpoint")
-    return row[0], row[1]
+def _resumable(job_id: str) -> Select[Checkpoint]:
+    return select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.state_key.is_not(None))
 
 
 def latest(session: Session, job_id: str) -> Checkpoint | None:
-    return session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc()))
+    """The newest checkpoint a run can resume from (one with a trainer state)."""
+    return session.scalar(_resumable(job_id).order_by(Checkpoint.step.desc()))
 
 
 def record(
@@ -64,15 +62,45 @@ def record(
     return checkpoint
 
 
-def prune(session: Session, job_id: str, keep: int) -> list[str]:
-    """Delete all but the newest `keep` checkpoints' rows; returns their storage keys,
-    to be removed once the deletion is committed."""
-    stale = session.scalars(
-        select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc()).offset(keep)
-    ).all()
-    for checkpoint in stale:
+def record_final(
+    session: Session, job_id: str, step: int, metrics: dict[str, Any], adapter: StoredObject
+) -> tuple[Checkpoint, list[str]]:
+    """The job's published adapter (its artifact's object) as its last checkpoint.
+    A checkpoint already saved at that step (a pause asked for at the very last step)
+    is replaced; returns the storage keys of what it replaced, to be removed once this
+    is committed."""
+    replaced = session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step)).all()
+    stale = delete_rows(session, replaced)
+    session.flush()  # the replaced row leaves before its step is taken again
+    checkpoint = Checkpoint(
+        id=new_id("ftckpt"),
+        job_id=job_id,
+        step=step,
+        metrics=metrics,
+        adapter_key=adapter.key,
+        adapter_sha256=adapter.sha256,
+        adapter_bytes=adapter.bytes,
+        state_key=None,
+        state_bytes=None,
+    )
+    session.add(checkpoint)
+    return checkpoint, stale
+
+
+def delete_rows(session: Session, rows: Sequence[Checkpoint]) -> list[str]:
+    """Delete checkpoints' rows; returns their storage keys, each once (a final
+    checkpoint's adapter is the artifact's object), to be removed once committed."""
+    for checkpoint in rows:
         session.delete(checkpoint)
-    return [key for c in stale for key in (c.adapter_key, c.state_key)]
+    return sorted({key for c in rows for key in (c.adapter_key, c.state_key) if key is not None})
+
+
+def prune(session: Session, job_id: str, keep: int) -> list[str]:
+    """Delete all but the newest `keep` resumable checkpoints' rows (a final one is
+    never pruned); returns their storage keys, to be removed once the deletion is
+    committed."""
+    stale = session.scalars(_resumable(job_id).order_by(Checkpoint.step.desc()).offset(keep)).all()
+    return delete_rows(session, stale)
 
 
 def record_if_leased(

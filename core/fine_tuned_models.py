@@ -1,24 +1,31 @@
 """Fine-tuned models and their checkpoints by name, as the API hands them out: what
-`GET /v1/models/{id}`, a job's `model` and `from_checkpoint`, and a merge accept.
+`GET /v1/models/{id}`, a job's `model` and `from_checkpoint`, and a merge accept; and
+the fine-tuned models as objects (listed, read, deleted while nothing uses them).
 
 Names (OpenAI's shapes): a job's `fine_tuned_model` is `ft:<base>:<org>[:<suffix>]:<job id>`
 and a checkpoint's `fine_tuned_model_checkpoint` is that name plus `:ckpt-step-<step>`; a
-checkpoint's id (`ftckpt-...`) names it too."""
+checkpoint's id (`ftckpt-...`) names it too. `<base>` is always the real base model, also
+for a job that continued a fine-tuned model."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Select, and_, select
 from sqlalchemy.orm import Session
 
 from core import artifacts
+from core.checkpoints import delete_rows
+from core.db import session_scope
 from core.errors import Conflict, NotFound
 from core.jobs import fine_tuned_model_name as model_name
 from core.models import Artifact, Checkpoint, Job
-from core.states import JobStatus
+from core.paging import page
+from core.states import ACTIVE, JobStatus
+from core.storage import LocalStorage
 
 PREFIX = "ft:"
+CHECKPOINT_ID_PREFIX = "ftckpt-"
 CHECKPOINT_MARK = "ckpt-step-"
 
 
@@ -27,7 +34,7 @@ def checkpoint_name(job: Job, step: int) -> str:
 
 
 def is_fine_tuned_name(name: str) -> bool:
-    return name.startswith(PREFIX) or name.startswith("ftckpt-")
+    return name.startswith(PREFIX) or name.startswith(CHECKPOINT_ID_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -42,17 +49,26 @@ class TrainedAdapter:
     base_model: str
 
 
+def _no_such_name(name: str, param: str) -> NotFound:
+    return NotFound(f"No fine-tuned model or checkpoint named {name!r}", param=param, code="model_not_found")
+
+
 def _job_of(session: Session, org_id: str, job_id: str, name: str, param: str) -> Job:
     job = session.scalar(select(Job).where(Job.id == job_id, Job.organization_id == org_id))
     if job is None or not name.startswith(model_name(job)):
-        raise NotFound(f"No fine-tuned model or checkpoint named {name!r}", param=param, code="model_not_found")
+        raise _no_such_name(name, param)
     return job
 
 
 def _from_checkpoint(job: Job, checkpoint: Checkpoint | None, name: str, param: str) -> TrainedAdapter:
     if checkpoint is None:
         raise NotFound(f"No checkpoint named {name!r}: job {job.id} keeps no checkpoint at that step", param=param)
-    return TrainedAdapter(checkpoint_name(job, checkpoint.step), job, checkpoint, checkpoint.adapter_key, job.model)
+    canonical = checkpoint_name(job, checkpoint.step)
+    return TrainedAdapter(canonical, job, checkpoint, checkpoint.adapter_key, job.base_model)
+
+
+def _adapter_artifact(session: Session, job: Job) -> Artifact | None:
+    return session.scalar(select(Artifact).where(Artifact.job_id == job.id, Artifact.kind == artifacts.ADAPTER))
 
 
 def _final(session: Session, job: Job, name: str, param: str) -> TrainedAdapter:
@@ -63,17 +79,17 @@ def _final(session: Session, job: Job, name: str, param: str) -> TrainedAdapter:
             param=param,
             code="model_not_ready",
         )
-    artifact = session.scalar(select(Artifact).where(Artifact.job_id == job.id, Artifact.kind == artifacts.ADAPTER))
+    artifact = _adapter_artifact(session, job)
     if artifact is None:
-        raise NotFound(f"Fine-tuned model {name!r} has no adapter any more", param=param, code="model_not_found")
-    return TrainedAdapter(model_name(job), job, None, artifact.storage_key, job.model)
+        raise NotFound(f"Fine-tuned model {name!r} was deleted", param=param, code="model_not_found")
+    return TrainedAdapter(model_name(job), job, None, artifact.storage_key, job.base_model)
 
 
 def find(session: Session, org_id: str, name: str, param: str) -> TrainedAdapter:
     """The adapter that `name` stands for, among the organization's: 404 for another
     organization's (it is not told apart from one that does not exist), 409 for a
     fine-tuned model whose job has not succeeded."""
-    if name.startswith("ftckpt-"):
+    if name.startswith(CHECKPOINT_ID_PREFIX):
         row = session.execute(
             select(Checkpoint, Job)
             .join(Job, Job.id == Checkpoint.job_id)
@@ -83,16 +99,114 @@ def find(session: Session, org_id: str, name: str, param: str) -> TrainedAdapter
             raise NotFound(f"No checkpoint with id {name!r}", param=param)
         return _from_checkpoint(row[1], row[0], name, param)
     if not name.startswith(PREFIX):
-        raise NotFound(f"{name!r} is not a fine-tuned model name (ft:...)", param=param, code="model_not_found")
+        raise NotFound(f"{name!r} names no fine-tuned model or checkpoint (ft:..., ftckpt-...)", param=param)
     head, _, last = name.rpartition(":")
     if last.startswith(CHECKPOINT_MARK) and last[len(CHECKPOINT_MARK) :].isdigit():
         job = _job_of(session, org_id, head.rpartition(":")[2], head, param)
         if head != model_name(job):
-            raise NotFound(f"No fine-tuned model or checkpoint named {name!r}", param=param, code="model_not_found")
+            raise _no_such_name(name, param)
         step = int(last[len(CHECKPOINT_MARK) :])
         checkpoint = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job.id, Checkpoint.step == step))
         return _from_checkpoint(job, checkpoint, name, param)
     job = _job_of(session, org_id, last, name, param)
     if name != model_name(job):
-        raise NotFound(f"No fine-tuned model or checkpoint named {name!r}", param=param, code="model_not_found")
+        raise _no_such_name(name, param)
     return _final(session, job, name, param)
+
+
+def continued_from(model: str, from_checkpoint: str | None) -> tuple[str, str] | None:
+    """The adapter a job continues training, by name, and the request's field that names
+    it: `from_checkpoint`, else `model` when it names a fine-tuned model or a checkpoint;
+    None for a job that trains a new adapter."""
+    if from_checkpoint is not None:
+        return from_checkpoint, "from_checkpoint"
+    return (model, "model") if is_fine_tuned_name(model) else None
+
+
+def hold(session: Session, adapter: TrainedAdapter, param: str) -> None:
+    """Keep `adapter` from being deleted until this transaction (which creates a job that
+    uses it) commits: its job's row is locked for share, which `delete_model` locks for
+    update before it looks for users. A deletion that committed first is seen here."""
+    session.execute(select(Job.pk).where(Job.id == adapter.job.id).with_for_update(read=True))
+    still: Select[int] = (
+        select(Checkpoint.pk).where(Checkpoint.id == adapter.checkpoint.id)
+        if adapter.checkpoint is not None
+        else select(Artifact.pk).where(Artifact.job_id == adapter.job.id, Artifact.kind == artifacts.ADAPTER)
+    )
+    if session.scalar(still) is None:
+        raise _no_such_name(adapter.name, param)
+
+
+# -- the organization's fine-tuned models as objects ---------------------------------------
+
+
+def _models(org_id: str) -> Select[Job]:
+    """The organization's fine-tuned models: its succeeded jobs whose adapter is kept."""
+    kept = and_(Artifact.job_id == Job.id, Artifact.kind == artifacts.ADAPTER)
+    return select(Job).join(Artifact, kept).where(Job.organization_id == org_id, Job.status == JobStatus.SUCCEEDED)
+
+
+def list_models(session: Session, org_id: str, after: str | None, limit: int) -> tuple[list[Job], bool]:
+    """The jobs of the organization's fine-tuned models, newest first; `after`: the name
+    of the last model of the previous page."""
+    cursor = None
+    if after is not None:
+        job = session.scalar(_models(org_id).where(Job.id == after.rpartition(":")[2]))
+        if job is None or model_name(job) != after:
+            raise NotFound(f"cursor {after!r} does not name an object of this list", param="after")
+        cursor = job.id
+    return page(session, _models(org_id), Job, cursor, limit)
+
+
+def get_model(session: Session, org_id: str, name: str, param: str) -> Job:
+    """The job of the organization's fine-tuned model `name` (a checkpoint is no model:
+    it is listed with its job's checkpoints)."""
+    adapter = find(session, org_id, name, param)
+    if adapter.checkpoint is not None:
+        raise NotFound(
+            f"{name!r} is a checkpoint of job {adapter.job.id}, not a fine-tuned model; its checkpoints are at "
+            f"GET /v1/fine_tuning/jobs/{adapter.job.id}/checkpoints",
+            param=param,
+            code="model_not_found",
+        )
+    return adapter.job
+
+
+def users(session: Session, job: Job) -> list[str]:
+    """What uses the adapters of `job` now (its fine-tuned model or any of its
+    checkpoints), each as "job <id> (<status>)": the active jobs that continue one of
+    them. Anything else that reads a model's adapter while it runs (a merge) belongs
+    here too, so that deleting the model waits for it."""
+    active = [s.value for s in ACTIVE]
+    rows = session.execute(
+        select(Job.id, Job.status).where(Job.source_job_id == job.id, Job.status.in_(active)).order_by(Job.pk)
+    ).all()
+    return [f"job {job_id} ({status})" for job_id, status in rows]
+
+
+def delete_model(storage: LocalStorage, org_id: str, name: str, param: str) -> None:
+    """Delete a fine-tuned model: its adapter and every checkpoint of its job (adapters
+    and trainer states), the rows first (committed), then the bytes, so a crash between
+    leaves unreferenced bytes, never a model whose bytes are gone. The job stays, with
+    its `fine_tuned_model` name (as OpenAI keeps it), events, metrics and result file.
+    Refused (409) while something uses the model or one of its checkpoints."""
+    with session_scope() as session:
+        job = get_model(session, org_id, name, param)
+        # Before `users` reads: a job being created from this model holds the row for
+        # share (`hold`), so it is either committed and seen, or sees the model gone.
+        session.execute(select(Job.pk).where(Job.id == job.id).with_for_update())
+        in_use = users(session, job)
+        if in_use:
+            raise Conflict(
+                f"Fine-tuned model {name} is in use by {', '.join(in_use)}; cancel them or wait until they end",
+                param=param,
+                code="model_in_use",
+            )
+        artifact = _adapter_artifact(session, job)
+        if artifact is None:  # deleted by a concurrent request meanwhile
+            raise NotFound(f"Fine-tuned model {name!r} was deleted", param=param, code="model_not_found")
+        session.delete(artifact)
+        stale = set(delete_rows(session, session.scalars(select(Checkpoint).where(Checkpoint.job_id == job.id)).all()))
+        stale.add(artifact.storage_key)
+    for key in sorted(stale):
+        storage.delete(key)

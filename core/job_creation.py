@@ -1,6 +1,7 @@
-"""Job creation: check what is cheap (the spec, what it refers to: model, files,
-checkpoint; the quota), store the job in `validating_files` with a provisional resolved
-spec, and send it to the pre-flight queue once committed. The tokenizer work runs in a
+"""Job creation: check what is cheap (the spec, what it refers to: model, files, the
+adapter it continues (core.continued_training); the quota), store the job in
+`validating_files` with a provisional resolved spec, and send it to the pre-flight queue
+once committed. The tokenizer work runs in a
 pre-flight worker (core.job_preflight), so creation answers at once whatever the file's
 size."""
 
@@ -12,15 +13,16 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from core import files, registry
-from core.checkpoints import find_for_organization
+from core.continued_training import starting_adapter, trained_settings
 from core.db import session_scope
-from core.errors import ActiveJobsQuotaExceeded, InvalidRequest
+from core.errors import ActiveJobsQuotaExceeded, Conflict, InvalidRequest
 from core.events import add_event
+from core.fine_tuned_models import TrainedAdapter
 from core.ids import new_id
 from core.jobs import count_active, publish
 from core.models import File, Job, Organization
 from core.settings import get_settings
-from core.specs import JobSpec, ResolvedQLoRA, ResolvedSpec, check_data_fits_method, resolve, training_examples
+from core.specs import JobSpec, check_data_fits_method, resolve, training_examples
 from core.states import JobStatus
 
 
@@ -36,20 +38,21 @@ def _check_format(spec: JobSpec, file: File, param: str) -> None:
         )
 
 
-def _checkpoint_settings(session: Session, org_id: str, spec: JobSpec) -> ResolvedQLoRA | None:
-    """A job that starts from a checkpoint trains that checkpoint's adapter further: the
-    adapter and quantization settings come from the checkpoint's job."""
-    if spec.from_checkpoint is None:
-        return None
-    checkpoint, source = find_for_organization(session, org_id, spec.from_checkpoint)
-    if source.model != spec.model:
-        raise InvalidRequest(
-            f"Checkpoint {checkpoint.id} was trained on {source.model!r}, not {spec.model!r}; an adapter only fits "
-            "the base model it was trained on",
-            param="from_checkpoint",
-            code="checkpoint_model_mismatch",
-        )
-    return ResolvedSpec.model_validate(source.spec).qlora
+def _base_model(spec: JobSpec, start: TrainedAdapter | None) -> str:
+    """The base model the job trains on; for a continued adapter, its own base, which
+    must still be there."""
+    base = start.base_model if start else spec.model
+    try:
+        registry.resolve_model(base)
+    except InvalidRequest as refusal:
+        if start is None:
+            raise
+        raise Conflict(
+            f"{start.name} was trained on the base model {base!r}, which is no longer available: {refusal.message}",
+            param="from_checkpoint" if spec.from_checkpoint else "model",
+            code="base_model_not_found",
+        ) from None
+    return base
 
 
 def _check_active_jobs_quota(session: Session, org_id: str) -> None:
@@ -75,8 +78,9 @@ def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
     (`submit_job` does both): a message must never name a job that is not yet visible
     to the worker.
     """
-    registry.resolve_model(spec.model)
-    trained = _checkpoint_settings(session, org_id, spec)
+    start = starting_adapter(session, org_id, spec.model, spec.from_checkpoint)
+    base = _base_model(spec, start)
+    trained = trained_settings(spec.qlora, start) if start else None
     training = files.usable_for_training(session, org_id, spec.training_file, "training_file")
     _check_format(spec, training, "training_file")
     if spec.validation_file:
@@ -96,6 +100,8 @@ def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
         id=new_id("ftjob"),
         organization_id=org_id,
         model=spec.model,
+        base_model=base,
+        source_job_id=start.job.id if start else None,
         training_file=spec.training_file,
         validation_file=spec.validation_file,
         status=JobStatus.VALIDATING_FILES.value,
@@ -109,11 +115,12 @@ def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
     session.add(job)
     session.flush()
     add_event(session, job.id, f"Created fine-tuning job {job.id}")
-    if spec.from_checkpoint:
+    if start:
         add_event(
             session,
             job.id,
-            f"Starts from the adapter of checkpoint {spec.from_checkpoint} (its adapter and quantization settings)",
+            f"Continues training {start.name} on its base model {base} (its adapter and quantization settings)",
+            data={"adapter": start.name, "source_job_id": start.job.id, "base_model": base},
         )
     add_event(session, job.id, "Validating files: waiting for a pre-flight worker to read the training data")
     session.refresh(job)

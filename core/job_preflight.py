@@ -52,6 +52,9 @@ class _Pending:
     """What a pre-flight reads from the job before the slow part, outside any transaction."""
 
     job_id: str
+    # What the job trains on, whose tokenizer reads the data (the job's `model` may name
+    # a fine-tuned model of it).
+    base_model: str
     request: JobSpec
     spec: ResolvedSpec
     training_id: str
@@ -71,10 +74,12 @@ def _pending(job_id: str) -> _Pending | None:
         add_event(
             session,
             job.id,
-            f"Pre-flight started on {socket.gethostname()}: reading {training.id} with the tokenizer of {job.model}",
+            f"Pre-flight started on {socket.gethostname()}: reading {training.id} with the tokenizer of "
+            f"{job.base_model}",
         )
         return _Pending(
             job.id,
+            job.base_model,
             request,
             ResolvedSpec.model_validate(job.spec),
             training.id,
@@ -86,7 +91,7 @@ def _pending(job_id: str) -> _Pending | None:
 def _measure(p: _Pending) -> tuple[dict[str, Any], list[str]]:
     """The statistics of the training data under the model's tokenizer; refuses data
     with nothing left to train on."""
-    model_ref = registry.resolve_model(p.request.model)
+    model_ref = registry.resolve_model(p.base_model)
     max_seq_length = p.request.qlora.training.max_seq_length
     cached, notes = _token_statistics(
         model_ref,

@@ -267,6 +267,7 @@ def resume_job(org_id: str, job_id: str) -> Job:
 
 
 def fine_tuned_model_name(job: Job) -> str:
-    """OpenAI's naming: ft:<base>:<org>[:<suffix>]:<job id>."""
-    parts = ["ft", job.model, job.organization_id] + ([job.suffix] if job.suffix else []) + [job.id]
+    """OpenAI's naming: ft:<base>:<org>[:<suffix>]:<job id>, with the real base model even
+    when the job continued a fine-tuned model (no nested ft: names)."""
+    parts = ["ft", job.base_model, job.organization_id] + ([job.suffix] if job.suffix else []) + [job.id]
     return ":".join(parts)

@@ -70,7 +70,15 @@ class Job(Base):
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     organization_id: Mapped[str] = mapped_column(String(64), index=True)
-    model: Mapped[str] = mapped_column(String(255))
+    # The model as the request named it: a base model, or a fine-tuned model (or a
+    # checkpoint) whose adapter the job continues training.
+    model: Mapped[str] = mapped_column(String(512))
+    # The base model the job trains on (a local model's name or a hub id): `model`
+    # itself, or the base of the fine-tuned model it names, never a fine-tuned name.
+    base_model: Mapped[str] = mapped_column(String(512))
+    # The job whose adapter (final or a checkpoint's) this one starts from, if any: what
+    # deleting that job's fine-tuned model checks for (core.fine_tuned_models.users).
+    source_job_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     # Plain ids, not foreign keys: as with OpenAI, a file may be deleted once no active
     # job uses it, and finished jobs keep naming it.
     training_file: Mapped[str] = mapped_column(String(64), index=True)
@@ -85,7 +93,7 @@ class Job(Base):
     seed: Mapped[int] = mapped_column(BigInteger)
     suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", nullable=True)
-    fine_tuned_model: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(512), nullable=True)
     trained_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     result_files: Mapped[list[Any]] = mapped_column(default=list)
@@ -130,7 +138,10 @@ class JobAttempt(Base):
 
 class Checkpoint(Base):
     """A training checkpoint: the adapter alone (downloadable, usable by another job)
-    and the full trainer state (adapter, optimizer, scheduler, RNG, step) to resume."""
+    and the full trainer state (adapter, optimizer, scheduler, RNG, step) to resume.
+    A succeeded job's final adapter is its last checkpoint too (as OpenAI lists it): its
+    `adapter_key` is the adapter artifact's object, and it has no state (nothing resumes
+    a finished job)."""
 
     __tablename__ = "checkpoints"
     __table_args__ = (UniqueConstraint("job_id", "step"),)
@@ -143,8 +154,8 @@ class Checkpoint(Base):
     adapter_key: Mapped[str] = mapped_column(String(255))
     adapter_sha256: Mapped[str] = mapped_column(String(64))
     adapter_bytes: Mapped[int] = mapped_column(BigInteger)
-    state_key: Mapped[str] = mapped_column(String(255))
-    state_bytes: Mapped[int] = mapped_column(BigInteger)
+    state_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    state_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
 

@@ -35,11 +35,13 @@ def list_models() -> list[ModelRef]:
     root = get_settings().models_root
     if not root.is_dir():
         return []
-    return [
-        ModelRef(p.name, str(p), True, int(p.stat().st_mtime))
-        for p in sorted(root.iterdir())
-        if _local_dir(p.name) is not None
-    ]
+    return [model for p in sorted(root.iterdir()) if (model := local_model(p.name)) is not None]
+
+
+def local_model(name: str) -> ModelRef | None:
+    """The base model `name` among those `list_models` lists, or None."""
+    path = _local_dir(name)
+    return ModelRef(name, str(path), True, int(path.stat().st_mtime)) if path is not None else None
 
 
 def _refuse_unsafe(name: str, path: Path) -> None:

@@ -43,8 +43,12 @@ def _no_nul(value: str) -> str:
     return value
 
 
-# The id of a stored object (a file, a checkpoint).
+# The id of a stored object (a file).
 ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
+# A model's or checkpoint's name: a base model, `ft:<base>:<org>[:<suffix>]:<job id>`
+# (which a hub id as base, an organization id and a suffix make up to about 400
+# characters), that and `:ckpt-step-<step>`, or a checkpoint's id.
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=512), AfterValidator(_no_nul)]
 
 
 class SpecError(ValueError):
@@ -356,7 +360,9 @@ class QLoRA(_Strict):
 
 
 class JobSpec(_Strict):
-    model: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    # A base model, or a fine-tuned model (or checkpoint) whose adapter the job trains
+    # further on the same base (core.continued_training).
+    model: ModelName
     training_file: ObjectId
     validation_file: ObjectId | None = None
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
@@ -366,9 +372,10 @@ class JobSpec(_Strict):
     # OpenAI's legacy top-level field; accepted and merged into `method`.
     hyperparameters: Hyperparameters | None = None
     qlora: QLoRA = QLoRA()
-    # Start from the adapter weights of a checkpoint of an earlier job (same base model);
-    # the adapter's configuration then comes from that checkpoint.
-    from_checkpoint: ObjectId | None = None
+    # Start from the adapter weights of a checkpoint of an earlier job (same base model),
+    # by id or by name (`ft:...:ckpt-step-<step>`); the adapter's configuration then
+    # comes from that checkpoint.
+    from_checkpoint: ModelName | None = None
 
     @model_validator(mode="after")
     def _one_validation_source(self) -> JobSpec:

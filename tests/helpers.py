@@ -53,9 +53,9 @@ def stored_checkpoint(job_id: str, step: int = 1) -> str:
         return checkpoints.record(session, job_id, step, {"step": step}, stored, stored).id
 
 
-def unsent_queued_job(org_id: str, training_file: str) -> str:
+def unsent_queued_job(org_id: str, training_file: str, **spec: Any) -> str:
     """A queued job that no broker message names yet (created, its pre-flight skipped,
-    never published), so no worker takes it meanwhile."""
+    never published), so no worker takes it meanwhile. `spec`: more of the job spec."""
     from core.db import session_scope
     from core.job_creation import create_job
     from core.jobs import transition
@@ -63,9 +63,44 @@ def unsent_queued_job(org_id: str, training_file: str) -> str:
     from core.states import JobStatus
 
     with session_scope() as session:
-        job_id = create_job(session, org_id, JobSpec(model="tiny-llama", training_file=training_file)).id
+        asked = JobSpec.model_validate({"model": "tiny-llama", "training_file": training_file} | spec)
+        job_id = create_job(session, org_id, asked).id
         transition(session, job_id, JobStatus.QUEUED, message="queued by the test")
     return job_id
+
+
+def succeeded_job(org_id: str, training_file: str, steps: int = 3, **spec: Any) -> tuple[str, str]:
+    """A job that succeeded through the worker's own publishing (claimed under a lease,
+    its adapter archived and recorded as its artifact and final checkpoint), without
+    training: its adapter is a stand-in. Returns its id and fine-tuned model's name."""
+    import tempfile
+
+    from core import leases
+    from core.db import session_scope
+    from core.jobs import fine_tuned_model_name
+    from core.storage import get_storage
+    from worker.publish import publish_success
+
+    job_id = unsent_queued_job(org_id, training_file, **spec)
+    owner = f"test:{job_id}"
+    with session_scope() as session:
+        claim = leases.claim(session, job_id, owner, "test-host")
+    assert claim is not None
+    with tempfile.TemporaryDirectory() as adapter:
+        (Path(adapter) / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 16}))
+        (Path(adapter) / "adapter_model.safetensors").write_bytes(b"stand-in weights")
+        metrics = {"step": steps, "train_loss": 1.5, "train_mean_token_accuracy": 0.5}
+        assert publish_success(
+            get_storage(),
+            claim.job,
+            owner,
+            claim.attempt,
+            Path(adapter),
+            trained_tokens=steps,
+            steps=steps,
+            metrics=metrics,
+        )
+    return job_id, fine_tuned_model_name(claim.job)
 
 
 def without_chat_template(model: Path, target: Path) -> Path:

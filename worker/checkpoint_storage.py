@@ -10,9 +10,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from core import checkpoints
+from core import checkpoints, fine_tuned_models
 from core.db import session_scope
-from core.errors import NotFound
+from core.errors import Conflict, NotFound
 from core.models import Checkpoint
 from core.storage import get_storage
 from worker.archives import archive, extract
@@ -36,7 +36,7 @@ def publish_checkpoint(
     with session_scope() as session:
         checkpoint, stale = checkpoints.record_if_leased(session, job_id, owner, step, metrics, adapter, state, keep)
     for key in stale:
-        storage.delete(str(Path(key).parent))  # the checkpoint's folder, both objects
+        storage.delete(str(Path(key).parent))  # the checkpoint's folder (both objects, removed with the first)
     if checkpoint is None:
         log.warning("job %s: lease lost; checkpoint at step %d discarded", job_id, step)
     return checkpoint
@@ -44,15 +44,22 @@ def publish_checkpoint(
 
 def restore_state(checkpoint: Checkpoint, workdir: Path) -> Path:
     """The checkpoint as the trainer's `resume_from_checkpoint` directory."""
+    if checkpoint.state_key is None:  # core.checkpoints.latest never offers one
+        raise ValueError(f"checkpoint {checkpoint.id} is a final adapter, with no trainer state to resume from")
     return extract(get_storage(), checkpoint.state_key, workdir / "resume" / f"checkpoint-{checkpoint.step}")
 
 
-def fetch_adapter(org_id: str, checkpoint_id: str, workdir: Path) -> Path | None:
-    """The adapter of a checkpoint of one of the organization's jobs, or None if it no
+def fetch_adapter(org_id: str, name: str, param: str, workdir: Path) -> Path | None:
+    """The directory of the adapter `name` stands for (a fine-tuned model, a checkpoint's
+    name or id; core.fine_tuned_models.find), among the organization's, or None if it no
     longer exists."""
     try:
         with session_scope() as session:
-            checkpoint, _ = checkpoints.find_for_organization(session, org_id, checkpoint_id)
-    except NotFound:
+            key = fine_tuned_models.find(session, org_id, name, param).adapter_key
+    except (NotFound, Conflict):
         return None
-    return extract(get_storage(), checkpoint.adapter_key, workdir / "initial-adapter")
+    folder = extract(get_storage(), key, workdir / "initial-adapter")
+    # The archive may hold the adapter in a folder of its own, and a DPO job's a frozen
+    # reference adapter beside it (ref/): the outermost adapter_config.json is the one.
+    configs = sorted(folder.rglob("adapter_config.json"), key=lambda path: len(path.parts))
+    return configs[0].parent if configs else None

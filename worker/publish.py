@@ -1,6 +1,7 @@
-"""Publishing a finished job: the adapter as one .tar.gz artifact, the metrics as a
-CSV result file (OpenAI's results-file shape), and the move to `succeeded`, all in one
-transaction. Objects are written first (atomically); if the job can no longer succeed
+"""Publishing a finished job: the adapter as one .tar.gz artifact, also recorded as the
+job's last checkpoint (OpenAI lists the final model among the checkpoints), the metrics
+as a CSV result file (OpenAI's results-file shape), and the move to `succeeded`, all in
+one transaction. Objects are written first (atomically); if the job can no longer succeed
 (it was cancelled meanwhile) they are removed again."""
 
 from __future__ import annotations
@@ -8,8 +9,9 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import Any
 
-from core import artifacts, events, files, leases
+from core import artifacts, checkpoints, events, files, leases
 from core.db import session_scope
 from core.ids import new_id
 from core.jobs import fine_tuned_model_name
@@ -38,14 +40,26 @@ def _metrics_csv(storage: LocalStorage, job_id: str, key: str) -> StoredObject:
 
 
 def publish_success(
-    storage: LocalStorage, job: Job, owner: str, attempt: int, adapter_dir: Path, trained_tokens: int
+    storage: LocalStorage,
+    job: Job,
+    owner: str,
+    attempt: int,
+    adapter_dir: Path,
+    *,
+    trained_tokens: int,
+    steps: int,
+    metrics: dict[str, Any],
 ) -> bool:
     """Only the holder of the job's lease may publish: a worker that lost its lease
-    (presumed dead, replaced) has its outputs discarded."""
+    (presumed dead, replaced) has its outputs discarded. `steps` and `metrics`: the
+    final checkpoint's (the last step, the newest train and validation values)."""
     # Per attempt: a replaced worker must never overwrite (or delete) the winner's object.
     adapter = archive(storage, f"artifacts/{job.id}/attempt-{attempt}/adapter.tar.gz", adapter_dir.iterdir())
     results_id = new_id("file")
     results = _metrics_csv(storage, job.id, f"files/{results_id}")
+    # What to remove once this is committed: the outputs unless the job succeeds; then a
+    # checkpoint the final one replaced, if any.
+    stale = [adapter.key, results.key]
     with session_scope() as session:
         succeeded = leases.end_run(
             session,
@@ -61,8 +75,8 @@ def publish_success(
         )
         if succeeded:
             artifacts.record_artifact(session, job.id, artifacts.ADAPTER, f"{job.id}-adapter.tar.gz", adapter)
+            _, stale = checkpoints.record_final(session, job.id, steps, metrics, adapter)
             files.register_result(session, job.organization_id, results_id, "step_metrics.csv", results)
-    if not succeeded:
-        storage.delete(adapter.key)
-        storage.delete(results.key)
+    for key in stale:
+        storage.delete(key)
     return succeeded

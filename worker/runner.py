@@ -14,7 +14,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from core import files, jobs, leases, registry
+from core import files, fine_tuned_models, jobs, leases, registry
 from core.datasets import DataFile
 from core.db import session_scope
 from core.errors import NotFound
@@ -87,24 +87,34 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
         )
         resume_from = restore_state(claim.resume_from, workdir) if claim.resume_from else None
         initial_adapter = None
-        if spec.from_checkpoint and resume_from is None:
-            initial_adapter = fetch_adapter(job.organization_id, spec.from_checkpoint, workdir)
+        continued = fine_tuned_models.continued_from(job.model, spec.from_checkpoint)
+        if continued and resume_from is None:
+            name, param = continued
+            initial_adapter = fetch_adapter(job.organization_id, name, param, workdir)
             if initial_adapter is None:
-                raise CheckpointMissing(
-                    f"Checkpoint {spec.from_checkpoint} was deleted before the job started", param="from_checkpoint"
-                )
+                raise CheckpointMissing(f"{name} was deleted before the job started", param=param)
         validation = job.validation_file
         data = JobData(
             _data_file(job, job.training_file, "training_file"),
             _data_file(job, validation, "validation_file") if validation else None,
         )
-        model = fetch_hub_model(registry.resolve_model(spec.model), reporter)
+        model = fetch_hub_model(registry.resolve_model(job.base_model), reporter)
         interval = get_settings().checkpoint_interval_seconds
         recipe = Recipe(spec, model, data, workdir, runtime, reporter, resume_from, initial_adapter, interval)
         result = recipe.run()
         if result.stopped is None:
             phase = "publishing"
-            if not publish_success(get_storage(), job, owner, attempt, result.adapter_dir, result.trained_tokens):
+            published = publish_success(
+                get_storage(),
+                job,
+                owner,
+                attempt,
+                result.adapter_dir,
+                trained_tokens=result.trained_tokens,
+                steps=result.steps,
+                metrics=result.metrics,
+            )
+            if not published:
                 reporter.event("The job changed state during publishing; its outputs were discarded", level="warn")
             return
     except Exception as exc:

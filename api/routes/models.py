@@ -1,16 +1,44 @@
+"""Models: the base models and the organization's fine-tuned models (OpenAI's model
+objects). A fine-tuned model's id has colons, and a hub base model's a slash, so the id
+is a `path` parameter; routes under a model (`/{model_id:path}/merge`, ...) must be
+declared with their own suffix and method, never as another GET or DELETE on
+`/{model_id:path}`, which would take their path as a model's id."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import OrgDep
+from api.deps import Limit, OrgDep, ReadSessionDep
 from api.openapi import ModelRoute
-from api.schemas import ListPage, ModelObject
-from core import registry
+from api.schemas import DeletedModel, ListPage, ModelObject
+from core import catalog
+from core.storage import get_storage
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=ModelRoute)
 
+PARAM = "model_id"
+
 
 @router.get("")
-def list_models(org: OrgDep) -> ListPage[ModelObject]:
-    """Base models that can be fine-tuned from local directories (hub ids are accepted too)."""
-    return ListPage[ModelObject].of([ModelObject.from_ref(m) for m in registry.list_models()], False)
+def list_models(
+    session: ReadSessionDep, org: OrgDep, after: str | None = None, limit: Limit = 100
+) -> ListPage[ModelObject]:
+    """The base models that can be fine-tuned (local directories; hub ids are accepted as a
+    job's model too), then the organization's fine-tuned models, newest first."""
+    rows, has_more = catalog.list_models(session, org, after, limit)
+    return ListPage[ModelObject].of([ModelObject.from_listed(m) for m in rows], has_more)
+
+
+@router.get("/{model_id:path}")
+def get_model(model_id: str, session: ReadSessionDep, org: OrgDep) -> ModelObject:
+    """A base model, or one of the organization's fine-tuned models."""
+    return ModelObject.from_listed(catalog.get_model(session, org, model_id, PARAM))
+
+
+@router.delete("/{model_id:path}")
+def delete_model(model_id: str, org: OrgDep) -> DeletedModel:
+    """Delete a fine-tuned model: its adapter and its job's checkpoints (the job itself
+    stays). `409` while a job continues training it or one of its checkpoints; base
+    models are not deleted through the API (`400`)."""
+    catalog.delete_model(get_storage(), org, model_id, PARAM)
+    return DeletedModel(id=model_id)

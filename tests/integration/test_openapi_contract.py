@@ -21,6 +21,7 @@ from api.schemas import (
     JobObject,
     ListPage,
     MetricPoint,
+    ModelObject,
 )
 from core.auth import create_key, revoke_key
 from core.db import session_scope
@@ -142,6 +143,9 @@ def test_real_objects_are_their_models(client_module: TestClient, chat_file: str
     metrics = exactly(ListPage[MetricPoint], client.get(f"/v1/fine_tuning/jobs/{job_id}/metrics"))
     assert isinstance(metrics, ListPage) and [(m.step, m.loss) for m in metrics.data] == [(1, 2.5)]
     exactly(JobObject, client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel"))
+
+    exactly(ListPage[ModelObject], client.get("/v1/models"))
+    exactly(ModelObject, client.get("/v1/models/tiny-llama"))
 
 
 def test_a_replay_is_the_first_answer_byte_for_byte(client_module: TestClient, chat_file: str) -> None:

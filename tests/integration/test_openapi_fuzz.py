@@ -36,7 +36,7 @@ def real_ids(client_module, chat_file) -> dict[str, str]:  # type: ignore[no-unt
     """Objects that exist, so that generated requests get past the 404 of an unknown id."""
     job = client_module.post("/v1/fine_tuning/jobs", json={"model": "tiny-llama", "training_file": chat_file})
     assert job.status_code == 200, job.text
-    return {"file_id": chat_file, "fine_tuning_job_id": job.json()["id"], "kind": "adapter"}
+    return {"file_id": chat_file, "fine_tuning_job_id": job.json()["id"], "kind": "adapter", "model_id": "tiny-llama"}
 
 
 def _sometimes(value: dict[str, Any] | None, real: dict[str, Any]) -> st.SearchStrategy:

@@ -19,10 +19,10 @@ from core.auth import create_key, create_organization
 from core.db import session_scope
 from core.models import ApiKey
 from core.settings import get_settings
-from tests.conftest import OTHER_ORG, ROOT, make_client
-from tests.helpers import EXAMPLES, assert_error, chat, jsonl, stored_checkpoint, upload, upload_ok
+from tests.conftest import OTHER_ORG, ROOT, TEST_ORG, make_client
+from tests.helpers import EXAMPLES, assert_error, chat, jsonl, stored_checkpoint, succeeded_job, upload, upload_ok
 
-PATH_PARAMS = {"file_id", "fine_tuning_job_id", "kind", "checkpoint_id"}
+PATH_PARAMS = {"file_id", "fine_tuning_job_id", "kind", "checkpoint_id", "model_id"}
 
 
 def fresh_org(name: str) -> tuple[str, str]:
@@ -56,6 +56,7 @@ def test_every_endpoint_that_takes_an_id_hides_other_organizations_objects(clien
         "fine_tuning_job_id": job["id"],
         "kind": "adapter",
         "checkpoint_id": stored_checkpoint(job["id"]),
+        "model_id": succeeded_job(TEST_ORG, chat_file)[1],
     }
     routes = routes_with_ids()
     assert len(routes) >= 10  # a new route with an id joins this matrix by itself
@@ -64,12 +65,19 @@ def test_every_endpoint_that_takes_an_id_hides_other_organizations_objects(clien
             url = re.sub(r"{(\w+)}", lambda m: ids[m.group(1)], path)
             # (the preview's required `model`; a parameter a route does not take is a 400)
             response = intruder.request(method, url, params=dict.fromkeys(required, "tiny-llama"))
-            error = assert_error(response, 404, code="not_found")
-            assert error["param"] in ("file_id", "fine_tuning_job_id"), (method, path, error)
+            error = assert_error(response, 404)
+            assert (error["param"], error["code"]) in {
+                ("file_id", "not_found"),
+                ("fine_tuning_job_id", "not_found"),
+                ("model_id", "model_not_found"),
+            }, (method, path, error)
         # Nor can another organization's checkpoint be the start of a job.
         own_file = upload_ok(intruder, (EXAMPLES / "chat.jsonl").read_bytes(), "chat.jsonl")
         spec = {"model": "tiny-llama", "training_file": own_file, "from_checkpoint": ids["checkpoint_id"]}
         assert assert_error(intruder.post("/v1/fine_tuning/jobs", json=spec), 404)["param"] == "from_checkpoint"
+        # Nor another organization's fine-tuned model the model of a job.
+        spec = {"model": ids["model_id"], "training_file": own_file}
+        assert assert_error(intruder.post("/v1/fine_tuning/jobs", json=spec), 404)["param"] == "model"
         assert chat_file not in [f["id"] for f in intruder.get("/v1/files", params={"limit": 100}).json()["data"]]
         # Nor is another organization's id a cursor (which would tell that it exists).
         assert_error(intruder.get("/v1/files", params={"after": chat_file}), 404, param="after")
@@ -78,6 +86,7 @@ def test_every_endpoint_that_takes_an_id_hides_other_organizations_objects(clien
     # The owner's objects survived the intruder's DELETE and cancel attempts.
     assert client_module.get(f"/v1/files/{chat_file}").status_code == 200
     assert client_module.get(f"/v1/fine_tuning/jobs/{job['id']}").json()["status"] == "cancelled"
+    assert client_module.get(f"/v1/models/{ids['model_id']}").status_code == 200
 
 
 def test_key_lifecycle_and_hashing(tiny_model: Path) -> None:

@@ -35,7 +35,7 @@ from core.states import StopReason
 from core.tokenization import PreparedTokenizer, prepare_tokenizer
 from worker.training import attention
 from worker.training.adapters import AdaLoraBudgetCallback, peft_config, planned_steps
-from worker.training.callbacks import JobProgressCallback, TrainedTokens
+from worker.training.callbacks import JobProgressCallback, TrainedTokens, checkpoint_metrics
 from worker.training.data import encoded_dataset, hold_out
 from worker.training.failures import DataError, ModelLoadError
 from worker.training.preference import ResumableDPOTrainer, dpo_config, pair_dataset
@@ -63,6 +63,8 @@ class TrainResult:
     # Why training stopped before its end (cancelled, paused, lease lost); None: it ran out.
     stopped: StopReason | None
     speed: Speed
+    # The newest train and validation values at the last step (the final checkpoint's).
+    metrics: dict[str, Any]
 
 
 @dataclass
@@ -319,4 +321,5 @@ class Recipe:
             assert isinstance(peft_model, PeftModel), "the trainer wraps the model in its adapter"
             peft_model.save_pretrained(str(adapter_dir), safe_serialization=True)
             tokenizer.save_pretrained(adapter_dir)
-        return TrainResult(adapter_dir, self.progress.trained_tokens.count, steps, stopped, speed)
+        metrics = checkpoint_metrics(trainer.state.log_history, steps)
+        return TrainResult(adapter_dir, self.progress.trained_tokens.count, steps, stopped, speed, metrics)
