@@ -85,10 +85,12 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes_with_the_same_losses(
     assert straight["trained_tokens"] == resumed["trained_tokens"]
 
     # Checkpoints: the newest three kept (keep_checkpoints), newest first, downloadable;
-    # none at the last step, where the job publishes its adapter instead.
+    # the last step's is the published adapter, kept besides them (with no trainer state).
     listed = client.get(checkpoint_url).json()
-    assert [c["step_number"] for c in listed["data"]] == [40, 32, 24]
-    newest = listed["data"][0]
+    assert [c["step_number"] for c in listed["data"]] == [48, 40, 32, 24]
+    final, newest = listed["data"][:2]
+    artifact = client.get(f"/v1/fine_tuning/jobs/{killed['id']}/artifacts/adapter")
+    assert final["adapter_sha256"] == artifact.headers["x-artifact-sha256"]
     assert newest["object"] == "fine_tuning.job.checkpoint" and newest["fine_tuning_job_id"] == killed["id"]
     assert newest["metrics"]["train_loss"] == pytest.approx(got[40])
     assert newest["fine_tuned_model_checkpoint"].endswith(f"{killed['id']}:ckpt-step-40")
@@ -104,10 +106,14 @@ def test_a_job_can_start_from_another_jobs_checkpoint(client_module, chat_file: 
     client = client_module
     source = client.post("/v1/fine_tuning/jobs", json=spec(chat_file, 24, checkpoint_steps=10)).json()
     source = wait_for(client, source["id"], {"succeeded"})
-    checkpoint = client.get(f"/v1/fine_tuning/jobs/{source['id']}/checkpoints").json()["data"][0]
+    listed = client.get(f"/v1/fine_tuning/jobs/{source['id']}/checkpoints").json()["data"]
+    [checkpoint] = [c for c in listed if c["step_number"] == 20]  # not the final one, at 24
     fresh = wait_for(client, client.post("/v1/fine_tuning/jobs", json=spec(chat_file, 2)).json()["id"], {"succeeded"})
     body = spec(chat_file, 2) | {"from_checkpoint": checkpoint["id"]}
-    body["qlora"]["adapter"] = {"r": 4}  # ignored: the adapter comes from the checkpoint
+    body["qlora"]["adapter"] = {"r": 4}  # the adapter comes from the checkpoint: another r is refused
+    refused = client.post("/v1/fine_tuning/jobs", json=body).json()["error"]
+    assert (refused["param"], refused["code"]) == ("qlora.adapter.r", "adapter_settings_mismatch")
+    body["qlora"]["adapter"] = {"r": 16}
     continued = client.post("/v1/fine_tuning/jobs", json=body).json()
     assert continued["from_checkpoint"] == checkpoint["id"] and continued["qlora"]["adapter"]["r"] == 16
     continued = wait_for(client, continued["id"], {"succeeded"})
