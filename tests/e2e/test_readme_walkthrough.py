@@ -43,7 +43,12 @@ def test_readme_walkthrough_on_the_embedded_service(tmp_path: Path) -> None:
         )
         assert result.returncode == 0, result.stderr + result.stdout + (tmp_path / "serve.log").read_text()[-3000:]
         out = result.stdout
-        assert "\nsucceeded\n" in out
+        # The job, then a second one that trained its fine-tuned model further.
+        assert out.count("\nsucceeded\n") == 2
+        first = re.search(r'"id":"ft:tiny-llama:org-local:(ftjob-\w+)",.*"owned_by":"org-local"', out)
+        second = re.search(r"^ft:tiny-llama:org-local:(ftjob-\w+)$", out, re.M)
+        assert first and second and first[1] != second[1], out
+        assert f"ft:tiny-llama:org-local:{first[1]}:ckpt-step-30\n" in out
         assert "adapter_model.safetensors" in out and "adapter_config.json" in out
         digest = hashlib.sha256((tmp_path / "adapter.tar.gz").read_bytes()).hexdigest()
         assert f"x-artifact-sha256: {digest}" in out.lower()
