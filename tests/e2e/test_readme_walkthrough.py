@@ -45,10 +45,9 @@ def test_readme_walkthrough_on_the_embedded_service(tmp_path: Path) -> None:
         out = result.stdout
         # The job, then a second one that trained its fine-tuned model further.
         assert out.count("\nsucceeded\n") == 2
-        first = re.search(r'"id":"ft:tiny-llama:org-local:(ftjob-\w+)",.*"owned_by":"org-local"', out)
-        second = re.search(r"^ft:tiny-llama:org-local:(ftjob-\w+)$", out, re.M)
-        assert first and second and first[1] != second[1], out
-        assert f"ft:tiny-llama:org-local:{first[1]}:ckpt-step-30\n" in out
+        first = re.search(r"^(ft:tiny-llama:org-local:demo:ftjob-\w+):ckpt-step-30$", out, re.M)
+        second = re.search(r"^ft:tiny-llama:org-local:ftjob-\w+$", out, re.M)  # named after the real base
+        assert first and second and "\norg-local\n" in out, out
         assert "adapter_model.safetensors" in out and "adapter_config.json" in out
         digest = hashlib.sha256((tmp_path / "adapter.tar.gz").read_bytes()).hexdigest()
         assert f"x-artifact-sha256: {digest}" in out.lower()
