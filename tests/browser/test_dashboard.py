@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
+from core.auth import create_key, revoke_key
+from core.db import session_scope
 from tests.browser.conftest import BROWSER_ORG, Dashboard
 from tests.conftest import Workers
 from tests.helpers import EXAMPLES, chat, jsonl, unsent_queued_job, wait_for
@@ -68,6 +70,19 @@ def test_a_wrong_key_shows_the_apis_error_and_keeps_nothing(
     expect(page.locator("#app")).to_be_hidden()
     assert page.evaluate("sessionStorage.length") == 0
     screenshot("wrong-key")
+
+
+def test_a_key_revoked_while_signed_in_signs_the_page_out(page: Page, dashboard: Dashboard) -> None:
+    with session_scope() as session:
+        row, key = create_key(session, BROWSER_ORG, "revoked-in-the-browser")
+    dashboard.sign_in(page, key)
+    expect(page.locator("#jobs-updated")).to_contain_text("updated")
+    with session_scope() as session:
+        revoke_key(session, row.id)
+    # Refused within the API's auth cache (FTSVC_AUTH_CACHE_SECONDS), at the list's next poll.
+    expect(page.locator("#sign-in-error .error")).to_contain_text("Signed out: Invalid or revoked API key")
+    expect(page.locator("#app")).to_be_hidden()
+    assert page.evaluate("sessionStorage.length") == 0
 
 
 def test_signed_in_the_page_lists_the_jobs_live(page: Page, dashboard: Dashboard, screenshot: Screenshot) -> None:
