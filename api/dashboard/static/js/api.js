@@ -4,6 +4,7 @@
 // a prefix.
 
 const KEY_ITEM = "ftsvc.apiKey";
+export const JOBS = "v1/fine_tuning/jobs";
 
 export class ApiError extends Error {
   /** `error`: the API's `{message, type, param, code, details}`; status 0: no answer. */

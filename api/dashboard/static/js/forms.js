@@ -1,7 +1,7 @@
 // Uploading training data and creating a job: forms that send what the API takes and
 // show what it answers, its errors included (the field it names is marked).
 
-import { ApiError, getJson, postJson, uploadFile } from "./api.js";
+import { ApiError, getJson, JOBS, postJson, uploadFile } from "./api.js";
 import { bytes, errorView, fill, h, statusBadge, when } from "./dom.js";
 import { showPreview } from "./preview.js";
 
@@ -192,7 +192,7 @@ export class NewPage {
     fill(this.jobResult);
     button.disabled = true;
     try {
-      const job = await postJson("v1/fine_tuning/jobs", jobRequest(form));
+      const job = await postJson(JOBS, jobRequest(form));
       this.markField(null);
       this.created(job);
       location.hash = `#/jobs/${job.id}`;

@@ -4,7 +4,8 @@
 import { onUnauthorized, request, session } from "./api.js";
 import { errorView, fill, h } from "./dom.js";
 import { NewPage } from "./forms.js";
-import { JobPage, JobsList } from "./jobs.js";
+import { JobPage } from "./job_page.js";
+import { JobsList } from "./jobs_list.js";
 
 const $ = (selector) => document.querySelector(selector);
 const signedInOnly = ["#app", "#nav", "#sign-out"].map($);
