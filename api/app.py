@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
 
+from api import dashboard
 from api.deps import refuse_nul_characters, refuse_unknown_query_parameters
 from api.docs import install_offline_docs
 from api.error_responses import error_responses, install_error_handlers
@@ -62,4 +63,5 @@ def create_app() -> FastAPI:
         return Health()
 
     app.include_router(health_router)
+    dashboard.install(app)
     return app

@@ -22,6 +22,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
+from rich.text import Text
 
 from ftsvc.client.api import Api, endpoint
 from ftsvc.client.errors import EXIT_JOB_CANCELLED, EXIT_JOB_FAILED, JobEnded, Unreachable
@@ -179,12 +180,11 @@ class JobView:
         return Panel(grid, title="fine-tuning job", title_align="left", expand=expand)
 
     def render(self) -> RenderableType:
-        log = Table.grid(padding=(0, 2))
-        log.add_column(style="dim", width=8)
-        log.add_column(no_wrap=True, overflow="ellipsis")
-        for event in self.events:
-            log.add_row(clock(event["created_at"]), event["message"])
-        return Group(self.facts(), Panel(log, title="events"))
+        log = (
+            Text.assemble((clock(e["created_at"]), "dim"), "  ", e["message"], no_wrap=True, overflow="ellipsis")
+            for e in self.events
+        )
+        return Group(self.facts(), Panel(Group(*log), title="events"))
 
 
 @contextmanager
