@@ -157,6 +157,10 @@ def test_an_invalid_file_shows_its_problems_as_a_table_with_line_numbers(service
     assert header.split() == ["line", "example", "field", "problem"]
     assert [p.split()[:2] for p in problems] == [["2", "2"], ["3", "3"]], result.stdout
     assert "invalid JSON" in problems[0] and "messages" in problems[1]
+    kept = re.search(r"kept as (file-\w+)", line)
+    assert kept is not None
+    shown = ok(ftsvc("files", "show", kept.group(1), env=service.env())).splitlines()
+    assert shown[0].startswith(f"{kept.group(1)}  bad.jsonl  error: ") and shown[2:] == problems
 
 
 # -- errors -----------------------------------------------------------------------------
@@ -246,6 +250,9 @@ def test_a_job_that_fails_exits_4_ctrl_c_130_and_a_cancelled_one_5(service: Serv
     line = error_line(watched, 4)
     assert f"job {job_id} failed: None of the 3 examples" in line and "(no_trainable_tokens)" in line
     assert "Pre-flight failed (no_trainable_tokens)" in watched.stdout  # the event, as a line of the log
+    file_id = created.stderr.split(" as ")[1].split()[0]
+    created_and_watched = ftsvc("jobs", "create", "--spec", str(spec), "-t", file_id, "--watch", env=service.env())
+    assert "(no_trainable_tokens)" in error_line(created_and_watched, 4)
 
     # Ctrl-C stops the watching, not the job; cancelling it ends the next watch with 5.
     job_id = ok(ftsvc("jobs", "create", "-m", "tiny-llama", "-t", str(data), "-q", env=service.env())).strip()
