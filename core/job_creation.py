@@ -1,9 +1,8 @@
 """Job creation: check what is cheap (the spec, what it refers to: model, files, the
 adapter it continues (core.continued_training); the quota), store the job in
 `validating_files` with a provisional resolved spec, and send it to the pre-flight queue
-once committed. The tokenizer work runs in a
-pre-flight worker (core.job_preflight), so creation answers at once whatever the file's
-size."""
+once committed. The tokenizer work runs in a pre-flight worker (core.job_preflight), so
+creation answers at once whatever the file's size."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ def publish_checkpoint(
     with session_scope() as session:
         checkpoint, stale = checkpoints.record_if_leased(session, job_id, owner, step, metrics, adapter, state, keep)
     for key in stale:
-        storage.delete(str(Path(key).parent))  # the checkpoint's folder (both objects, removed with the first)
+        storage.delete(str(Path(key).parent))  # the checkpoint's folder, both objects
     if checkpoint is None:
         log.warning("job %s: lease lost; checkpoint at step %d discarded", job_id, step)
     return checkpoint
