@@ -1,5 +1,5 @@
 """Job creation: check what is cheap (the spec, what it refers to: model, files,
-checkpoint; the quota), store the job in `validating_files` with a provisional resolved
+checkpoint; the quotas of active jobs and stored bytes), store the job in `validating_files` with a provisional resolved
 spec, and send it to the pre-flight queue once committed. The tokenizer work runs in a
 pre-flight worker (core.job_preflight), so creation answers at once whatever the file's
 size."""
@@ -22,6 +22,7 @@ from core.models import File, Job, Organization
 from core.settings import get_settings
 from core.specs import JobSpec, ResolvedQLoRA, ResolvedSpec, check_data_fits_method, resolve, training_examples
 from core.states import JobStatus
+from core.usage import check_room_for_outputs
 
 
 def _check_format(spec: JobSpec, file: File, param: str) -> None:
@@ -89,6 +90,7 @@ def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
     resolved = resolve(
         spec, n_examples=n_examples, seed=seed, data_format=files.data_file(training).format, trained=trained
     )
+    check_room_for_outputs(session, org_id)
     # Last before the insert: creations of one organization take turns from here to
     # their commit, so the turn is kept short.
     _check_active_jobs_quota(session, org_id)

@@ -355,6 +355,39 @@ class QLoRA(_Strict):
         return self
 
 
+# W&B's limits on a run's tags; the names of projects, entities and runs are bounded
+# here only so that a request stays small (W&B itself refuses a bad name at run start).
+WandbName = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_no_nul)]
+WandbTag = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
+
+
+class WandbIntegration(_Strict):
+    """OpenAI's Weights & Biases settings: the project the run is created in, its
+    display name (default: the job id), its entity (default: the API key's) and tags."""
+
+    project: WandbName
+    name: WandbName | None = None
+    entity: WandbName | None = None
+    tags: Annotated[list[WandbTag], Field(max_length=20)] = []
+
+
+class Integration(_Strict):
+    """One entry of OpenAI's `integrations`: only `wandb` exists (in OpenAI's API too)."""
+
+    type: Literal["wandb"]
+    wandb: WandbIntegration
+
+
+def _one_of_each_type(integrations: list[Integration]) -> list[Integration]:
+    types = [i.type for i in integrations]
+    if len(set(types)) < len(types):
+        raise ValueError("give each type of integration once (a job reports to one W&B run)")
+    return integrations
+
+
+Integrations = Annotated[list[Integration], AfterValidator(_one_of_each_type)]
+
+
 class JobSpec(_Strict):
     model: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     training_file: ObjectId
@@ -369,6 +402,8 @@ class JobSpec(_Strict):
     # Start from the adapter weights of a checkpoint of an earlier job (same base model);
     # the adapter's configuration then comes from that checkpoint.
     from_checkpoint: ObjectId | None = None
+    # Trackers the worker reports the run to (OpenAI's field).
+    integrations: Integrations = []
 
     @model_validator(mode="after")
     def _one_validation_source(self) -> JobSpec:
@@ -502,6 +537,8 @@ class ResolvedSpec(_Strict):
     method: ResolvedMethod
     qlora: ResolvedQLoRA
     from_checkpoint: str | None
+    # Jobs created before integrations existed have none in their stored spec.
+    integrations: list[Integration] = []
 
     @property
     def hparams(self) -> ResolvedHyperparameters:
@@ -541,6 +578,7 @@ def resolve(
             performance=qlora.performance,
         ),
         from_checkpoint=spec.from_checkpoint,
+        integrations=spec.integrations,
     )
 
 

@@ -39,6 +39,25 @@ def stored_objects() -> set[str]:
     return {p.name for p in root.iterdir()} if root.exists() else set()
 
 
+def fresh_org(name: str) -> tuple[str, str]:
+    """A new organization and an API key of it: (id, key)."""
+    from core.auth import create_key, create_organization
+    from core.db import session_scope
+
+    with session_scope() as session:
+        org = create_organization(session, name)
+        return org.id, create_key(session, org.id)[1]
+
+
+def stored_keys(prefix: str = "") -> set[str]:
+    """Every object in storage under `prefix` (all of them by default), by key."""
+    from core.settings import get_settings
+
+    root = get_settings().storage_root
+    keys = {p.relative_to(root).as_posix() for p in (root / prefix).rglob("*") if p.is_file()}
+    return {key for key in keys if not key.startswith(".tmp/")}  # uploads in progress
+
+
 def stored_checkpoint(job_id: str, step: int = 1) -> str:
     """A checkpoint of the job as a worker records one (a stored object and its row)."""
     from core import checkpoints
@@ -53,9 +72,9 @@ def stored_checkpoint(job_id: str, step: int = 1) -> str:
         return checkpoints.record(session, job_id, step, {"step": step}, stored, stored).id
 
 
-def unsent_queued_job(org_id: str, training_file: str) -> str:
+def unsent_queued_job(org_id: str, training_file: str, **spec: Any) -> str:
     """A queued job that no broker message names yet (created, its pre-flight skipped,
-    never published), so no worker takes it meanwhile."""
+    never published), so no worker takes it meanwhile; `spec`: more of its spec."""
     from core.db import session_scope
     from core.job_creation import create_job
     from core.jobs import transition
@@ -63,7 +82,8 @@ def unsent_queued_job(org_id: str, training_file: str) -> str:
     from core.states import JobStatus
 
     with session_scope() as session:
-        job_id = create_job(session, org_id, JobSpec(model="tiny-llama", training_file=training_file)).id
+        job_spec = JobSpec.model_validate({"model": "tiny-llama", "training_file": training_file} | spec)
+        job_id = create_job(session, org_id, job_spec).id
         transition(session, job_id, JobStatus.QUEUED, message="queued by the test")
     return job_id
 

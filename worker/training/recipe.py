@@ -244,7 +244,8 @@ class Recipe:
         return f"by DPO (beta {hp.beta})" if isinstance(hp, ResolvedDpoHyperparameters) else "supervised"
 
     # -- train and save --------------------------------------------------------------------
-    def run(self) -> TrainResult:
+    def run(self, callbacks: tuple[TrainerCallback, ...] = ()) -> TrainResult:
+        """`callbacks`: more trainer callbacks (the job's trackers)."""
         prepared = self.load_tokenizer()
         train, valid = self.load_datasets(prepared)
         self.reporter.event(
@@ -252,7 +253,7 @@ class Recipe:
             + (f" and {len(valid)} validation examples" if valid is not None else "")
             + ("; loss on all tokens" if self.spec.qlora.data.train_on_inputs else "; loss on completions only")
         )
-        return self.train(train, valid, prepared.tokenizer)
+        return self.train(train, valid, prepared.tokenizer, callbacks)
 
     def train(
         self, train: Dataset, valid: Dataset | None, tokenizer: Any, extra_callbacks: tuple[TrainerCallback, ...] = ()
