@@ -5,17 +5,11 @@ end_run, publish_success); no training here (tests/integration/test_tracking.py 
 
 from __future__ import annotations
 
-import csv
-import io
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from core import files, leases
 from core.db import session_scope
@@ -29,12 +23,16 @@ from tests.conftest import OTHER_ORG, make_client
 from tests.helpers import (
     EXAMPLES,
     assert_error,
+    assert_mlflow_matches,
+    assert_tensorboard_matches,
     fresh_org,
     stored_checkpoint,
     stored_keys,
+    stored_size,
     unsent_queued_job,
     upload,
     upload_ok,
+    usage,
 )
 from worker.publish import publish_success
 
@@ -57,12 +55,6 @@ def quota() -> Iterator[None]:
     limit, retention = settings.max_stored_bytes_per_org, settings.rejected_file_retention_seconds
     yield
     settings.max_stored_bytes_per_org, settings.rejected_file_retention_seconds = limit, retention
-
-
-def usage(client: TestClient) -> dict[str, Any]:
-    response = client.get("/v1/organization/usage")
-    assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
 
 
 def running(job_id: str) -> int:
@@ -214,9 +206,9 @@ def test_deleting_a_finished_job_removes_its_rows_and_every_byte_it_stored(
     storage = usage(client)["storage"]
     assert storage["by_kind"] == {
         "uploads": len(CHAT),
-        "result_files": sum(size_of(f"files/{i}") for i in results.values()),
+        "result_files": sum(stored_size(f"files/{i}") for i in results.values()),
         "checkpoints": 2 * CHECKPOINT_BYTES,
-        "adapters": sum(size_of(key) for key in stored_keys(f"artifacts/{job_id}")),
+        "adapters": sum(stored_size(key) for key in stored_keys(f"artifacts/{job_id}")),
     }
 
     deleted = client.delete(f"/v1/fine_tuning/jobs/{job_id}")
@@ -234,45 +226,6 @@ def test_deleting_a_finished_job_removes_its_rows_and_every_byte_it_stored(
         "adapters": 0,
     }
     assert f"files/{file_id}" in stored_keys()
-
-
-def size_of(key: str) -> int:
-    return (get_settings().storage_root / key).stat().st_size
-
-
-def assert_tensorboard_matches(archive: bytes, metrics: list[dict[str, Any]]) -> None:
-    """The TensorBoard events, read by TensorBoard's own reader, hold every point of the
-    job's curve: the same steps, and the same values in TensorBoard's float32."""
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar, tarfile_dir() as logdir:
-        names = tar.getnames()
-        tar.extractall(logdir, filter="data")
-        assert len(names) == 1 and names[0].startswith("events.out.tfevents."), names
-        events = EventAccumulator(str(logdir))
-        events.Reload()
-    for split in ("train", "valid"):
-        points = [m for m in metrics if m["split"] == split]
-        scalars = events.Scalars(f"{split}/loss")
-        assert [s.step for s in scalars] == [m["step"] for m in points]
-        assert [s.value for s in scalars] == [np.float32(m["loss"]) for m in points]
-        assert [s.wall_time for s in scalars] == [m["created_at"] for m in points]
-    assert "train/learning_rate" in events.Tags()["scalars"]
-
-
-def tarfile_dir():  # type: ignore[no-untyped-def]
-    import tempfile
-
-    return tempfile.TemporaryDirectory()
-
-
-def assert_mlflow_matches(text: str, metrics: list[dict[str, Any]]) -> None:
-    """MLflow's metric fields, one row per value, timestamps in milliseconds."""
-    rows = list(csv.DictReader(io.StringIO(text)))
-    assert rows and list(rows[0]) == ["key", "value", "timestamp", "step"]
-    for split in ("train", "valid"):
-        losses = [r for r in rows if r["key"] == f"{split}/loss"]
-        points = [m for m in metrics if m["split"] == split]
-        assert [(int(r["step"]), float(r["value"])) for r in losses] == [(m["step"], m["loss"]) for m in points]
-        assert [int(r["timestamp"]) for r in losses] == [m["created_at"] * 1000 for m in points]
 
 
 def test_checkpoint_deletion_keeps_what_an_active_job_may_still_read(org: tuple[str, TestClient]) -> None:
@@ -360,7 +313,9 @@ def test_integrations_are_echoed_as_openai_does(client_module, chat_file) -> Non
     assert echoed["integrations"] == [
         {"type": "wandb", "wandb": {"project": "tuning", "name": None, "entity": None, "tags": []}}
     ]
-    no_integrations = client_module.post("/v1/fine_tuning/jobs", json={"model": "tiny-llama", "training_file": chat_file})
+    no_integrations = client_module.post(
+        "/v1/fine_tuning/jobs", json={"model": "tiny-llama", "training_file": chat_file}
+    )
     assert no_integrations.json()["integrations"] == []
     for job in (job_id, echoed["id"], no_integrations.json()["id"]):
         client_module.post(f"/v1/fine_tuning/jobs/{job}/cancel")
