@@ -39,8 +39,8 @@ def _start_wandb(job_id: str, spec: ResolvedSpec, settings: WandbIntegration, re
         )
     except Exception as exc:  # whatever W&B raises (no key, unreachable, refused): report and train
         reporter.event(
-            f"Not reporting to Weights & Biases: {exc} (the worker's key is its WANDB_API_KEY); "
-            "the job trains without it",
+            f"Not reporting to Weights & Biases: {str(exc).rstrip('.')}. The job trains without it "
+            "(the worker reads its W&B key from WANDB_API_KEY)",
             level="warn",
             data={"integration": "wandb", "error": type(exc).__name__},
         )
