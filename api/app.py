@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
 
+from api import dashboard
 from api.deps import refuse_nul_characters, refuse_unknown_query_parameters
 from api.error_responses import error_responses, install_error_handlers
 from api.openapi import DocumentedApp, ModelRoute
@@ -58,4 +59,5 @@ def create_app() -> FastAPI:
         return Health()
 
     app.include_router(health_router)
+    dashboard.install(app)
     return app
