@@ -11,6 +11,7 @@ from peft import (
     LoHaConfig,
     LoKrConfig,
     LoraConfig,
+    MultitaskPromptTuningConfig,
     PeftConfig,
     PrefixTuningConfig,
     PromptEncoderConfig,
@@ -32,7 +33,15 @@ def planned_steps(spec: ResolvedSpec, n_examples: int) -> int:
     return max(1, math.ceil(batches / training.gradient_accumulation_steps) * hp.n_epochs)
 
 
-def peft_config(adapter: Adapter, model_source: str, total_steps: int) -> PeftConfig:
+def _prompt_init(init_text: str | None, model_source: str) -> dict[str, Any]:
+    """How a soft prompt starts: the embeddings of `init_text`'s tokens, or random."""
+    if init_text is None:
+        return {"prompt_tuning_init": "RANDOM"}
+    return {"prompt_tuning_init": "TEXT", "prompt_tuning_init_text": init_text, "tokenizer_name_or_path": model_source}
+
+
+def peft_config(adapter: Adapter, model_source: str, total_steps: int, num_tasks: int = 0) -> PeftConfig:
+    """`num_tasks`: the tasks of a multitask prompt-tuning adapter's data."""
     a: Any = adapter
     if a.type == "lora":
         return LoraConfig(
@@ -82,16 +91,16 @@ def peft_config(adapter: Adapter, model_source: str, total_steps: int) -> PeftCo
             task_type=CAUSAL_LM,
         )
     if a.type == "prompt_tuning":
-        init = (
-            {
-                "prompt_tuning_init": "TEXT",
-                "prompt_tuning_init_text": a.init_text,
-                "tokenizer_name_or_path": model_source,
-            }
-            if a.init_text
-            else {"prompt_tuning_init": "RANDOM"}
-        )
+        init = _prompt_init(a.init_text, model_source)
         return PromptTuningConfig(num_virtual_tokens=a.num_virtual_tokens, task_type=CAUSAL_LM, **init)
+    if a.type == "multitask_prompt_tuning":
+        return MultitaskPromptTuningConfig(
+            num_virtual_tokens=a.num_virtual_tokens,
+            num_ranks=a.num_ranks,
+            num_tasks=num_tasks,
+            task_type=CAUSAL_LM,
+            **_prompt_init(a.init_text, model_source),
+        )
     if a.type == "prefix_tuning":
         return PrefixTuningConfig(
             num_virtual_tokens=a.num_virtual_tokens,
