@@ -37,11 +37,19 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(f"ftsvc: error: {message}")
 
 
+def _file_text(name: str) -> str | None:
+    """The text of the file `name`, if it names one (a long JSON text is too long to be a
+    file name, which the OS says with an error)."""
+    try:
+        return Path(name).read_text() if Path(name).is_file() else None
+    except OSError:
+        return None
+
+
 def _spec(text: str, model: Path, data: Path) -> JobSpec:
     """The job spec of `--spec` (JSON text or a file) for this model and data."""
-    path = Path(text)
     try:
-        fields = json.loads(path.read_text() if path.is_file() else text)
+        fields = json.loads(_file_text(text) or text)
     except json.JSONDecodeError as exc:
         _fail(f"--spec is not valid JSON: {exc}")
     if not isinstance(fields, dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from peft import (
@@ -114,6 +115,21 @@ def peft_config(adapter: Adapter, model_source: str, total_steps: int, num_tasks
         encoder_reparameterization_type=a.encoder_reparameterization_type,
         task_type=CAUSAL_LM,
     )
+
+
+def saved_prompt_learning(adapter_dir: Path) -> PeftConfig | None:
+    """The settings of a saved prompt-learning adapter, for a new trainable one that
+    starts from its weights (peft loads a saved prompt-learning adapter for inference
+    only); None for any other adapter, which peft loads trainable itself."""
+    config: PeftConfig = PeftConfig.from_pretrained(str(adapter_dir))
+    if not config.is_prompt_learning:
+        return None
+    config.inference_mode = False
+    if isinstance(config, PromptTuningConfig):  # multitask prompt tuning's too
+        # The saved weights replace the initial prompt: its init text (and the tokenizer
+        # path it names, of the worker that trained it) is not read.
+        config.prompt_tuning_init = "RANDOM"
+    return config
 
 
 class AdaLoraBudgetCallback(TrainerCallback):

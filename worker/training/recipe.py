@@ -21,7 +21,6 @@ from transformers import (
     AutoModelForCausalLM,
     BitsAndBytesConfig,
     PreTrainedModel,
-    Trainer,
     TrainerCallback,
 )
 from trl.trainer.sft_config import SFTConfig
@@ -34,7 +33,7 @@ from core.specs import ResolvedDpoHyperparameters, ResolvedSpec
 from core.states import StopReason
 from core.tokenization import PreparedTokenizer, prepare_tokenizer
 from worker.training import attention
-from worker.training.adapters import AdaLoraBudgetCallback, peft_config, planned_steps
+from worker.training.adapters import AdaLoraBudgetCallback, peft_config, planned_steps, saved_prompt_learning
 from worker.training.callbacks import JobProgressCallback, TrainedTokens
 from worker.training.data import encoded_dataset, hold_out
 from worker.training.failures import DataError, ModelLoadError
@@ -308,7 +307,9 @@ class Recipe:
         new_adapter = None
         trained: PreTrainedModel | PeftModel = model
         if self.initial_adapter is not None:
-            trained = PeftModel.from_pretrained(model, self.initial_adapter, is_trainable=True)
+            new_adapter = saved_prompt_learning(self.initial_adapter)  # its weights are loaded below
+            if new_adapter is None:
+                trained = PeftModel.from_pretrained(model, self.initial_adapter, is_trainable=True)
         else:
             new_adapter = peft_config(
                 adapter, self.model_ref.source, planned_steps(self.spec, len(train)), len(tasks or ())
@@ -321,7 +322,7 @@ class Recipe:
             "peft_config": new_adapter,
             "callbacks": callbacks,
         }
-        trainer: Trainer
+        trainer: ResumableSFTTrainer | ResumableDPOTrainer
         try:
             if self.spec.method.type == "dpo":
                 # No ref_model: TRL computes the reference log-probabilities with the adapter
@@ -337,6 +338,8 @@ class Recipe:
                     trainer = ResumableSFTTrainer(args=sft, **given)
         except ValueError as exc:
             raise DataError(f"Cannot prepare training: {exc}", param="qlora") from exc
+        if self.initial_adapter is not None and new_adapter is not None:
+            trainer.load_adapter_weights(self.initial_adapter)
         trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         steps, stopped = trainer.state.global_step, self.progress.stopped
         adapter_dir = self.workdir / "adapter"

@@ -22,7 +22,11 @@ class ExactAdapterResume:
     model: Any
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
-        weights = load_file(Path(resume_from_checkpoint) / SAFE_ADAPTER_WEIGHTS)
+        self.load_adapter_weights(Path(resume_from_checkpoint), model or self.model)
+
+    def load_adapter_weights(self, adapter_dir: Path, model: Any = None) -> None:
+        """The weights of the adapter saved in `adapter_dir`, copied into the model's."""
+        weights = load_file(adapter_dir / SAFE_ADAPTER_WEIGHTS)
         model = model or self.model
         # The adapter's own keys, as it saves them: set_peft_model_state_dict's
         # unexpected_keys also lists those a prompt-learning adapter's encoder loads itself.
