@@ -304,16 +304,18 @@ class Recipe:
         callbacks: list[TrainerCallback] = [self.progress, self.progress.trained_tokens, *extra_callbacks]
         if adapter.type == "adalora":
             callbacks.append(AdaLoraBudgetCallback())
-        new_adapter = None
+        new_adapter, weights_from = None, None
         trained: PreTrainedModel | PeftModel = model
-        if self.initial_adapter is not None:
-            new_adapter = saved_prompt_learning(self.initial_adapter)  # its weights are loaded below
-            if new_adapter is None:
-                trained = PeftModel.from_pretrained(model, self.initial_adapter, is_trainable=True)
-        else:
+        if self.initial_adapter is None:
             new_adapter = peft_config(
                 adapter, self.model_ref.source, planned_steps(self.spec, len(train)), len(tasks or ())
             )
+        elif (saved := saved_prompt_learning(self.initial_adapter)) is not None:
+            # peft loads a saved prompt-learning adapter for inference only: a new one with
+            # its settings is trained, from its weights (loaded once the trainer built it).
+            new_adapter, weights_from = saved, self.initial_adapter
+        else:
+            trained = PeftModel.from_pretrained(model, self.initial_adapter, is_trainable=True)
         given: dict[str, Any] = {
             "model": trained,
             "train_dataset": train,
@@ -338,8 +340,8 @@ class Recipe:
                     trainer = ResumableSFTTrainer(args=sft, **given)
         except ValueError as exc:
             raise DataError(f"Cannot prepare training: {exc}", param="qlora") from exc
-        if self.initial_adapter is not None and new_adapter is not None:
-            trainer.load_adapter_weights(self.initial_adapter)
+        if weights_from is not None:
+            trainer.load_adapter_weights(weights_from)
         trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         steps, stopped = trainer.state.global_step, self.progress.stopped
         adapter_dir = self.workdir / "adapter"
