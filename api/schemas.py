@@ -77,6 +77,10 @@ class FileObject(_Wire):
     format: FormatName | None = Field(description="The dataset format it was validated as; null when unreadable")
     file_type: FileType | None = Field(description="How the bytes were read; null when unreadable")
     examples: int = Field(description="Valid examples in the file")
+    tasks: dict[str, int] | None = Field(
+        description="Valid examples per task name (the examples' `task` field, which multitask prompt tuning "
+        "trains on); null when the examples have no task"
+    )
     problems: list[FileProblem] = Field(description="The first problems found (at most 100); empty when processed")
 
     @classmethod
@@ -95,6 +99,7 @@ class FileObject(_Wire):
                 "format": f.format,
                 "file_type": f.file_type,
                 "examples": f.n_examples,
+                "tasks": f.tasks,
                 "problems": f.problems,
             }
         )
@@ -213,6 +218,9 @@ class TokenStatistics(_Wire):
     )
     eos_appended: bool = Field(description="Whether EOS is appended to trained assistant turns")
     preference: PreferenceStatistics | None = Field(default=None, description="Preference data only")
+    tasks: dict[str, int] | None = Field(
+        default=None, description="Examples per task name (the examples' `task` field); null when they have none"
+    )
 
 
 class Speed(_Wire):

@@ -72,6 +72,7 @@ def register_upload(
         n_examples=report.n_examples,
         format=report.format,
         file_type=file_type,
+        tasks=report.tasks.as_dict(),
     )
     session.add(file)
     session.flush()

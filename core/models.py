@@ -75,6 +75,8 @@ class File(Base):
     # Detected (or named at upload) dataset format and file type; None when unreadable.
     format: Mapped[str | None] = mapped_column(String(32), nullable=True)
     file_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Valid examples per task name (core.tasks); None when the examples have no task.
+    tasks: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
 

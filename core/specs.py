@@ -226,6 +226,19 @@ class PTuning(_Strict):
     encoder_reparameterization_type: Literal["MLP", "LSTM"] = "MLP"
 
 
+class MultitaskPromptTuning(_Strict):
+    """One soft prompt per task (multitask prompt tuning, Wang et al. 2023): a prompt
+    shared by all tasks, scaled per task by a low-rank matrix; each example's `task`
+    picks its prompt. The tasks are the training file's (core.tasks)."""
+
+    type: Literal["multitask_prompt_tuning"]
+    num_virtual_tokens: VirtualTokens = 20
+    # The rank of each task's matrix (the paper's r; 1 there).
+    num_ranks: Annotated[int, Field(ge=1, le=64)] = 1
+    # Initialise the shared prompt from the embeddings of this text (else randomly).
+    init_text: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = None
+
+
 def _adapter_type(value: Any) -> str | None:
     # An adapter object without "type" is LoRA, the default method. Anything but an
     # object has no type: None makes pydantic refuse it (union_tag_not_found).
@@ -240,11 +253,22 @@ Adapter = Annotated[
     | Annotated[LoKr, Tag("lokr")]
     | Annotated[PromptTuning, Tag("prompt_tuning")]
     | Annotated[PrefixTuning, Tag("prefix_tuning")]
-    | Annotated[PTuning, Tag("p_tuning")],
+    | Annotated[PTuning, Tag("p_tuning")]
+    | Annotated[MultitaskPromptTuning, Tag("multitask_prompt_tuning")],
     Discriminator(_adapter_type),
 ]
-ADAPTER_TYPES = ("lora", "adalora", "ia3", "loha", "lokr", "prompt_tuning", "prefix_tuning", "p_tuning")
-PROMPT_LEARNING = ("prompt_tuning", "prefix_tuning", "p_tuning")
+ADAPTER_TYPES = (
+    "lora",
+    "adalora",
+    "ia3",
+    "loha",
+    "lokr",
+    "prompt_tuning",
+    "prefix_tuning",
+    "p_tuning",
+    "multitask_prompt_tuning",
+)
+PROMPT_LEARNING = ("prompt_tuning", "prefix_tuning", "p_tuning", "multitask_prompt_tuning")
 # peft 0.21's LoHa and LoKr cannot wrap bitsandbytes 4-bit layers: they train on the
 # unquantized base (quantization null).
 NEEDS_UNQUANTIZED = ("loha", "lokr")
@@ -514,6 +538,8 @@ class ResolvedData(_Strict):
     train_on_inputs: bool
     packing: bool
     validation_split: float | None
+    # Multitask prompt tuning: the task names, in task-id order (core.tasks); else None.
+    tasks: list[str] | None = None
 
 
 class ResolvedQLoRA(_Strict):
@@ -546,12 +572,19 @@ class ResolvedSpec(_Strict):
 
 
 def resolve(
-    spec: JobSpec, *, n_examples: int, seed: int, data_format: FormatName, trained: ResolvedQLoRA | None = None
+    spec: JobSpec,
+    *,
+    n_examples: int,
+    seed: int,
+    data_format: FormatName,
+    trained: ResolvedQLoRA | None = None,
+    tasks: list[str] | None = None,
 ) -> ResolvedSpec:
     """The spec with every choice job creation can make made. `n_examples`: training
     examples (after any validation split); `data_format`: what the training file was
     validated as; `trained`: the settings of the checkpoint a job starts from, whose
-    adapter and quantization it keeps training."""
+    adapter and quantization it keeps training; `tasks`: a multitask adapter's tasks
+    (core.tasks.job_tasks)."""
     qlora = spec.qlora
     adapter, quantization = (trained.adapter, trained.quantization) if trained else (qlora.adapter, qlora.quantization)
     packing = qlora.data.packing
@@ -561,6 +594,7 @@ def resolve(
         # Preference pairs train on padded batches (TRL's DPO has no padding-free path).
         packing=packs_by_default(adapter.type) and spec.method.type == "supervised" if packing == "auto" else packing,
         validation_split=qlora.data.validation_split,
+        tasks=tasks,
     )
     return ResolvedSpec(
         model=spec.model,
