@@ -19,6 +19,7 @@ from core.checkpoints import delete_rows
 from core.db import session_scope
 from core.errors import Conflict, NotFound
 from core.jobs import fine_tuned_model_name as model_name
+from core.jobs import lock_job
 from core.models import Artifact, Checkpoint, Job
 from core.paging import page
 from core.states import ACTIVE, JobStatus
@@ -125,9 +126,10 @@ def continued_from(model: str, from_checkpoint: str | None) -> tuple[str, str] |
 
 def hold(session: Session, adapter: TrainedAdapter, param: str) -> None:
     """Keep `adapter` from being deleted until this transaction (which creates a job that
-    uses it) commits: its job's row is locked for share, which `delete_model` locks for
-    update before it looks for users. A deletion that committed first is seen here."""
-    session.execute(select(Job.pk).where(Job.id == adapter.job.id).with_for_update(read=True))
+    uses it) commits: its job's row is locked, as deleting its model, its job or one of
+    its checkpoints locks it before looking for users (core.jobs.lock_job). A deletion
+    that committed first is seen here."""
+    lock_job(session, adapter.job.organization_id, adapter.job.id)
     still: Select[int] = (
         select(Checkpoint.pk).where(Checkpoint.id == adapter.checkpoint.id)
         if adapter.checkpoint is not None
@@ -135,6 +137,16 @@ def hold(session: Session, adapter: TrainedAdapter, param: str) -> None:
     )
     if session.scalar(still) is None:
         raise _no_such_name(adapter.name, param)
+
+
+def checkpoint_id(session: Session, adapter: TrainedAdapter) -> str | None:
+    """The checkpoint `adapter` is: a checkpoint's own id or, for a final adapter, its
+    job's last checkpoint's (None for a job published before final adapters were
+    recorded as checkpoints)."""
+    if adapter.checkpoint is not None:
+        return adapter.checkpoint.id
+    final = select(Checkpoint.id).where(Checkpoint.job_id == adapter.job.id)
+    return session.scalar(final.where(Checkpoint.adapter_key == adapter.adapter_key))
 
 
 # -- the organization's fine-tuned models as objects ---------------------------------------
@@ -172,16 +184,21 @@ def get_model(session: Session, org_id: str, name: str, param: str) -> Job:
     return adapter.job
 
 
-def users(session: Session, job: Job) -> list[str]:
+def users(session: Session, job: Job, checkpoint: Checkpoint | None = None) -> list[str]:
     """What uses the adapters of `job` now (its fine-tuned model or any of its
-    checkpoints), each as "job <id> (<status>)": the active jobs that continue one of
-    them. Anything else that reads a model's adapter while it runs (a merge) belongs
-    here too, so that deleting the model waits for it."""
+    checkpoints; only `checkpoint`, when given), each as "job <id> (<status>) continues
+    <field> <name>": the active jobs that continue one of them. Anything else that reads
+    a model's adapter while it runs (a merge) belongs here too, so that deleting the
+    model, its job or its checkpoints waits for it."""
     active = [s.value for s in ACTIVE]
-    rows = session.execute(
-        select(Job.id, Job.status).where(Job.source_job_id == job.id, Job.status.in_(active)).order_by(Job.pk)
-    ).all()
-    return [f"job {job_id} ({status})" for job_id, status in rows]
+    query = select(Job).where(Job.source_job_id == job.id, Job.status.in_(active)).order_by(Job.pk)
+    if checkpoint is not None:
+        query = query.where(Job.source_checkpoint_id == checkpoint.id)
+    described = []
+    for user in session.scalars(query):
+        name, field = continued_from(user.model, user.spec.get("from_checkpoint")) or (user.model, "model")
+        described.append(f"job {user.id} ({user.status}) continues {field} {name}")
+    return described
 
 
 def delete_model(storage: LocalStorage, org_id: str, name: str, param: str) -> None:
@@ -192,9 +209,9 @@ def delete_model(storage: LocalStorage, org_id: str, name: str, param: str) -> N
     Refused (409) while something uses the model or one of its checkpoints."""
     with session_scope() as session:
         job = get_model(session, org_id, name, param)
-        # Before `users` reads: a job being created from this model holds the row for
-        # share (`hold`), so it is either committed and seen, or sees the model gone.
-        session.execute(select(Job.pk).where(Job.id == job.id).with_for_update())
+        # Before `users` reads: a job being created from this model locks the row too
+        # (`hold`), so it is either committed and seen, or sees the model gone.
+        lock_job(session, org_id, job.id)
         in_use = users(session, job)
         if in_use:
             raise Conflict(

@@ -6,19 +6,21 @@ What is refused, and why:
 - a job that has not finished (validating_files, queued, running, paused): its worker
   writes to it; cancel it first. A cancelled job whose worker still holds its lease
   (it stops at its next step) is refused until the worker has let go.
-- a checkpoint that an active job names as `from_checkpoint` (it starts, or starts again
-  after a lost worker, from that adapter), and so a job with such a checkpoint;
+- a checkpoint that an active job continues (`from_checkpoint`, or a fine-tuned model or
+  checkpoint as its `model`: it starts, or starts again after a lost worker, from that
+  adapter), and so a job with such a checkpoint or model (core.fine_tuned_models.users);
+- a succeeded job's final checkpoint: it is its fine-tuned model's adapter, which
+  DELETE /v1/models/{id} deletes (with the job's other checkpoints);
 - the newest checkpoint of an active job: a paused, stopped or lost run resumes from its
   job's newest checkpoint. Older ones are never read again by their job and may go while
   it runs; the job's row is locked meanwhile, as a worker recording (and pruning)
   checkpoints locks it, so the two take turns.
-A job created from a checkpoint at the moment that checkpoint is deleted fails at its
-start with `checkpoint_not_found`, naming it.
+A job created from a checkpoint locks the checkpoint's job row too
+(core.fine_tuned_models.hold), so it either is seen here or finds the checkpoint gone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from pathlib import PurePosixPath
 
 from sqlalchemy import delete, select
@@ -26,28 +28,18 @@ from sqlalchemy.orm import Session
 
 from core.db import session_scope
 from core.errors import Conflict, NotFound
-from core.jobs import lock_job
+from core.fine_tuned_models import users
+from core.jobs import fine_tuned_model_name, lock_job
 from core.models import Checkpoint, File, Job
 from core.states import ACTIVE, TERMINAL
 from core.storage import LocalStorage
 
-ACTIVE_STATES = [s.value for s in ACTIVE]
 
-
-def _refuse_while_started_from(session: Session, org_id: str, checkpoint_ids: Collection[str], what: str) -> None:
-    if not checkpoint_ids:
-        return
-    user = session.execute(
-        select(Job.id, Job.spec["from_checkpoint"].as_string()).where(
-            Job.organization_id == org_id,
-            Job.status.in_(ACTIVE_STATES),
-            Job.spec["from_checkpoint"].as_string().in_(checkpoint_ids),
-        )
-    ).first()
-    if user is not None:
+def _refuse_while_used(session: Session, job: Job, checkpoint: Checkpoint | None, what: str) -> None:
+    in_use = users(session, job, checkpoint)
+    if in_use:
         raise Conflict(
-            f"{what}: active job {user[0]} starts from its checkpoint {user[1]} (from_checkpoint); "
-            "cancel that job or wait until it has finished",
+            f"{what}: active {', '.join(in_use)}; cancel it or wait until it has finished",
             code="checkpoint_in_use",
         )
 
@@ -71,8 +63,7 @@ def delete_job(storage: LocalStorage, org_id: str, job_id: str) -> None:
                 "try again in a few seconds",
                 code="job_still_stopping",
             )
-        checkpoint_ids = session.scalars(select(Checkpoint.id).where(Checkpoint.job_id == job.id)).all()
-        _refuse_while_started_from(session, org_id, checkpoint_ids, f"Job {job_id} cannot be deleted")
+        _refuse_while_used(session, job, None, f"Job {job_id} cannot be deleted")
         results = [File.organization_id == org_id, File.id.in_(job.result_files)]
         result_keys = session.scalars(select(File.storage_key).where(*results)).all()
         session.execute(delete(File).where(*results))
@@ -96,7 +87,14 @@ def delete_checkpoint(storage: LocalStorage, org_id: str, job_id: str, checkpoin
                 "from it after a pause, a stop or a lost worker; delete it once the job has finished",
                 code="checkpoint_in_use",
             )
-        _refuse_while_started_from(session, org_id, [checkpoint.id], f"Checkpoint {checkpoint_id} cannot be deleted")
+        if checkpoint.state_key is None:
+            model = fine_tuned_model_name(job)
+            raise Conflict(
+                f"Checkpoint {checkpoint_id} is the adapter of the fine-tuned model {model}, published at the job's "
+                f"last step: delete the model (DELETE /v1/models/{model}), which takes the job's checkpoints too",
+                code="checkpoint_is_fine_tuned_model",
+            )
+        _refuse_while_used(session, job, checkpoint, f"Checkpoint {checkpoint_id} cannot be deleted")
         session.delete(checkpoint)
     for key in {checkpoint.adapter_key, checkpoint.state_key}:
         storage.delete(str(PurePosixPath(key).parent))

@@ -11,7 +11,7 @@ import secrets
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from core import files, registry
+from core import files, fine_tuned_models, registry
 from core.continued_training import starting_adapter, trained_settings
 from core.db import session_scope
 from core.errors import ActiveJobsQuotaExceeded, Conflict, InvalidRequest
@@ -120,6 +120,7 @@ def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
         model=spec.model,
         base_model=base,
         source_job_id=start.job.id if start else None,
+        source_checkpoint_id=fine_tuned_models.checkpoint_id(session, start) if start else None,
         training_file=spec.training_file,
         validation_file=spec.validation_file,
         status=JobStatus.VALIDATING_FILES.value,

@@ -92,9 +92,11 @@ class Job(Base):
     # The base model the job trains on (a local model's name or a hub id): `model`
     # itself, or the base of the fine-tuned model it names, never a fine-tuned name.
     base_model: Mapped[str] = mapped_column(String(512))
-    # The job whose adapter (final or a checkpoint's) this one starts from, if any: what
-    # deleting that job's fine-tuned model checks for (core.fine_tuned_models.users).
+    # The job whose adapter (final or a checkpoint's) this one starts from, if any, and
+    # that adapter's checkpoint (a final adapter is its job's last checkpoint): what
+    # deleting that model, job or checkpoint checks for (core.fine_tuned_models.users).
     source_job_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    source_checkpoint_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Plain ids, not foreign keys: as with OpenAI, a file may be deleted once no active
     # job uses it, and finished jobs keep naming it.
     training_file: Mapped[str] = mapped_column(String(64), index=True)

@@ -38,7 +38,9 @@ def _result_files(org_id: str) -> ScalarSelect[int]:
 
 def _checkpoints(org_id: str) -> ScalarSelect[int]:
     total = func.coalesce(func.sum(Checkpoint.adapter_bytes + Checkpoint.state_bytes), 0)
-    query = select(total).join(Job, Job.id == Checkpoint.job_id).where(Job.organization_id == org_id)
+    # A final checkpoint (no state) is the published adapter's object, counted there.
+    resumable = Checkpoint.state_key.is_not(None)
+    query = select(total).join(Job, Job.id == Checkpoint.job_id).where(Job.organization_id == org_id, resumable)
     return query.scalar_subquery()
 
 

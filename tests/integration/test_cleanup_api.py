@@ -191,7 +191,8 @@ def test_deleting_a_finished_job_removes_its_rows_and_every_byte_it_stored(
     (tmp_path / "adapter_model.safetensors").write_bytes(b"weights")
     with session_scope() as session:
         job = get_job(session, org_id, job_id)
-    assert publish_success(get_storage(), job, OWNER, attempt, tmp_path, trained_tokens=10)
+    final = {"step": 3, "train_loss": 1.875, "valid_loss": 2.0625}
+    assert publish_success(get_storage(), job, OWNER, attempt, tmp_path, trained_tokens=10, steps=3, metrics=final)
 
     job = client.get(f"/v1/fine_tuning/jobs/{job_id}").json()
     results = {client.get(f"/v1/files/{i}").json()["filename"]: i for i in job["result_files"]}

@@ -26,7 +26,16 @@ from core.models import Artifact, Checkpoint, Job
 from core.specs import JobSpec
 from core.storage import StoredObject, get_storage
 from tests.conftest import OTHER_ORG, TEST_ORG, make_client
-from tests.helpers import all_events, assert_error, stored_checkpoint, succeeded_job, unsent_queued_job
+from tests.helpers import (
+    EXAMPLES,
+    all_events,
+    assert_error,
+    fresh_org,
+    stored_checkpoint,
+    succeeded_job,
+    unsent_queued_job,
+    upload_ok,
+)
 
 JOBS = "/v1/fine_tuning/jobs"
 
@@ -345,3 +354,33 @@ def test_a_model_id_takes_the_whole_path_but_leaves_routes_under_a_model(api_key
         assert "'owner/name'" in error["message"]
         error = assert_error(client.get(f"/v1/models/{name}/merge"), 404, "model_id", "model_not_found")
         assert f"'{name}/merge'" in error["message"]
+
+
+def test_a_models_job_and_checkpoints_are_kept_while_it_is_continued(client_module: TestClient, chat_file: str) -> None:
+    client = client_module
+    job_id, name = succeeded_job(TEST_ORG, chat_file)
+    early = stored_checkpoint(job_id, step=1)
+    [final] = [c["id"] for c in listed_checkpoints(client, job_id) if c["step_number"] == 3]
+    # The final checkpoint is the model's adapter: it goes with the model.
+    url = f"{JOBS}/{job_id}/checkpoints"
+    error = assert_error(client.delete(f"{url}/{final}"), 409, code="checkpoint_is_fine_tuned_model")
+    assert f"DELETE /v1/models/{name}" in error["message"]
+
+    # A job that continues the model holds the model and its job, not the job's other checkpoints.
+    user = unsent_queued_job(TEST_ORG, chat_file, model=name)
+    error = assert_error(client.delete(f"{JOBS}/{job_id}"), 409, code="checkpoint_in_use")
+    assert f"job {user} (queued) continues model {name}" in error["message"]
+    assert client.delete(f"{url}/{early}").status_code == 200
+    client.post(f"{JOBS}/{user}/cancel")
+    assert client.delete(f"{JOBS}/{job_id}").status_code == 200
+    assert_error(client.get(f"/v1/models/{name}"), 404, "model_id", "model_not_found")
+
+
+def test_a_fine_tuned_models_adapter_counts_once_in_the_usage(tiny_model: Path) -> None:
+    org_id, key = fresh_org("models-usage")
+    with make_client(key) as client:
+        file_id = upload_ok(client, (EXAMPLES / "chat.jsonl").read_bytes())
+        job_id, _ = succeeded_job(org_id, file_id)
+        [final] = listed_checkpoints(client, job_id)
+        by_kind = client.get("/v1/organization/usage").json()["storage"]["by_kind"]
+        assert (by_kind["adapters"], by_kind["checkpoints"]) == (final["adapter_bytes"], 0)
