@@ -68,7 +68,7 @@ def test_a_trained_job_publishes_its_curve_for_tensorboard_and_mlflow_and_deleti
 
     # The usage counts the bytes really stored, by kind.
     checkpoints = client.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints").json()["data"]
-    assert [c["step_number"] for c in checkpoints] == [4, 2]
+    assert [c["step_number"] for c in checkpoints] == [6, 4, 2]  # the final one is the adapter artifact's object
     checkpoint_keys, adapter_keys = stored_keys(f"checkpoints/{job_id}"), stored_keys(f"artifacts/{job_id}")
     by_kind = usage(client)["storage"]["by_kind"]
     assert by_kind["checkpoints"] == sum(map(stored_size, checkpoint_keys)) and len(checkpoint_keys) == 4
@@ -76,7 +76,7 @@ def test_a_trained_job_publishes_its_curve_for_tensorboard_and_mlflow_and_deleti
     assert by_kind["result_files"] == sum(stored_size(f"files/{i}") for i in results.values())
     assert by_kind["uploads"] == len(content)
 
-    older = checkpoints[1]["id"]
+    older = checkpoints[2]["id"]
     assert client.delete(f"/v1/fine_tuning/jobs/{job_id}/checkpoints/{older}").status_code == 200
     assert len(stored_keys(f"checkpoints/{job_id}")) == 2
     assert usage(client)["storage"]["by_kind"]["checkpoints"] == sum(
