@@ -14,10 +14,11 @@ from core import fine_tuned_models
 from core.datasets import FileType
 from core.formats import FormatName
 from core.jobs import estimated_finish
-from core.models import Checkpoint, File, Job, JobEvent, JobMetric
+from core.merges import Dtype
+from core.models import Checkpoint, File, Job, JobEvent, JobMetric, Merge, MergeEvent
 from core.registry import ModelRef
 from core.specs import ResolvedHyperparameters, ResolvedMethod, ResolvedQLoRA
-from core.states import JobStatus, Level
+from core.states import JobStatus, Level, MergeStatus
 
 Item = TypeVar("Item", bound=BaseModel)
 
@@ -139,16 +140,21 @@ class FilePreview(_Wire):
 
 
 class ModelObject(_Wire):
-    """A base model that can be fine-tuned (a directory under the models root)."""
+    """A base model that can be fine-tuned: a directory under the models root, or a
+    merged model the organization registered."""
 
     id: str
     object: Literal["model"] = "model"
-    created: int = Field(description="Unix seconds: when the model's directory last changed")
-    owned_by: Literal["local"] = "local"
+    created: int = Field(
+        description="Unix seconds: when the model's directory last changed, or when its merge was registered"
+    )
+    owned_by: str = Field(
+        description="`local`: a base model of the service; else the organization that registered it (a merged model)"
+    )
 
     @classmethod
     def from_ref(cls, ref: ModelRef) -> Self:
-        return cls(id=ref.name, created=ref.created_at)
+        return cls(id=ref.name, created=ref.created_at, owned_by=ref.owned_by)
 
 
 # -- fine-tuning jobs -------------------------------------------------------------------
@@ -409,6 +415,107 @@ class MetricPoint(_Wire):
     @classmethod
     def from_row(cls, m: JobMetric) -> Self:
         return cls.model_validate(m, from_attributes=True)  # the row's columns bear the fields' names
+
+
+# -- merges -----------------------------------------------------------------------------
+
+
+class MergeError(_Wire):
+    """Why a merge failed; the failure's event has the details."""
+
+    code: str = Field(
+        description="e.g. `base_model_not_found`, `adapter_not_found`, `out_of_memory`, `merge_failed`, `worker_lost`"
+    )
+    message: str
+    param: str | None
+
+
+class MergeRuntime(_Wire):
+    """What the worker merged with, recorded once the model is merged."""
+
+    # Open: a newer worker may report more.
+    model_config = ConfigDict(extra="allow")
+
+    device: str = Field(description="e.g. `cuda:0`, `cpu`")
+    dtype: Literal["bfloat16", "float16", "float32"] = Field(description="Of the merged weights")
+
+
+class MergedArchive(_Wire):
+    """The merged model, downloadable at `GET /v1/merges/{merge_id}/content`: one .tar
+    that extracts into one folder (sharded safetensors, config, generation config,
+    tokenizer, chat template, README.md)."""
+
+    filename: str
+    bytes: int
+    sha256: str
+
+
+class MergeObject(_Wire):
+    """A merge operation: an adapter (a fine-tuned model or a checkpoint) merged into its
+    full-precision base model by a worker."""
+
+    id: str
+    object: Literal["model.merge"] = "model.merge"
+    created_at: int = Field(description="Unix seconds")
+    started_at: int | None = Field(description="Unix seconds: when a worker first started it")
+    finished_at: int | None = Field(description="Unix seconds; null until it ends")
+    model: str = Field(description="The fine-tuned model or checkpoint merged")
+    fine_tuning_job_id: str = Field(description="The job that trained the adapter")
+    checkpoint_id: str | None = Field(description="The checkpoint merged; null for the job's final adapter")
+    base_model: str = Field(description="The base model the adapter was merged into")
+    adapter_type: str = Field(description="The adapter's method: `lora` (with DoRA, rsLoRA), `adalora`, `ia3`, ...")
+    dtype: Dtype = Field(description="The dtype asked for")
+    register_as: str | None = Field(
+        description="The organization's base model it is registered as once it succeeded (GET /v1/models)"
+    )
+    status: MergeStatus
+    error: MergeError | None = Field(description="Why the merge failed; null unless it did")
+    runtime: MergeRuntime | None = Field(description="Null until the model is merged")
+    archive: MergedArchive | None = Field(description="The merged model; null until the merge succeeded")
+    attempts: int = Field(description="How many times a worker started it (a lost worker's merge runs again)")
+
+    @classmethod
+    def from_row(cls, m: Merge) -> Self:
+        archive = (
+            {"filename": m.filename, "bytes": m.bytes, "sha256": m.sha256}
+            if m.status == MergeStatus.SUCCEEDED and m.storage_key
+            else None
+        )
+        return cls.model_validate(
+            {
+                "id": m.id,
+                "created_at": m.created_at,
+                "started_at": m.started_at,
+                "finished_at": m.finished_at,
+                "model": m.model,
+                "fine_tuning_job_id": m.job_id,
+                "checkpoint_id": m.checkpoint_id,
+                "base_model": m.base_model,
+                "adapter_type": m.adapter_type,
+                "dtype": m.dtype,
+                "register_as": m.registered_as,
+                "status": m.status,
+                "error": m.error,
+                "runtime": m.runtime,
+                "archive": archive,
+                "attempts": m.attempt,
+            }
+        )
+
+
+class MergeEventObject(_Wire):
+    """One entry of a merge's log."""
+
+    id: str
+    object: Literal["model.merge.event"] = "model.merge.event"
+    created_at: int = Field(description="Unix seconds")
+    level: Level
+    message: str
+    data: dict[str, Any] | None = Field(description="Structured details (timings, a failure's exception)")
+
+    @classmethod
+    def from_row(cls, e: MergeEvent) -> Self:
+        return cls.model_validate(e, from_attributes=True)  # the row's columns bear the fields' names
 
 
 class Health(_Wire):

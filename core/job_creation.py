@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import secrets
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from core import files, registry
+from core import files, registered_models
+from core.auth import take_turn
 from core.checkpoints import find_for_organization
 from core.db import session_scope
 from core.errors import ActiveJobsQuotaExceeded, InvalidRequest
 from core.events import add_event
 from core.ids import new_id
 from core.jobs import count_active, publish
-from core.models import File, Job, Organization
+from core.models import File, Job
 from core.settings import get_settings
 from core.specs import JobSpec, ResolvedQLoRA, ResolvedSpec, check_data_fits_method, resolve, training_examples
 from core.states import JobStatus
@@ -55,9 +55,7 @@ def _checkpoint_settings(session: Session, org_id: str, spec: JobSpec) -> Resolv
 def _check_active_jobs_quota(session: Session, org_id: str) -> None:
     """Creations for one organization take turns from here to their commit (its row is
     locked first), so concurrent creates cannot all count the same active jobs."""
-    # A write, not a SELECT ... FOR UPDATE: it locks the row on Postgres and, on SQLite,
-    # takes the database's write lock before the count is read.
-    session.execute(update(Organization).where(Organization.id == org_id).values(id=Organization.id))
+    take_turn(session, org_id)
     limit = get_settings().max_active_jobs_per_org
     active = count_active(session, org_id)
     if active >= limit:
@@ -75,7 +73,7 @@ def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
     (`submit_job` does both): a message must never name a job that is not yet visible
     to the worker.
     """
-    registry.resolve_model(spec.model)
+    registered_models.resolve_for(session, org_id, spec.model)
     trained = _checkpoint_settings(session, org_id, spec)
     training = files.usable_for_training(session, org_id, spec.training_file, "training_file")
     _check_format(spec, training, "training_file")

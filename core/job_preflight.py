@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from core import files, registry
+from core import files, registered_models, registry
 from core.datasets import DataFile, examples_of
 from core.db import session_scope
 from core.errors import InvalidRequest, ServiceError
@@ -57,6 +57,7 @@ class _Pending:
     training_id: str
     training: DataFile
     sha256: str
+    model_ref: registry.ModelRef
 
 
 def _pending(job_id: str) -> _Pending | None:
@@ -80,13 +81,14 @@ def _pending(job_id: str) -> _Pending | None:
             training.id,
             files.data_file(training),
             training.sha256,
+            registered_models.resolve_for(session, job.organization_id, job.model),
         )
 
 
 def _measure(p: _Pending) -> tuple[dict[str, Any], list[str]]:
     """The statistics of the training data under the model's tokenizer; refuses data
     with nothing left to train on."""
-    model_ref = registry.resolve_model(p.request.model)
+    model_ref = p.model_ref
     max_seq_length = p.request.qlora.training.max_seq_length
     cached, notes = _token_statistics(
         model_ref,

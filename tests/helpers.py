@@ -68,6 +68,44 @@ def unsent_queued_job(org_id: str, training_file: str) -> str:
     return job_id
 
 
+def succeeded_job(org_id: str, training_file: str, model: str = "tiny-llama", **spec: Any) -> str:
+    """A job that succeeded as a worker would leave it (its fine-tuned model name and an
+    adapter artifact whose stored bytes are no adapter), never sent to a queue; returns
+    its fine-tuned model name."""
+    from sqlalchemy import update
+
+    from core import artifacts
+    from core.db import session_scope
+    from core.job_creation import create_job
+    from core.jobs import fine_tuned_model_name
+    from core.models import Job
+    from core.specs import JobSpec
+    from core.states import JobStatus
+    from core.storage import StoredObject, get_storage
+
+    with session_scope() as session:
+        job = create_job(session, org_id, JobSpec(model=model, training_file=training_file, **spec))
+        name = fine_tuned_model_name(job)
+        key = f"artifacts/{job.id}/attempt-1/adapter.tar.gz"
+        with get_storage().writer(key) as out:
+            out.write(b"not an adapter")
+        session.execute(
+            update(Job).where(Job.id == job.id).values(status=JobStatus.SUCCEEDED.value, fine_tuned_model=name)
+        )
+        artifacts.record_artifact(session, job.id, artifacts.ADAPTER, "adapter.tar.gz", StoredObject(key, 14, "0" * 64))
+    return name
+
+
+def unsent_merge(org_id: str, model: str, register_as: str | None = None) -> str:
+    """A queued merge of the organization's fine-tuned model or checkpoint that no broker
+    message names (so no worker takes it); returns its id."""
+    from core.db import session_scope
+    from core.merges import MergeRequest, create_merge
+
+    with session_scope() as session:
+        return create_merge(session, org_id, model, MergeRequest(register_as=register_as)).id
+
+
 def without_chat_template(model: Path, target: Path) -> Path:
     """A copy of the model without its chat template: it gets the default (ChatML),
     which renders no tools."""

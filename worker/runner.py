@@ -14,7 +14,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from core import files, jobs, leases, registry
+from core import files, jobs, leases, registered_models
 from core.datasets import DataFile
 from core.db import session_scope
 from core.errors import NotFound
@@ -71,7 +71,7 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
     try:
         # Imported here so that a failure to import the stack also ends the job cleanly.
         from worker.checkpoint_storage import fetch_adapter, restore_state
-        from worker.model_download import fetch_hub_model
+        from worker.model_download import fetch_model
         from worker.publish import publish_success
         from worker.training.recipe import JobData, Recipe
         from worker.training.runtime import pick_runtime
@@ -98,7 +98,9 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
             _data_file(job, job.training_file, "training_file"),
             _data_file(job, validation, "validation_file") if validation else None,
         )
-        model = fetch_hub_model(registry.resolve_model(spec.model), reporter)
+        with session_scope() as session:
+            base = registered_models.resolve_for(session, job.organization_id, spec.model)
+        model = fetch_model(base, reporter)
         interval = get_settings().checkpoint_interval_seconds
         recipe = Recipe(spec, model, data, workdir, runtime, reporter, resume_from, initial_adapter, interval)
         result = recipe.run()

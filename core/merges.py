@@ -1,0 +1,201 @@
+"""Merge operations, as users see them: `POST /v1/models/{model}/merge` checks what is
+cheap (the adapter exists, succeeded and can merge; its base model is still there; the
+name to register is free), stores the merge `queued` and sends it to the training queue
+once committed. A training worker runs it (worker.merge_runner; core.merge_runs has its
+side of the record). Reads, events and cancel are here too, scoped by organization."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from core import fine_tuned_models, registered_models, registry
+from core.auth import take_turn
+from core.db import session_scope
+from core.errors import Conflict, InvalidRequest, NotFound
+from core.ids import new_id
+from core.merge_runs import add_merge_event, move, publish
+from core.models import Merge, MergeEvent
+from core.paging import page
+from core.specs import PROMPT_LEARNING, ResolvedSpec
+from core.states import MergeStatus
+from core.storage import StoredObject
+
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+
+
+class MergeRequest(BaseModel):
+    """The body of `POST /v1/models/{model}/merge` (every field optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    register_as: Annotated[str, StringConstraints(pattern=registry.LOCAL_NAME.pattern, max_length=128)] | None = Field(
+        default=None,
+        description="Register the merged model under this name as a base model of the organization (listed by "
+        "GET /v1/models, usable as a job's `model`); letters, digits, `_`, `.` and `-`",
+    )
+    dtype: Dtype = Field(
+        default="auto",
+        description="The merged weights' dtype; `auto`: bfloat16 on a GPU worker, the base model's own dtype on "
+        "a CPU worker",
+    )
+
+
+def _no_such_merge(merge_id: str) -> NotFound:
+    return NotFound(f"No merge with id {merge_id!r}", param="merge_id")
+
+
+def get_merge(session: Session, org_id: str, merge_id: str) -> Merge:
+    merge = session.scalar(select(Merge).where(Merge.id == merge_id, Merge.organization_id == org_id))
+    if merge is None:
+        raise _no_such_merge(merge_id)
+    return merge
+
+
+def list_merges(session: Session, org_id: str, after: str | None, limit: int) -> tuple[list[Merge], bool]:
+    """The organization's merges, newest first."""
+    return page(session, select(Merge).where(Merge.organization_id == org_id), Merge, after, limit)
+
+
+def list_events(
+    session: Session, org_id: str, merge_id: str, after: str | None, limit: int
+) -> tuple[list[MergeEvent], bool]:
+    """The merge's log, newest first; 404 for a merge that is not the organization's."""
+    of_org = exists().where(Merge.id == merge_id, Merge.organization_id == org_id)
+    rows, has_more = page(
+        session, select(MergeEvent).where(MergeEvent.merge_id == merge_id, of_org), MergeEvent, after, limit
+    )
+    if not rows:  # an empty page, or a merge that is not the organization's
+        get_merge(session, org_id, merge_id)
+    return rows, has_more
+
+
+def _check_mergeable(name: str, adapter_type: str) -> None:
+    if adapter_type in PROMPT_LEARNING:
+        raise Conflict(
+            f"{name} is a {adapter_type} adapter, which cannot be merged: prompt-learning adapters train virtual "
+            "tokens (or key/value prefixes) put before the input, not changes to the model's weights, so there is "
+            "nothing to merge into them; serve it as an adapter with PEFT (download it from its job)",
+            param="model",
+            code="adapter_not_mergeable",
+        )
+
+
+def base_of(session: Session, org_id: str, name: str, base_model: str) -> registry.ModelRef:
+    """The base model the adapter `name` applies to: at creation, and again in the worker
+    (it may have been removed meanwhile)."""
+    try:
+        return registered_models.resolve_for(session, org_id, base_model)
+    except InvalidRequest as missing:
+        raise Conflict(
+            f"Cannot merge {name}: its base model {base_model!r} is no longer present on this service "
+            f"({missing.message})",
+            param="model",
+            code="base_model_not_found",
+        ) from None
+
+
+def _check_name_free(session: Session, org_id: str, name: str) -> None:
+    """A registered name must name one model for the organization: not a fine-tuned
+    model's, not the service's own base model's, not another merge's (one that
+    succeeded or may still succeed). The caller holds the organization's turn."""
+    if fine_tuned_models.is_fine_tuned_name(name):
+        raise InvalidRequest(
+            f"register_as: {name!r} looks like a fine-tuned model or checkpoint name (ft:..., ftckpt-...); choose "
+            "another name",
+            param="register_as",
+            code="invalid_model_name",
+        )
+    if name in {m.name for m in registry.list_models()}:
+        raise Conflict(
+            f"register_as: {name!r} is a base model of the service", param="register_as", code="model_exists"
+        )
+    taken = session.scalar(
+        select(Merge).where(
+            Merge.organization_id == org_id,
+            Merge.registered_as == name,
+            Merge.status.in_([MergeStatus.QUEUED.value, MergeStatus.RUNNING.value, MergeStatus.SUCCEEDED.value]),
+        )
+    )
+    if taken is not None:
+        raise Conflict(
+            f"register_as: {name!r} is already the name of the organization's model of merge {taken.id} "
+            f"({taken.status})",
+            param="register_as",
+            code="model_exists",
+        )
+
+
+def create_merge(session: Session, org_id: str, name: str, request: MergeRequest) -> Merge:
+    """Check the merge and store it `queued` (the caller commits, then publishes it:
+    `submit_merge`). 404: no such model of the organization; 409: its job has not
+    succeeded, its adapter cannot merge, its base is gone, or the name is taken."""
+    adapter = fine_tuned_models.find(session, org_id, name, "model")
+    adapter_type = ResolvedSpec.model_validate(adapter.job.spec).qlora.adapter.type
+    _check_mergeable(adapter.name, adapter_type)
+    base = base_of(session, org_id, adapter.name, adapter.base_model)
+    if request.register_as is not None:
+        take_turn(session, org_id)
+        _check_name_free(session, org_id, request.register_as)
+    merge = Merge(
+        id=new_id("ftmerge"),
+        organization_id=org_id,
+        model=adapter.name,
+        job_id=adapter.job.id,
+        checkpoint_id=adapter.checkpoint.id if adapter.checkpoint else None,
+        adapter_key=adapter.adapter_key,
+        adapter_type=adapter_type,
+        base_model=base.name,
+        dtype=request.dtype,
+        registered_as=request.register_as,
+        status=MergeStatus.QUEUED.value,
+    )
+    session.add(merge)
+    session.flush()
+    registering = f"; to be registered as {request.register_as!r}" if request.register_as else ""
+    add_merge_event(session, merge.id, f"Merge of {adapter.name} ({adapter_type}) into {base.name} queued{registering}")
+    session.refresh(merge)
+    return merge
+
+
+def submit_merge(org_id: str, name: str, request: MergeRequest) -> Merge:
+    """Create and commit the merge, then send it to the training queue; a merge whose
+    message could not be sent waits `queued` and the maintenance loop sends it later."""
+    with session_scope() as session:
+        merge = create_merge(session, org_id, name, request)
+    if not publish(merge.id):
+        with session_scope() as session:
+            add_merge_event(
+                session,
+                merge.id,
+                "The queue broker could not be reached; the merge is sent again when it is back",
+                level="warn",
+            )
+    return merge
+
+
+def cancel_merge(session: Session, org_id: str, merge_id: str) -> Merge:
+    """A queued merge is cancelled at once; a running one too, and its worker's result
+    is discarded (its publication is conditioned on the merge still running)."""
+    merge = get_merge(session, org_id, merge_id)
+    if not move(session, merge.id, MergeStatus.CANCELLED, message="Merge cancelled by the user"):
+        session.refresh(merge)
+        raise Conflict(f"Merge {merge_id} is already {merge.status}", code="merge_not_cancellable")
+    session.refresh(merge)
+    return merge
+
+
+def merged_archive(session: Session, org_id: str, merge_id: str) -> tuple[str, StoredObject]:
+    """A succeeded merge's archive: its file name and stored object."""
+    merge = get_merge(session, org_id, merge_id)
+    key, size, sha256, filename = merge.storage_key, merge.bytes, merge.sha256, merge.filename
+    if merge.status != MergeStatus.SUCCEEDED or key is None or size is None or sha256 is None or filename is None:
+        raise Conflict(
+            f"Merge {merge_id} is {merge.status}; its merged model can be downloaded once it succeeded",
+            param="merge_id",
+            code="merge_not_succeeded",
+        )
+    return filename, StoredObject(key, size, sha256)
