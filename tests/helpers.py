@@ -194,10 +194,13 @@ def assert_error(response: Any, status: int, param: str | None = None, code: str
     return error
 
 
-def wait_for(client: TestClient, job_id: str, statuses: set[str], timeout: float = 240) -> dict[str, Any]:
+def wait_for(
+    client: TestClient, job_id: str, statuses: set[str], timeout: float = 240, collection: str = "/v1/fine_tuning/jobs"
+) -> dict[str, Any]:
+    """Until the job (or the object of `collection`, such as /v1/merges) is in `statuses`."""
     deadline = time.monotonic() + timeout
     while True:
-        job = client.get(f"/v1/fine_tuning/jobs/{job_id}").json()
+        job = client.get(f"{collection}/{job_id}").json()
         if job["status"] in statuses:
             return job
         assert job["status"] not in TERMINAL, f"job ended as {job['status']}: {job['error']}"
@@ -205,13 +208,13 @@ def wait_for(client: TestClient, job_id: str, statuses: set[str], timeout: float
         time.sleep(0.2)
 
 
-def all_events(client: TestClient, job_id: str) -> list[dict[str, Any]]:
-    """Every event of a job, oldest first, following the cursor."""
+def all_events(client: TestClient, job_id: str, collection: str = "/v1/fine_tuning/jobs") -> list[dict[str, Any]]:
+    """Every event of a job (or of the object of `collection`), oldest first, following the cursor."""
     events: list[dict[str, Any]] = []
     after = None
     while True:
         params = {"limit": 100} | ({"after": after} if after else {})
-        page = client.get(f"/v1/fine_tuning/jobs/{job_id}/events", params=params).json()
+        page = client.get(f"{collection}/{job_id}/events", params=params).json()
         events.extend(page["data"])
         if not page["has_more"]:
             return events[::-1]
