@@ -14,7 +14,7 @@ from core import fine_tuned_models
 from core.datasets import FileType
 from core.formats import FormatName
 from core.jobs import estimated_finish
-from core.merges import Dtype
+from core.merges import BaseWeights, Dtype
 from core.models import Checkpoint, File, Job, JobEvent, JobMetric, Merge, MergeEvent
 from core.registry import ModelRef
 from core.specs import ResolvedHyperparameters, ResolvedMethod, ResolvedQLoRA
@@ -465,6 +465,10 @@ class MergeObject(_Wire):
     base_model: str = Field(description="The base model the adapter was merged into")
     adapter_type: str = Field(description="The adapter's method: `lora` (with DoRA, rsLoRA), `adalora`, `ia3`, ...")
     dtype: Dtype = Field(description="The dtype asked for")
+    base_weights: BaseWeights = Field(
+        description="`original`: merged into the base's own weights; `dequantized`: into the 4-bit weights the "
+        "adapter was trained against, dequantized"
+    )
     register_as: str | None = Field(
         description="The organization's base model it is registered as once it succeeded (GET /v1/models)"
     )
@@ -493,6 +497,7 @@ class MergeObject(_Wire):
                 "base_model": m.base_model,
                 "adapter_type": m.adapter_type,
                 "dtype": m.dtype,
+                "base_weights": m.base_weights,
                 "register_as": m.registered_as,
                 "status": m.status,
                 "error": m.error,

@@ -18,13 +18,14 @@ from core.db import session_scope
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.ids import new_id
 from core.merge_runs import add_merge_event, move, publish
-from core.models import Merge, MergeEvent
+from core.models import Job, Merge, MergeEvent
 from core.paging import page
-from core.specs import PROMPT_LEARNING, ResolvedSpec
+from core.specs import PROMPT_LEARNING, Quantization, ResolvedSpec
 from core.states import MergeStatus
 from core.storage import StoredObject
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+BaseWeights = Literal["original", "dequantized"]
 
 
 class MergeRequest(BaseModel):
@@ -41,6 +42,12 @@ class MergeRequest(BaseModel):
         default="auto",
         description="The merged weights' dtype; `auto`: bfloat16 on a GPU worker, the base model's own dtype on "
         "a CPU worker",
+    )
+    base_weights: BaseWeights = Field(
+        default="original",
+        description="`original`: merge into the base model's own weights (in full precision); `dequantized`: into "
+        "the 4-bit weights the QLoRA adapter was trained against, dequantized, so the merged model computes what "
+        'the trained 4-bit model did (README, "The QLoRA merge gap")',
     )
 
 
@@ -129,13 +136,25 @@ def _check_name_free(session: Session, org_id: str, name: str) -> None:
         )
 
 
+def _check_quantized(spec: ResolvedSpec, request: MergeRequest) -> None:
+    if request.base_weights == "dequantized" and spec.qlora.quantization is None:
+        raise InvalidRequest(
+            f"base_weights: 'dequantized' merges into the 4-bit weights an adapter was trained against, but this "
+            f"{spec.qlora.adapter.type} adapter was trained on the unquantized base; use 'original'",
+            param="base_weights",
+            code="adapter_not_quantized",
+        )
+
+
 def create_merge(session: Session, org_id: str, name: str, request: MergeRequest) -> Merge:
     """Check the merge and store it `queued` (the caller commits, then publishes it:
     `submit_merge`). 404: no such model of the organization; 409: its job has not
     succeeded, its adapter cannot merge, its base is gone, or the name is taken."""
     adapter = fine_tuned_models.find(session, org_id, name, "model")
-    adapter_type = ResolvedSpec.model_validate(adapter.job.spec).qlora.adapter.type
+    spec = ResolvedSpec.model_validate(adapter.job.spec)
+    adapter_type = spec.qlora.adapter.type
     _check_mergeable(adapter.name, adapter_type)
+    _check_quantized(spec, request)
     base = base_of(session, org_id, adapter.name, adapter.base_model)
     if request.register_as is not None:
         take_turn(session, org_id)
@@ -150,6 +169,7 @@ def create_merge(session: Session, org_id: str, name: str, request: MergeRequest
         adapter_type=adapter_type,
         base_model=base.name,
         dtype=request.dtype,
+        base_weights=request.base_weights,
         registered_as=request.register_as,
         status=MergeStatus.QUEUED.value,
     )
@@ -159,6 +179,15 @@ def create_merge(session: Session, org_id: str, name: str, request: MergeRequest
     add_merge_event(session, merge.id, f"Merge of {adapter.name} ({adapter_type}) into {base.name} queued{registering}")
     session.refresh(merge)
     return merge
+
+
+def dequantize_from(session: Session, merge: Merge) -> Quantization | None:
+    """The quantization the adapter was trained on, when the merge goes into the
+    dequantized 4-bit weights; None when it goes into the base's own weights."""
+    if merge.base_weights != "dequantized":
+        return None
+    spec = session.scalar(select(Job.spec).where(Job.id == merge.job_id))
+    return ResolvedSpec.model_validate(spec).qlora.quantization
 
 
 def submit_merge(org_id: str, name: str, request: MergeRequest) -> Merge:

@@ -260,8 +260,11 @@ class Merge(Base):
     adapter_key: Mapped[str] = mapped_column(String(255))
     adapter_type: Mapped[str] = mapped_column(String(32))
     base_model: Mapped[str] = mapped_column(String(255))
-    # The dtype asked for ("auto": bf16 on GPUs, the base's own on CPUs).
+    # The dtype asked for ("auto": bf16 on GPUs, the base's own on CPUs), and the base
+    # weights merged into: "original", or "dequantized" (the 4-bit weights a QLoRA
+    # adapter was trained against).
     dtype: Mapped[str] = mapped_column(String(16))
+    base_weights: Mapped[str] = mapped_column(String(16))
     # The base model name it is registered as for the organization, once it succeeded.
     registered_as: Mapped[str | None] = mapped_column(String(128), nullable=True)
     status: Mapped[str] = mapped_column(String(16), index=True)

@@ -122,11 +122,13 @@ def _run(merge: Merge, owner: str, heartbeat: Heartbeat, workdir: Path, shutdown
 
         with session_scope() as session:
             base = merges.base_of(session, merge.organization_id, merge.model, merge.base_model)
+            quantization = merges.dequantize_from(session, merge)
         base = fetch_model(base, events)
         adapter = _fetch_adapter(merge, workdir)
         between_phases()
         device = default_device()
-        events.event(f"Merging {merge.model} into {base.name} on {device}")
+        weights = "its 4-bit weights, dequantized" if quantization else "its own weights"
+        events.event(f"Merging {merge.model} into {base.name} ({weights}) on {device}")
         folder = merge.registered_as or merge.id
         result = merge_adapter(
             base.source,
@@ -135,6 +137,7 @@ def _run(merge: Merge, owner: str, heartbeat: Heartbeat, workdir: Path, shutdown
             dtype=merge.dtype,
             device=device,
             max_shard_size=get_settings().merge_max_shard_size,
+            dequantize_from=quantization,
         )
         with session_scope() as session:
             merge_runs.record_runtime(session, merge.id, {"device": device, "dtype": result.dtype})

@@ -5,6 +5,11 @@ rounding would swallow most of the update), the adapter applied with peft and fo
 into the weights (`merge_and_unload`), saved as sharded safetensors with the tokenizer
 and chat template the adapter was trained with and the base's generation config.
 
+The base's weights are its own by default. With `dequantize_from` (the quantization a
+QLoRA adapter was trained on), they are the 4-bit weights the adapter was trained
+against, dequantized to full precision: the merged model then computes what the
+trained 4-bit model did (bench/merge_gap.py measures both).
+
 LoRA (with DoRA or rsLoRA), AdaLoRA, IA3, LoHa and LoKr merge; prompt-learning adapters
 (prompt, prefix, P-tuning, multitask prompt tuning) change no weight and cannot."""
 
@@ -17,8 +22,9 @@ from typing import Any
 
 import torch
 from peft import PeftConfig, PeftModel
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 
+from core.specs import Quantization
 from worker.training.runtime import DTYPES
 
 WEIGHTS = "*.safetensors"
@@ -61,14 +67,32 @@ def merge_dtype(asked: str, device: str, base_config: Any) -> str:
     return name if name in DTYPES else "float32"
 
 
-def load_full_precision(base: str | Path, dtype: str, device: str) -> PreTrainedModel:
+def load_full_precision(
+    base: str | Path, dtype: str, device: str, dequantize_from: Quantization | None = None
+) -> PreTrainedModel:
+    """The base in `dtype`: its own weights, or (`dequantize_from`) those weights
+    quantized to 4 bits as training quantized them, then dequantized."""
+    quantization = (
+        None
+        if dequantize_from is None
+        else BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=dequantize_from.quant_type,
+            bnb_4bit_use_double_quant=dequantize_from.double_quant,
+            bnb_4bit_compute_dtype=DTYPES[dtype],
+        )
+    )
     model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
         str(base),
         dtype=DTYPES[dtype],
+        quantization_config=quantization,
         device_map={"": device},
         use_safetensors=True,
         trust_remote_code=False,
     )
+    if quantization is not None:
+        dequantized: PreTrainedModel = model.dequantize(dtype=DTYPES[dtype])
+        return dequantized
     return model
 
 
@@ -95,6 +119,7 @@ def merge_adapter(
     dtype: str = "auto",
     device: str | None = None,
     max_shard_size: str = "5GB",
+    dequantize_from: Quantization | None = None,
 ) -> MergeResult:
     """Merge the PEFT adapter directory `adapter` into the model directory `base` and
     write the merged model to `output` (created)."""
@@ -103,7 +128,7 @@ def merge_adapter(
     chosen = merge_dtype(dtype, device, AutoConfig.from_pretrained(str(base), trust_remote_code=False))
     result = MergeResult(output, device, chosen)
     started = time.monotonic()
-    peft_model = PeftModel.from_pretrained(load_full_precision(base, chosen, device), str(adapter))
+    peft_model = PeftModel.from_pretrained(load_full_precision(base, chosen, device, dequantize_from), str(adapter))
     loaded = time.monotonic()
     # safe_merge: each merged weight is checked for NaNs before it replaces the original.
     merged = peft_model.merge_and_unload(safe_merge=True)

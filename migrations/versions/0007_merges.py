@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("adapter_type", sa.String(32), nullable=False),
         sa.Column("base_model", sa.String(255), nullable=False),
         sa.Column("dtype", sa.String(16), nullable=False),
+        sa.Column("base_weights", sa.String(16), nullable=False),
         sa.Column("registered_as", sa.String(128), nullable=True),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("error", sa.JSON(), nullable=True),

@@ -15,6 +15,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from core.settings import get_settings
 from tests.conftest import OTHER_ORG, make_client
 from tests.helpers import EXAMPLES, all_events, assert_error, upload_ok, wait_for
 
@@ -106,9 +107,20 @@ def test_merge_download_load_register_and_fine_tune_again(  # type: ignore[no-un
     )
     assert error["code"] == "model_exists"
 
+    # Merged into the 4-bit weights it was trained against, dequantized: a model of its own.
+    dequantized = merged(client, job["fine_tuned_model"], base_weights="dequantized")
+    assert dequantized["base_weights"] == "dequantized" and dequantized["register_as"] is None
+    messages = [e["message"] for e in all_events(client, dequantized["id"], MERGES)]
+    assert any("into tiny-llama (its 4-bit weights, dequantized)" in m for m in messages)
+    assert dequantized["archive"]["sha256"] != merge["archive"]["sha256"]
+
     # Fine-tuned again (the pre-flight and training workers extract it from storage), and merged onto it.
     second = train(client, "tiny-merged", training)
     assert any("Extracting the registered model tiny-merged" in e["message"] for e in all_events(client, second["id"]))
     assert second["statistics"]["examples"] > 0
+    cache = get_settings().model_cache_root
+    tokenizer_only = cache / f"{merge['id']}.tokenizer"  # the pre-flight's: no weights
+    assert (tokenizer_only / "tokenizer.json").is_file() and not list(tokenizer_only.glob("*.safetensors"))
+    assert (cache / merge["id"] / "model.safetensors").is_file()  # the training worker's: the whole model
     again = merged(client, second["fine_tuned_model"])
     assert again["base_model"] == "tiny-merged" and again["archive"]["filename"] == f"{again['id']}.tar"

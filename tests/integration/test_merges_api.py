@@ -42,6 +42,7 @@ def test_a_fine_tuned_model_name_routes_to_its_merge(client_module: TestClient, 
     assert body["object"] == "model.merge" and body["status"] == "queued"
     assert (body["model"], body["fine_tuning_job_id"], body["checkpoint_id"]) == (model_name, job_id, None)
     assert (body["base_model"], body["adapter_type"], body["dtype"]) == ("tiny-llama", "lora", "auto")
+    assert body["base_weights"] == "original"
     assert body["archive"] is None and body["error"] is None and body["register_as"] is None
     # Names with colons, and a hub base model's slash, reach the merge route (its 404, not the router's).
     for missing in ("ft:tiny-llama:org-test:ftjob-missing", "ft:owner/name:org-test:ftjob-missing"):
@@ -75,6 +76,11 @@ def test_what_cannot_merge_is_409_with_the_reason(client_module: TestClient, cha
     error = assert_error(merge(client_module, prompt), 409, param="model", code="adapter_not_mergeable")
     assert "prompt_tuning" in error["message"] and "virtual tokens" in error["message"]
 
+    unquantized = succeeded_job(TEST_ORG, chat_file, qlora={"adapter": {"type": "loha"}})
+    assert merge(client_module, unquantized).json()["adapter_type"] == "loha"
+    error = assert_error(merge(client_module, unquantized, base_weights="dequantized"), 400, param="base_weights")
+    assert error["code"] == "adapter_not_quantized" and "unquantized base" in error["message"]
+
     gone = tiny_model.parent / "tiny-llama-gone"
     shutil.copytree(tiny_model, gone)
     orphan = succeeded_job(TEST_ORG, chat_file, model=gone.name)
@@ -101,6 +107,7 @@ def test_another_organizations_model_and_merges_are_404(
         ({"register_as": "ft:x"}, "register_as"),
         ({"register_as": ""}, "register_as"),
         ({"registerAs": "x"}, "registerAs"),
+        ({"base_weights": "quantized"}, "base_weights"),
     ],
 )
 def test_a_bad_body_is_400_naming_the_field(

@@ -16,8 +16,9 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+from core.specs import Quantization
 from tests.helpers import EXAMPLES
-from worker.merging import AdapterNotMergeable, merge_adapter
+from worker.merging import AdapterNotMergeable, load_full_precision, merge_adapter
 from worker.training.__main__ import main as train_recipe
 
 pytestmark = pytest.mark.slow
@@ -92,6 +93,24 @@ def test_the_merged_model_computes_what_the_base_with_its_adapter_does(
     if method in MERGES_INTO_4BIT:  # merging into the 4-bit model would fail
         into_4_bits = PeftModel.from_pretrained(in_4_bits(tiny_model), adapter).merge_and_unload()
         assert largest_difference(logits(into_4_bits), unmerged) > ADAPTER_EFFECT
+
+
+def test_a_merge_into_the_dequantized_base_computes_what_the_trained_4_bit_model_does(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    adapter = trained(tiny_model, tmp_path / "adapter", {})
+    quantization = Quantization()  # the job's: NF4, double quantization
+    merge_adapter(tiny_model, adapter, tmp_path / "dequantized", dequantize_from=quantization)
+    merge_adapter(tiny_model, adapter, tmp_path / "original")
+    dequantized_base = load_full_precision(tiny_model, "float32", "cpu", quantization)
+    unmerged = logits(PeftModel.from_pretrained(dequantized_base, adapter).eval())
+    merged = logits(AutoModelForCausalLM.from_pretrained(tmp_path / "dequantized"))
+    assert largest_difference(merged, unmerged) <= TOLERANCE  # the merge itself is exact
+
+    # Much closer to the model the adapter was trained on than the merge into the original weights.
+    as_trained = logits(PeftModel.from_pretrained(in_4_bits(tiny_model), adapter).eval())
+    original = logits(AutoModelForCausalLM.from_pretrained(tmp_path / "original"))
+    assert float((merged - as_trained).abs().mean()) < float((original - as_trained).abs().mean()) / 5
 
 
 def test_a_merge_in_another_dtype_has_weights_in_it(tiny_model: Path, tmp_path: Path) -> None:
