@@ -49,6 +49,11 @@ def test_readme_walkthrough_on_the_embedded_service(tmp_path: Path) -> None:
         assert f"x-artifact-sha256: {digest}" in out.lower()
         assert (tmp_path / "var" / "ftsvc.db").exists() and (tmp_path / "var" / "broker.db").exists()
         assert (tmp_path / "var" / "models" / "tiny-llama" / "model.safetensors").exists()
+        # The merged model: a second "succeeded" (the merge's), one folder with its weights and tokenizer.
+        assert out.count("\nsucceeded\n") == 2
+        merged = re.findall(r"^(ftmerge-[\w-]+)/(\S+)$", out, re.M)
+        assert len({folder for folder, _ in merged}) == 1
+        assert {"model.safetensors", "config.json", "tokenizer.json"} <= {name for _, name in merged}
     finally:
         server.send_signal(signal.SIGINT)
         try:
