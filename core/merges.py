@@ -51,14 +51,10 @@ class MergeRequest(BaseModel):
     )
 
 
-def _no_such_merge(merge_id: str) -> NotFound:
-    return NotFound(f"No merge with id {merge_id!r}", param="merge_id")
-
-
 def get_merge(session: Session, org_id: str, merge_id: str) -> Merge:
     merge = session.scalar(select(Merge).where(Merge.id == merge_id, Merge.organization_id == org_id))
     if merge is None:
-        raise _no_such_merge(merge_id)
+        raise NotFound(f"No merge with id {merge_id!r}", param="merge_id")
     return merge
 
 
