@@ -8,10 +8,12 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from api import idempotent_requests, streams
+from api.charts import MetricsChart
 from api.deps import METADATA, Limit, MetadataFilter, OrgDep, ReadSessionDep, SessionDep
 from api.openapi import ModelRoute, streamed
 from api.schemas import CheckpointObject, JobEventObject, JobObject, ListPage, MetricPoint
 from core import artifacts, checkpoints, events, job_creation, jobs
+from core.db import read_scope
 from core.events import Split
 from core.idempotency import fingerprint
 from core.models import Artifact, Checkpoint, Job
@@ -175,6 +177,20 @@ def list_metrics(
     if not points:  # none yet, or a job that is not the organization's
         jobs.get_job(session, org, fine_tuning_job_id)
     return ListPage[MetricPoint].of([MetricPoint.from_row(m) for m in points], False)
+
+
+@router.get(
+    "/{fine_tuning_job_id}/metrics.png",
+    response_class=Response,
+    responses=streamed("image/png", "Training and validation loss by step, and the learning rate, as a PNG"),
+)
+def metrics_chart(fine_tuning_job_id: str, org: OrgDep) -> Response:
+    """The curves of `/metrics` as a picture (900 × 550); a job without metrics yet gets
+    empty axes that say so."""
+    with read_scope() as session:
+        job = jobs.get_job(session, org, fine_tuning_job_id)
+        chart = MetricsChart.of(job, events.metrics_for(session, job.id))
+    return Response(chart.png(), media_type="image/png", headers={"Cache-Control": "no-cache"})
 
 
 @router.get(
