@@ -2,12 +2,13 @@
 
 Each round, in its own transactions:
 - the reaper requeues (or fails) jobs and merges whose worker stopped renewing its lease;
-- the reconciler sends again every waiting job (pre-flight or training) and queued merge whose message never reached
-  the broker
-  (broker down at submission, a requeue by the reaper) or was lost with the broker's
-  data; duplicates are harmless, a worker drops a message for a job that is not queued;
+- the reconciler sends again every waiting job (pre-flight or training) and queued merge
+  whose message never reached the broker (broker down at submission, a requeue by the
+  reaper) or was lost with the broker's data; duplicates are harmless, a worker drops a
+  message for a job or merge that is not queued;
 - expired Idempotency-Keys and old previews are forgotten;
-- temporary objects left by a process that died mid-upload are removed.
+- temporary objects left by a process that died mid-upload are removed;
+- rejected uploads past their retention are deleted, rows and bytes.
 
 Every step is a conditional UPDATE or idempotent, so any number of API processes (or
 `ftsvc maintain` processes) may run the loop at once.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from core import idempotency, jobs, leases, merge_runs, previews
+from core import files, idempotency, jobs, leases, merge_runs, previews
 from core.db import session_scope
 from core.queue import broker_lost_messages, remember_broker
 from core.settings import get_settings
@@ -53,7 +54,10 @@ def run_once() -> None:
     with session_scope() as session:
         idempotency.forget_expired(session)
         previews.forget_old(session, PREVIEW_MAX_AGE_SECONDS)
-    get_storage().remove_stale_temporaries(settings.orphan_grace_seconds)
+    storage = get_storage()
+    storage.remove_stale_temporaries(settings.orphan_grace_seconds)
+    if removed := files.remove_expired_rejected(storage):
+        log.info("removed %d rejected uploads past their retention", removed)
 
 
 def run_forever(stop: threading.Event, interval: float) -> None:

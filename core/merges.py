@@ -21,10 +21,13 @@ from core.merge_runs import add_merge_event, move, publish
 from core.models import Job, Merge, MergeEvent
 from core.paging import page
 from core.specs import PROMPT_LEARNING, Quantization, ResolvedSpec
-from core.states import MergeStatus
-from core.storage import StoredObject
+from core.states import ACTIVE, MERGE_TERMINAL, MergeStatus
+from core.storage import LocalStorage, StoredObject
+from core.usage import check_room_for_outputs
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+ACTIVE_JOBS = [s.value for s in ACTIVE]
+ACTIVE_MERGES = [MergeStatus.QUEUED.value, MergeStatus.RUNNING.value]
 BaseWeights = Literal["original", "dequantized"]
 
 
@@ -120,7 +123,7 @@ def _check_name_free(session: Session, org_id: str, name: str) -> None:
         select(Merge).where(
             Merge.organization_id == org_id,
             Merge.registered_as == name,
-            Merge.status.in_([MergeStatus.QUEUED.value, MergeStatus.RUNNING.value, MergeStatus.SUCCEEDED.value]),
+            Merge.status.in_([*ACTIVE_MERGES, MergeStatus.SUCCEEDED.value]),
         )
     )
     if taken is not None:
@@ -142,6 +145,20 @@ def _check_quantized(spec: ResolvedSpec, request: MergeRequest) -> None:
         )
 
 
+def refuse_while_merging(session: Session, job_id: str, what: str, checkpoint_id: str | None = None) -> None:
+    """A job's adapters (or one checkpoint's) stay while a queued or running merge is to
+    read them (job and checkpoint deletion call this)."""
+    stmt = select(Merge.id).where(Merge.job_id == job_id, Merge.status.in_(ACTIVE_MERGES))
+    if checkpoint_id is not None:
+        stmt = stmt.where(Merge.checkpoint_id == checkpoint_id)
+    merge_id = session.scalar(stmt.limit(1))
+    if merge_id is not None:
+        raise Conflict(
+            f"{what}: merge {merge_id} is to merge its adapter; cancel the merge or wait until it has finished",
+            code="merge_in_progress",
+        )
+
+
 def create_merge(session: Session, org_id: str, name: str, request: MergeRequest) -> Merge:
     """Check the merge and store it `queued` (the caller commits, then publishes it:
     `submit_merge`). 404: no such model of the organization; 409: its job has not
@@ -152,6 +169,7 @@ def create_merge(session: Session, org_id: str, name: str, request: MergeRequest
     _check_mergeable(adapter.name, adapter_type)
     _check_quantized(spec, request)
     base = base_of(session, org_id, adapter.name, adapter.base_model)
+    check_room_for_outputs(session, org_id, "A merged model")
     if request.register_as is not None:
         take_turn(session, org_id)
         _check_name_free(session, org_id, request.register_as)
@@ -211,6 +229,43 @@ def cancel_merge(session: Session, org_id: str, merge_id: str) -> Merge:
         raise Conflict(f"Merge {merge_id} is already {merge.status}", code="merge_not_cancellable")
     session.refresh(merge)
     return merge
+
+
+def _refuse_while_used(session: Session, org_id: str, name: str) -> None:
+    """A registered model stays while an active job trains on it or a merge merges onto it."""
+    job_id = session.scalar(
+        select(Job.id).where(Job.organization_id == org_id, Job.model == name, Job.status.in_(ACTIVE_JOBS)).limit(1)
+    )
+    merge_id = session.scalar(
+        select(Merge.id)
+        .where(Merge.organization_id == org_id, Merge.base_model == name, Merge.status.in_(ACTIVE_MERGES))
+        .limit(1)
+    )
+    if job_id is not None or merge_id is not None:
+        user = f"job {job_id} trains on it" if job_id is not None else f"merge {merge_id} merges onto it"
+        raise Conflict(
+            f"The registered model {name!r} cannot be deleted: {user}; cancel it or wait until it has finished",
+            code="model_in_use",
+        )
+
+
+def delete_merge(storage: LocalStorage, org_id: str, merge_id: str) -> None:
+    """Delete a finished merge: its row and log, its merged model (a registered one is
+    then no longer a base model of the organization), then its bytes. Commits."""
+    with session_scope() as session:
+        take_turn(session, org_id)  # job creations naming its registered model wait for this
+        merge = get_merge(session, org_id, merge_id)
+        if merge.status not in MERGE_TERMINAL or merge.lease_owner is not None:
+            raise Conflict(
+                f"Merge {merge_id} is {merge.status}"
+                + (" and its worker is still stopping" if merge.status in MERGE_TERMINAL else "")
+                + "; only a finished merge can be deleted (cancel it first)",
+                code="merge_not_finished",
+            )
+        if merge.registered_as is not None and merge.status == MergeStatus.SUCCEEDED:
+            _refuse_while_used(session, org_id, merge.registered_as)
+        session.delete(merge)
+    storage.delete(f"merges/{merge_id}")  # every attempt's objects
 
 
 def merged_archive(session: Session, org_id: str, merge_id: str) -> tuple[str, StoredObject]:

@@ -1,12 +1,11 @@
-"""Publishing a finished job: the adapter as one .tar.gz artifact, the metrics as a
-CSV result file (OpenAI's results-file shape), and the move to `succeeded`, all in one
-transaction. Objects are written first (atomically); if the job can no longer succeed
-(it was cancelled meanwhile) they are removed again."""
+"""Publishing a finished job: the adapter as one .tar.gz artifact, its result files
+(worker.result_files: OpenAI's metrics CSV, TensorBoard events, MLflow's metric rows),
+and the move to `succeeded`, all in one transaction. Objects are written first
+(atomically); if the job can no longer succeed (it was cancelled meanwhile) they are
+removed again."""
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 from core import artifacts, events, files, leases
@@ -17,24 +16,18 @@ from core.models import Job
 from core.states import JobStatus
 from core.storage import LocalStorage, StoredObject
 from worker.archives import archive
+from worker.result_files import RESULT_FILES
 
-CSV_COLUMNS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")
 
-
-def _metrics_csv(storage: LocalStorage, job_id: str, key: str) -> StoredObject:
+def _result_files(storage: LocalStorage, job_id: str) -> list[tuple[str, str, StoredObject]]:
+    """The job's result files, stored: (file id, file name, object) each."""
     with session_scope() as session:
-        rows: dict[int, dict[str, object]] = {}
-        for m in events.metrics_for(session, job_id):
-            row = rows.setdefault(m.step, {"step": m.step})
-            row[f"{m.split}_loss"] = m.loss
-            row[f"{m.split}_mean_token_accuracy"] = m.mean_token_accuracy
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows[step] for step in sorted(rows))
-    with storage.writer(key) as out:
-        out.write(text.getvalue().encode())
-    return StoredObject(key, out.bytes, out.sha256)
+        points = events.metrics_for(session, job_id)
+    stored = []
+    for filename, write in RESULT_FILES:
+        file_id = new_id("file")
+        stored.append((file_id, filename, write(storage, f"files/{file_id}", points)))
+    return stored
 
 
 def publish_success(
@@ -44,8 +37,7 @@ def publish_success(
     (presumed dead, replaced) has its outputs discarded."""
     # Per attempt: a replaced worker must never overwrite (or delete) the winner's object.
     adapter = archive(storage, f"artifacts/{job.id}/attempt-{attempt}/adapter.tar.gz", adapter_dir.iterdir())
-    results_id = new_id("file")
-    results = _metrics_csv(storage, job.id, f"files/{results_id}")
+    results = _result_files(storage, job.id)
     with session_scope() as session:
         succeeded = leases.end_run(
             session,
@@ -57,12 +49,13 @@ def publish_success(
             message=f"Job succeeded: adapter published ({adapter.bytes} bytes, sha256 {adapter.sha256[:12]}...)",
             fine_tuned_model=fine_tuned_model_name(job),
             trained_tokens=trained_tokens,
-            result_files=[results_id],
+            result_files=[file_id for file_id, _, _ in results],
         )
         if succeeded:
             artifacts.record_artifact(session, job.id, artifacts.ADAPTER, f"{job.id}-adapter.tar.gz", adapter)
-            files.register_result(session, job.organization_id, results_id, "step_metrics.csv", results)
+            for file_id, filename, stored in results:
+                files.register_result(session, job.organization_id, file_id, filename, stored)
     if not succeeded:
-        storage.delete(adapter.key)
-        storage.delete(results.key)
+        for key in (adapter.key, *(stored.key for _, _, stored in results)):
+            storage.delete(key)
     return succeeded

@@ -75,6 +75,7 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
         from worker.publish import publish_success
         from worker.training.recipe import JobData, Recipe
         from worker.training.runtime import pick_runtime
+        from worker.training.tracking import tracking_callbacks
 
         quantization = spec.qlora.quantization
         runtime = pick_runtime(quantization.compute_dtype if quantization else "auto")
@@ -103,7 +104,8 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
         model = fetch_model(base, reporter)
         interval = get_settings().checkpoint_interval_seconds
         recipe = Recipe(spec, model, data, workdir, runtime, reporter, resume_from, initial_adapter, interval)
-        result = recipe.run()
+        with tracking_callbacks(job.id, spec, reporter, workdir) as callbacks:
+            result = recipe.run(callbacks)
         if result.stopped is None:
             phase = "publishing"
             if not publish_success(get_storage(), job, owner, attempt, result.adapter_dir, result.trained_tokens):

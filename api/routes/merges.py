@@ -15,7 +15,7 @@ from api import idempotent_requests
 from api.deps import Limit, OrgDep, ReadSessionDep, SessionDep
 from api.openapi import ModelRoute, streamed
 from api.routes.jobs import download_headers
-from api.schemas import ListPage, MergeEventObject, MergeObject
+from api.schemas import DeletedMerge, ListPage, MergeEventObject, MergeObject
 from core import merges
 from core.idempotency import fingerprint
 from core.merges import MergeRequest
@@ -61,6 +61,15 @@ def list_merges(
 @router.get("/v1/merges/{merge_id}")
 def get_merge(merge_id: str, session: ReadSessionDep, org: OrgDep) -> MergeObject:
     return MergeObject.from_row(merges.get_merge(session, org, merge_id))
+
+
+@router.delete("/v1/merges/{merge_id}")
+def delete_merge(merge_id: str, org: OrgDep) -> DeletedMerge:
+    """A finished merge, its log and its merged model (bytes included); a registered
+    model is then no longer a base model of the organization. `409` while it is queued
+    or running, or while a job trains on (or a merge merges onto) its registered model."""
+    merges.delete_merge(get_storage(), org, merge_id)
+    return DeletedMerge(id=merge_id)
 
 
 @router.post("/v1/merges/{merge_id}/cancel")

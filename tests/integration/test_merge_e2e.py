@@ -124,3 +124,7 @@ def test_merge_download_load_register_and_fine_tune_again(  # type: ignore[no-un
     assert (cache / merge["id"] / "model.safetensors").is_file()  # the training worker's: the whole model
     again = merged(client, second["fine_tuned_model"])
     assert again["base_model"] == "tiny-merged" and again["archive"]["filename"] == f"{again['id']}.tar"
+
+    # Merged models count against the organization's storage quota.
+    stored = client.get("/v1/organization/usage").json()["storage"]["by_kind"]["merged_models"]
+    assert stored >= sum(m["archive"]["bytes"] for m in (merge, dequantized, again))

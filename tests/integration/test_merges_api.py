@@ -11,8 +11,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from core import merge_runs
+from core.db import session_scope
+from core.job_creation import create_job
+from core.settings import get_settings
+from core.specs import JobSpec
+from core.storage import StoredObject, get_storage
 from tests.conftest import OTHER_ORG, TEST_ORG, make_client
-from tests.helpers import assert_error, stored_checkpoint, succeeded_job, unsent_queued_job
+from tests.helpers import assert_error, stored_checkpoint, succeeded_job, unsent_merge, unsent_queued_job
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -149,3 +155,64 @@ def test_a_retry_with_its_idempotency_key_gets_the_first_merge(client_module: Te
     assert again.headers["Idempotent-Replayed"] == "true" and again.json()["id"] == first.json()["id"]
     other = client_module.post(f"/v1/models/{model_name}/merge", json={"dtype": "bfloat16"}, headers=headers)
     assert_error(other, 422, code="idempotency_key_reused")
+
+
+def test_a_job_or_checkpoint_being_merged_is_not_deleted(client_module: TestClient, chat_file: str) -> None:
+    name = succeeded_job(TEST_ORG, chat_file)
+    job_id = name.rsplit(":", 1)[1]
+    checkpoint_id = stored_checkpoint(job_id, step=2)
+    merges = [merge(client_module, model).json()["id"] for model in (name, checkpoint_id)]
+    job_url = f"/v1/fine_tuning/jobs/{job_id}"
+    error = assert_error(client_module.delete(f"{job_url}/checkpoints/{checkpoint_id}"), 409, code="merge_in_progress")
+    assert merges[1] in error["message"]
+    assert_error(client_module.delete(job_url), 409, code="merge_in_progress")
+    for merge_id in merges:
+        client_module.post(f"/v1/merges/{merge_id}/cancel")
+    assert client_module.delete(f"{job_url}/checkpoints/{checkpoint_id}").status_code == 200
+    assert client_module.delete(job_url).status_code == 200
+
+
+def test_a_merge_is_refused_at_the_storage_quota(client_module: TestClient, model_name: str) -> None:
+    settings = get_settings()
+    limit = settings.max_stored_bytes_per_org
+    settings.max_stored_bytes_per_org = client_module.get("/v1/organization/usage").json()["storage"]["used_bytes"]
+    try:
+        error = assert_error(merge(client_module, model_name), 403, code="storage_quota_exceeded")
+    finally:
+        settings.max_stored_bytes_per_org = limit
+    assert error["message"].startswith("A merged model would exceed the organization's storage quota")
+
+
+def test_a_finished_merge_is_deleted_with_its_log(client_module: TestClient, model_name: str) -> None:
+    merge_id = merge(client_module, model_name).json()["id"]
+    assert_error(client_module.delete(f"/v1/merges/{merge_id}"), 409, code="merge_not_finished")
+    client_module.post(f"/v1/merges/{merge_id}/cancel")
+    deleted = client_module.delete(f"/v1/merges/{merge_id}")
+    assert deleted.json() == {"id": merge_id, "object": "model.merge", "deleted": True}
+    for path in ("", "/events", "/content"):
+        assert_error(client_module.get(f"/v1/merges/{merge_id}{path}"), 404, param="merge_id")
+    assert_error(client_module.delete(f"/v1/merges/{merge_id}"), 404, param="merge_id")
+
+
+def test_a_registered_model_goes_with_its_merge_once_nothing_uses_it(
+    client_module: TestClient, model_name: str, chat_file: str
+) -> None:
+    merge_id = unsent_merge(TEST_ORG, model_name, register_as="in-use")
+    key = f"merges/{merge_id}/attempt-1/in-use.tar"
+    with get_storage().writer(key) as out:
+        out.write(b"a merged model")
+    with session_scope() as session:  # as its worker publishes it
+        assert merge_runs.claim(session, merge_id, "worker", "host") is not None
+        assert merge_runs.succeed(session, merge_id, "worker", "in-use.tar", StoredObject(key, 14, "0" * 64), "ok")
+    assert "in-use" in [m["id"] for m in client_module.get("/v1/models").json()["data"]]
+    with session_scope() as session:  # a job on it, waiting for its pre-flight
+        job_id = create_job(session, TEST_ORG, JobSpec(model="in-use", training_file=chat_file)).id
+
+    error = assert_error(client_module.delete(f"/v1/merges/{merge_id}"), 409, code="model_in_use")
+    assert f"job {job_id} trains on it" in error["message"]
+    client_module.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
+    assert client_module.delete(f"/v1/merges/{merge_id}").status_code == 200
+    assert "in-use" not in [m["id"] for m in client_module.get("/v1/models").json()["data"]]
+    assert not (get_settings().storage_root / "merges" / merge_id).exists()
+    spec = {"model": "in-use", "training_file": chat_file}
+    assert_error(client_module.post("/v1/fine_tuning/jobs", json=spec), 400, param="model", code="model_not_found")

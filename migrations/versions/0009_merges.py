@@ -2,8 +2,8 @@
 with its log, its published archive and, optionally, its registration as a base model
 of the organization.
 
-Revision ID: 0007_merges
-Revises: 0006
+Revision ID: 0009_merges
+Revises: 0008_example_tasks
 Create Date: 2026-12-01 17:00:00
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_merges"
-down_revision: str | None = "0006"
+revision: str = "0009_merges"
+down_revision: str | None = "0008_example_tasks"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
