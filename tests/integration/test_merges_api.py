@@ -78,9 +78,10 @@ def test_what_cannot_merge_is_409_with_the_reason(client_module: TestClient, cha
     assert "queued" in error["message"]
     client_module.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
 
-    prompt = succeeded_job(TEST_ORG, chat_file, qlora={"adapter": {"type": "prompt_tuning"}})
-    error = assert_error(merge(client_module, prompt), 409, param="model", code="adapter_not_mergeable")
-    assert "prompt_tuning" in error["message"] and "virtual tokens" in error["message"]
+    for prompt_learning in ("prompt_tuning", "prefix_tuning", "p_tuning"):
+        prompt = succeeded_job(TEST_ORG, chat_file, qlora={"adapter": {"type": prompt_learning}})
+        error = assert_error(merge(client_module, prompt), 409, param="model", code="adapter_not_mergeable")
+        assert f"a {prompt_learning} adapter" in error["message"] and "virtual tokens" in error["message"]
 
     unquantized = succeeded_job(TEST_ORG, chat_file, qlora={"adapter": {"type": "loha"}})
     assert merge(client_module, unquantized).json()["adapter_type"] == "loha"
