@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.datasets import FileType
 from core.formats import FormatName
-from core.jobs import estimated_finish, fine_tuned_model_name
+from core.jobs import checkpoint_model_name, estimated_finish
 from core.models import Checkpoint, File, Job, JobEvent, JobMetric
 from core.registry import ModelRef
 from core.specs import ResolvedHyperparameters, ResolvedMethod, ResolvedQLoRA
@@ -368,7 +368,7 @@ class CheckpointObject(_Wire):
                 "id": c.id,
                 "created_at": c.created_at,
                 "fine_tuning_job_id": job.id,
-                "fine_tuned_model_checkpoint": f"{fine_tuned_model_name(job)}:ckpt-step-{c.step}",
+                "fine_tuned_model_checkpoint": checkpoint_model_name(job, c.step),
                 "step_number": c.step,
                 "metrics": c.metrics,
                 "adapter_bytes": c.adapter_bytes,

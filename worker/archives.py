@@ -17,8 +17,9 @@ GZIP_LEVEL = 1
 
 
 def archive(storage: LocalStorage, key: str, paths: Iterable[Path], compress: bool = True) -> StoredObject:
-    """Store `paths` (files of one directory) as one tar, gzip-compressed or not (large
-    optimizer states barely compress and would only cost time)."""
+    """Store `paths` (files or folders, with all they hold, of one directory) under their
+    names as one tar, gzip-compressed or not (large optimizer states barely compress and
+    would only cost time)."""
     with storage.writer(key) as out:
         if compress:
             with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as zipped:

@@ -1,33 +1,37 @@
-"""Publishing a finished job: the adapter as one .tar.gz artifact, the metrics as a
-CSV result file (OpenAI's results-file shape), and the move to `succeeded`, all in one
-transaction. Objects are written first (atomically); if the job can no longer succeed
-(it was cancelled meanwhile) they are removed again."""
+"""Publishing a finished job: the adapter as one .tar.gz artifact (one folder named after
+the fine-tuned model, with its model card), the metrics as a CSV result file (OpenAI's
+results-file shape), and the move to `succeeded`, all in one transaction. Objects are
+written first (atomically); if the job can no longer succeed (it was cancelled meanwhile)
+they are removed again."""
 
 from __future__ import annotations
 
 import csv
 import io
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from core import artifacts, events, files, leases
 from core.db import session_scope
 from core.ids import new_id
 from core.jobs import fine_tuned_model_name
-from core.models import Job
+from core.models import Job, JobMetric
 from core.states import JobStatus
 from core.storage import LocalStorage, StoredObject
+from worker.adapter_folder import adapter_folder
 from worker.archives import archive
+from worker.model_card import ModelCardFacts, latest_metrics
 
 CSV_COLUMNS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")
 
 
-def _metrics_csv(storage: LocalStorage, job_id: str, key: str) -> StoredObject:
-    with session_scope() as session:
-        rows: dict[int, dict[str, object]] = {}
-        for m in events.metrics_for(session, job_id):
-            row = rows.setdefault(m.step, {"step": m.step})
-            row[f"{m.split}_loss"] = m.loss
-            row[f"{m.split}_mean_token_accuracy"] = m.mean_token_accuracy
+def _metrics_csv(storage: LocalStorage, points: Sequence[JobMetric], key: str) -> StoredObject:
+    rows: dict[int, dict[str, object]] = {}
+    for m in points:
+        row = rows.setdefault(m.step, {"step": m.step})
+        row[f"{m.split}_loss"] = m.loss
+        row[f"{m.split}_mean_token_accuracy"] = m.mean_token_accuracy
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
@@ -42,10 +46,15 @@ def publish_success(
 ) -> bool:
     """Only the holder of the job's lease may publish: a worker that lost its lease
     (presumed dead, replaced) has its outputs discarded."""
-    # Per attempt: a replaced worker must never overwrite (or delete) the winner's object.
-    adapter = archive(storage, f"artifacts/{job.id}/attempt-{attempt}/adapter.tar.gz", adapter_dir.iterdir())
+    with session_scope() as session:
+        points = events.metrics_for(session, job.id)
+    card = ModelCardFacts.of_job(job, fine_tuned_model_name(job), latest_metrics(points))
+    with tempfile.TemporaryDirectory(dir=adapter_dir.parent) as parent:
+        folder = adapter_folder(adapter_dir.iterdir(), Path(parent), card)
+        # Per attempt: a replaced worker must never overwrite (or delete) the winner's object.
+        adapter = archive(storage, f"artifacts/{job.id}/attempt-{attempt}/adapter.tar.gz", [folder])
     results_id = new_id("file")
-    results = _metrics_csv(storage, job.id, f"files/{results_id}")
+    results = _metrics_csv(storage, points, f"files/{results_id}")
     with session_scope() as session:
         succeeded = leases.end_run(
             session,
@@ -60,7 +69,7 @@ def publish_success(
             result_files=[results_id],
         )
         if succeeded:
-            artifacts.record_artifact(session, job.id, artifacts.ADAPTER, f"{job.id}-adapter.tar.gz", adapter)
+            artifacts.record_artifact(session, job.id, artifacts.ADAPTER, f"{card.folder}.tar.gz", adapter)
             files.register_result(session, job.organization_id, results_id, "step_metrics.csv", results)
     if not succeeded:
         storage.delete(adapter.key)

@@ -34,8 +34,9 @@ def _artifact_headers(a: Artifact) -> dict[str, str]:
     return _download_headers(a.filename, a.bytes, a.sha256)
 
 
-def _checkpoint_headers(c: Checkpoint) -> dict[str, str]:
-    return _download_headers(f"{c.job_id}-step-{c.step}-adapter.tar.gz", c.adapter_bytes, c.adapter_sha256)
+def _checkpoint_headers(job: Job, c: Checkpoint) -> dict[str, str]:
+    filename = f"{artifacts.folder_name(jobs.checkpoint_model_name(job, c.step))}.tar.gz"
+    return _download_headers(filename, c.adapter_bytes, c.adapter_sha256)
 
 
 JOBS = "POST /v1/fine_tuning/jobs"
@@ -126,11 +127,11 @@ def download_checkpoint_adapter(
     fine_tuning_job_id: str, checkpoint_id: str, session: SessionDep, org: OrgDep
 ) -> StreamingResponse:
     """The checkpoint's adapter as one .tar.gz, in the same layout as the final adapter."""
-    checkpoint = checkpoints.get_checkpoint(session, org, fine_tuning_job_id, checkpoint_id)
+    checkpoint, job = checkpoints.get_checkpoint(session, org, fine_tuning_job_id, checkpoint_id)
     return StreamingResponse(
         get_storage().iter_chunks(checkpoint.adapter_key),
         media_type="application/gzip",
-        headers=_checkpoint_headers(checkpoint),
+        headers=_checkpoint_headers(job, checkpoint),
     )
 
 

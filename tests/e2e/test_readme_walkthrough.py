@@ -31,7 +31,9 @@ def test_readme_walkthrough_on_the_embedded_service(tmp_path: Path) -> None:
         "FTSVC_DATA_DIR": str(tmp_path / "var")
     }
     try:
+        # The walk-through runs from the repository root: its examples and virtualenv.
         (tmp_path / "examples").symlink_to(ROOT / "examples")
+        (tmp_path / ".venv").symlink_to(ROOT / ".venv")
         result = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", walkthrough()],
             cwd=tmp_path,
@@ -44,7 +46,10 @@ def test_readme_walkthrough_on_the_embedded_service(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr + result.stdout + (tmp_path / "serve.log").read_text()[-3000:]
         out = result.stdout
         assert "\nsucceeded\n" in out
-        assert "adapter_model.safetensors" in out and "adapter_config.json" in out
+        assert "adapter_model.safetensors" in out and "adapter_config.json" in out and "README.md" in out
+        # One folder, named after the fine-tuned model, whose model card shows the results.
+        (folder,) = tmp_path.glob("ft-tiny-llama-org-local-demo-ftjob-*")
+        assert folder.is_dir() and "### Results" in out
         digest = hashlib.sha256((tmp_path / "adapter.tar.gz").read_bytes()).hexdigest()
         assert f"x-artifact-sha256: {digest}" in out.lower()
         assert (tmp_path / "var" / "ftsvc.db").exists() and (tmp_path / "var" / "broker.db").exists()

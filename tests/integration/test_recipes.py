@@ -3,16 +3,14 @@ format and file type, padding-free batches, and evaluation on held-out data."""
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from tests.helpers import EXAMPLES, all_events, upload_ok, wait_for
+from tests.helpers import EXAMPLES, all_events, extract_adapter, upload_ok, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker")]
 
@@ -56,10 +54,13 @@ def test_every_adapter_method_trains_saves_reloads_and_changes_the_output(  # ty
 ) -> None:
     job = train(client_module, chat_file, adapter=adapter, training={"learning_rate": 0.1})
     archive = client_module.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts/adapter").content
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(tmp_path, filter="data")
-    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    adapter_dir = extract_adapter(archive, tmp_path)
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
     assert config["peft_type"] == peft_type
+    # No file names the base model by where the worker keeps it (prompt tuning from a
+    # text also names its tokenizer): the service's name of the model instead.
+    assert config["base_model_name_or_path"] == "tiny-llama"
+    assert not [p.name for p in adapter_dir.iterdir() if str(tiny_model.parent).encode() in p.read_bytes()]
     assert config.get("use_dora", False) == adapter.get("use_dora", False)
     assert config.get("use_rslora", False) == adapter.get("use_rslora", False)
 
@@ -70,7 +71,7 @@ def test_every_adapter_method_trains_saves_reloads_and_changes_the_output(  # ty
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
     with torch.no_grad():
         before = base(input_ids=ids).logits[:, -1]
-        tuned = PeftModel.from_pretrained(base, tmp_path)
+        tuned = PeftModel.from_pretrained(base, adapter_dir)
         after = tuned(input_ids=ids).logits[:, -1]
     assert (after - before).abs().max() > 1e-4
 

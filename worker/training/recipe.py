@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from peft import PeftModel, prepare_model_for_kbit_training
+from peft import PeftConfig, PeftModel, prepare_model_for_kbit_training
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -239,6 +239,14 @@ class Recipe:
         self.reporter.runtime(self.runtime.describe() | {"speed": speed.describe()})
         return speed
 
+    def adapter_config_here(self, adapter_dir: Path) -> PeftConfig:
+        """A saved adapter's config with the base model where this run loads it from: an
+        adapter archive names it by its public id, which peft would look up on the hub
+        when it saves the trained adapter (to see whether the vocabulary changed)."""
+        config: PeftConfig = PeftConfig.from_pretrained(str(adapter_dir))
+        config.base_model_name_or_path = self.model_ref.source
+        return config
+
     def described_method(self) -> str:
         hp = self.spec.hparams
         return f"by DPO (beta {hp.beta})" if isinstance(hp, ResolvedDpoHyperparameters) else "supervised"
@@ -286,7 +294,8 @@ class Recipe:
         new_adapter = None
         trained: PreTrainedModel | PeftModel = model
         if self.initial_adapter is not None:
-            trained = PeftModel.from_pretrained(model, self.initial_adapter, is_trainable=True)
+            config = self.adapter_config_here(self.initial_adapter)
+            trained = PeftModel.from_pretrained(model, self.initial_adapter, is_trainable=True, config=config)
         else:
             new_adapter = peft_config(adapter, self.model_ref.source, planned_steps(self.spec, len(train)))
         given: dict[str, Any] = {
