@@ -7,7 +7,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
 
+from api import dashboard
 from api.deps import refuse_nul_characters, refuse_unknown_query_parameters
+from api.docs import install_offline_docs
 from api.error_responses import error_responses, install_error_handlers
 from api.openapi import DocumentedApp, ModelRoute
 from api.routes import files, jobs, models
@@ -45,7 +47,11 @@ def create_app() -> FastAPI:
         version="0.1.0",
         description="QLoRA fine-tuning of open-weight models, with an OpenAI-compatible API under /v1.",
         dependencies=[Depends(refuse_nul_characters), Depends(refuse_unknown_query_parameters)],
+        # FastAPI's pages load Swagger UI and ReDoc from CDNs: ours serve them (api.docs).
+        docs_url=None,
+        redoc_url=None,
     )
+    install_offline_docs(app)
     install_error_handlers(app)
     for module, errors in ROUTER_ERRORS.items():
         app.include_router(module.router, responses=errors)
@@ -57,4 +63,5 @@ def create_app() -> FastAPI:
         return Health()
 
     app.include_router(health_router)
+    dashboard.install(app)
     return app

@@ -33,10 +33,10 @@ SSE_EVENT = {
 
 
 def streamed(media_type: str, description: str) -> dict[int | str, dict[str, Any]]:
-    """`responses=` for a route whose 200 streams a body that is not JSON: a download, or
-    Server-Sent Events (text/event-stream). The route also takes
-    `response_class=StreamingResponse`, so that FastAPI documents no JSON body for its 200
-    and keeps its error answers JSON."""
+    """`responses=` for a route whose 200 is a body that is not JSON: a download, a picture,
+    or Server-Sent Events (text/event-stream). The route also takes the Response class it
+    returns as `response_class` (StreamingResponse for streams), so that FastAPI documents
+    no JSON body for its 200 and keeps its error answers JSON."""
     body = (
         {"itemSchema": SSE_EVENT}
         if media_type == "text/event-stream"

@@ -10,9 +10,10 @@ from typing import Any, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core import fine_tuned_models
 from core.datasets import FileType
 from core.formats import FormatName
-from core.jobs import checkpoint_model_name, estimated_finish
+from core.jobs import estimated_finish
 from core.models import Checkpoint, File, Job, JobEvent, JobMetric
 from core.registry import ModelRef
 from core.specs import ResolvedHyperparameters, ResolvedMethod, ResolvedQLoRA
@@ -368,7 +369,7 @@ class CheckpointObject(_Wire):
                 "id": c.id,
                 "created_at": c.created_at,
                 "fine_tuning_job_id": job.id,
-                "fine_tuned_model_checkpoint": checkpoint_model_name(job, c.step),
+                "fine_tuned_model_checkpoint": fine_tuned_models.checkpoint_name(job, c.step),
                 "step_number": c.step,
                 "metrics": c.metrics,
                 "adapter_bytes": c.adapter_bytes,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -15,14 +13,6 @@ from core.storage import StoredObject
 
 ADAPTER = "adapter"
 KINDS = (ADAPTER,)
-
-
-def folder_name(model_name: str) -> str:
-    """The one folder an archive of a model extracts into, and with `.tar.gz` the name
-    of its download: the model's name (`ft:base:org:suffix:job`, a checkpoint's
-    `...:ckpt-step-N`) with every character a file name cannot safely hold (`:` on
-    Windows and macOS, the `/` of hub ids) as `-`."""
-    return re.sub(r"[^A-Za-z0-9._-]", "-", model_name)
 
 
 def record_artifact(session: Session, job_id: str, kind: str, filename: str, stored: StoredObject) -> Artifact:

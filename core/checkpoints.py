@@ -22,12 +22,12 @@ def list_checkpoints(session: Session, job_id: str, after: str | None, limit: in
     return page(session, select(Checkpoint).where(Checkpoint.job_id == job_id), Checkpoint, after, limit)
 
 
-def get_checkpoint(session: Session, org_id: str, job_id: str, checkpoint_id: str) -> tuple[Checkpoint, Job]:
+def get_checkpoint(session: Session, org_id: str, job_id: str, checkpoint_id: str) -> Checkpoint:
     job = get_job(session, org_id, job_id)
     checkpoint = session.scalar(select(Checkpoint).where(Checkpoint.id == checkpoint_id, Checkpoint.job_id == job.id))
     if checkpoint is None:
         raise NotFound(f"Job {job_id} has no checkpoint {checkpoint_id!r}", param="checkpoint_id")
-    return checkpoint, job
+    return checkpoint
 
 
 def find_for_organization(session: Session, org_id: str, checkpoint_id: str) -> tuple[Checkpoint, Job]:

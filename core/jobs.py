@@ -270,8 +270,3 @@ def fine_tuned_model_name(job: Job) -> str:
     """OpenAI's naming: ft:<base>:<org>[:<suffix>]:<job id>."""
     parts = ["ft", job.model, job.organization_id] + ([job.suffix] if job.suffix else []) + [job.id]
     return ":".join(parts)
-
-
-def checkpoint_model_name(job: Job, step: int) -> str:
-    """OpenAI's name of a checkpoint's model: the job's model name and `:ckpt-step-<step>`."""
-    return f"{fine_tuned_model_name(job)}:ckpt-step-{step}"

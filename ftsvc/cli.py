@@ -1,8 +1,10 @@
 """`ftsvc`: run the service, a worker or the API alone, migrate, build the tiny model,
-administer organizations and API keys.
+administer organizations and API keys; and, as a client of any running service (over
+HTTP, ftsvc.client): upload files, create, follow and steer jobs, download adapters.
 
 Every command that fails says so in one line on stderr (`ftsvc: error: ...`) and exits 1
-(130 when interrupted); FTSVC_DEBUG=1 shows the traceback of an unexpected failure."""
+(130 when interrupted; the client commands' other codes are in ftsvc.client.errors);
+FTSVC_DEBUG=1 shows the traceback of an unexpected failure."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+# The database checks (ftsvc.preflight: SQLAlchemy, Alembic) are imported by the commands
+# that use the database, so that the client commands start without them.
 from core.settings import get_settings
-from ftsvc.errors import describe, is_expected
-from ftsvc.preflight import require_database, require_key_pepper
+from ftsvc.client import COMMANDS as CLIENT_COMMANDS
+from ftsvc.errors import CliError, describe, is_expected
 
 Command = Callable[[argparse.Namespace], None]
 EXIT_ERROR = 1
@@ -70,6 +74,8 @@ def cmd_tiny_model(_: argparse.Namespace) -> None:
 
 def require_admin_database() -> None:
     """The admin commands only administer: the database must exist already, with its schema."""
+    from ftsvc.preflight import require_database, require_key_pepper
+
     require_database()
     # A pepper generated now, in a data directory the service does not use, would hash
     # keys the service never accepts.
@@ -108,6 +114,8 @@ def cmd_revoke_key(args: argparse.Namespace) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
+    from ftsvc.preflight import require_database
+
     # Checked here: once Celery runs, a missing database fails each job, not the command.
     require_database()
     os.execv(sys.executable, worker_command(args.queues.split(",") if args.queues else (), args.concurrency))
@@ -119,6 +127,7 @@ def cmd_maintain(args: argparse.Namespace) -> None:
     import threading
 
     from core.maintenance import run_forever
+    from ftsvc.preflight import require_database
 
     require_database()
     interval = args.interval or get_settings().maintenance_interval_seconds or 5.0
@@ -128,6 +137,8 @@ def cmd_maintain(args: argparse.Namespace) -> None:
 
 
 def cmd_api(args: argparse.Namespace) -> None:
+    from ftsvc.preflight import require_database, require_key_pepper
+
     # Checked here: once uvicorn runs, a missing database fails each request, not the command.
     require_database()
     require_key_pepper(may_create_data_dir=True)
@@ -153,6 +164,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     until SIGTERM or SIGINT stops them all (or one of them dies)."""
     from core.auth import LOCAL_KEY_FILE, ensure_local_key
     from core.db import session_scope
+    from ftsvc.preflight import require_key_pepper
     from ftsvc.supervisor import Supervisor
 
     settings = get_settings()
@@ -180,7 +192,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ftsvc", description=__doc__)
+    client = "\n".join(f"  {name:<17} {help_}" for name, help_ in CLIENT_COMMANDS.items())
+    parser = argparse.ArgumentParser(
+        prog="ftsvc",
+        description=__doc__,
+        epilog=f"client commands (ftsvc COMMAND --help):\n{client}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(required=True)
     commands: tuple[tuple[str, Command, str], ...] = (
         ("serve", cmd_serve, "API, training and pre-flight workers (embedded default: SQLite, serverless broker)"),
@@ -215,12 +233,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command. Its failures, whatever raised them, end here as one line on
-    stderr; argparse's usage errors keep their own message and exit code 2."""
+    """Run one command: a client command (its name first), else a service command.
+    Their failures, whatever raised them, end here as one line on stderr; argparse's
+    usage errors keep their own message and exit code 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in CLIENT_COMMANDS:
+        from ftsvc.client.app import run
+
+        return guarded(lambda: run(argv))
     args = build_parser().parse_args(argv)
     command: Command = args.func
+    return guarded(lambda: command(args))
+
+
+def guarded(command: Callable[[], int | None]) -> int:
+    """The command's exit code, or the one of its failure, said in one line."""
     try:
-        command(args)
+        return command() or 0
     except KeyboardInterrupt:
         if debugging():
             raise
@@ -228,8 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if debugging() and not is_expected(exc):
             raise
-        return fail(describe(exc), EXIT_ERROR)
-    return 0
+        return fail(describe(exc), exc.exit_code if isinstance(exc, CliError) else EXIT_ERROR)
 
 
 def debugging() -> bool:

@@ -4,14 +4,17 @@ do. `describe` turns an exception into that line; `ftsvc.cli.main` prints it."""
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from pydantic import ValidationError
-from sqlalchemy import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from core.errors import ServiceError
 from core.settings import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import URL
+    from sqlalchemy.exc import DBAPIError
 
 DEBUG_HINT = "set FTSVC_DEBUG=1 for the traceback"
 # Postgres SQLSTATEs of a schema that is not there: undefined table, undefined column.
@@ -26,9 +29,14 @@ HINTS = {
 class CliError(Exception):
     """A failure a command diagnosed itself: its message is the whole line to print."""
 
+    exit_code = 1
+
 
 def describe(exc: Exception) -> str:
     """One line for a failed command; secrets of the configured URLs are masked."""
+    # Imported here: the client commands, which fail through this too, never load SQLAlchemy.
+    from sqlalchemy.exc import DBAPIError
+
     if isinstance(exc, CliError):
         message = str(exc)
     elif isinstance(exc, ServiceError):
@@ -49,6 +57,9 @@ def is_expected(exc: BaseException) -> bool:
 
 def shown_url(url: str | URL) -> str:
     """A database URL fit to print: the password as ***."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
@@ -105,6 +116,8 @@ def _invalid_settings(exc: ValidationError) -> str:
 
 
 def _database_error(exc: DBAPIError) -> str:
+    from sqlalchemy.exc import OperationalError
+
     database = configured_database()
     if _missing_schema(exc):
         return f"the database at {database} lacks this ftsvc's tables ({first_line(exc)}); run 'ftsvc migrate'"

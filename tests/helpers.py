@@ -141,6 +141,16 @@ def start_embedded_service(data_dir: Path, port: int, log_path: Path, **settings
     return server
 
 
+def stop_embedded_service(server: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C, as a person stops it; its whole process group is killed if it is still
+    running a minute later."""
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+
+
 def wait_healthy(port: int, process: Any, timeout: float, log: Path) -> None:
     """Until a server process answers /healthz; fails with its log if it exits."""
     deadline = time.monotonic() + timeout

@@ -15,7 +15,7 @@ from typing import Any
 from core import checkpoints
 from core.db import session_scope
 from core.errors import NotFound
-from core.jobs import checkpoint_model_name
+from core.fine_tuned_models import checkpoint_name
 from core.models import Checkpoint, Job
 from core.storage import get_storage
 from worker.adapter_folder import adapter_folder, find_adapter
@@ -36,7 +36,7 @@ def publish_checkpoint(
 ) -> Checkpoint | None:
     storage = get_storage()
     prefix = f"checkpoints/{job.id}/step-{step}-{owner.rsplit(':', 1)[-1]}"
-    card = ModelCardFacts.of_job(job, checkpoint_model_name(job, step), metrics)
+    card = ModelCardFacts.of_job(job, checkpoint_name(job, step), metrics)
     with tempfile.TemporaryDirectory(dir=directory.parent) as parent:
         folder = adapter_folder(filter(_is_adapter_file, directory.iterdir()), Path(parent), card)
         adapter = archive(storage, f"{prefix}/adapter.tar.gz", [folder])

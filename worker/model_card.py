@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from core.artifacts import folder_name
 from core.models import Job, JobMetric
 from core.registry import HUB_ID
 from core.specs import PROMPT_LEARNING, ResolvedDpoHyperparameters, ResolvedSpec
@@ -47,6 +47,13 @@ GGUF_NOTE = (
     "The service does not convert to GGUF itself: llama.cpp's converters are scripts of its repository, "
     "not a package on PyPI (PyPI's `gguf` package only reads and writes the file format)."
 )
+
+
+def folder_name(model_name: str) -> str:
+    """The one folder a model's archive extracts into: the model's name (`ft:base:org:
+    suffix:job`, a checkpoint's `...:ckpt-step-N`) with every character a file name cannot
+    safely hold (`:` on Windows and macOS, the `/` of hub ids) as `-`."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", model_name)
 
 
 @dataclass(frozen=True)

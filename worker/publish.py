@@ -69,7 +69,7 @@ def publish_success(
             result_files=[results_id],
         )
         if succeeded:
-            artifacts.record_artifact(session, job.id, artifacts.ADAPTER, f"{card.folder}.tar.gz", adapter)
+            artifacts.record_artifact(session, job.id, artifacts.ADAPTER, f"{job.id}-adapter.tar.gz", adapter)
             files.register_result(session, job.organization_id, results_id, "step_metrics.csv", results)
     if not succeeded:
         storage.delete(adapter.key)

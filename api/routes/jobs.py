@@ -8,10 +8,12 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from api import idempotent_requests, streams
+from api.charts import MetricsChart
 from api.deps import METADATA, Limit, MetadataFilter, OrgDep, ReadSessionDep, SessionDep
 from api.openapi import ModelRoute, streamed
 from api.schemas import CheckpointObject, JobEventObject, JobObject, ListPage, MetricPoint
 from core import artifacts, checkpoints, events, job_creation, jobs
+from core.db import read_scope
 from core.events import Split
 from core.idempotency import fingerprint
 from core.models import Artifact, Checkpoint, Job
@@ -34,9 +36,8 @@ def _artifact_headers(a: Artifact) -> dict[str, str]:
     return _download_headers(a.filename, a.bytes, a.sha256)
 
 
-def _checkpoint_headers(job: Job, c: Checkpoint) -> dict[str, str]:
-    filename = f"{artifacts.folder_name(jobs.checkpoint_model_name(job, c.step))}.tar.gz"
-    return _download_headers(filename, c.adapter_bytes, c.adapter_sha256)
+def _checkpoint_headers(c: Checkpoint) -> dict[str, str]:
+    return _download_headers(f"{c.job_id}-step-{c.step}-adapter.tar.gz", c.adapter_bytes, c.adapter_sha256)
 
 
 JOBS = "POST /v1/fine_tuning/jobs"
@@ -127,11 +128,11 @@ def download_checkpoint_adapter(
     fine_tuning_job_id: str, checkpoint_id: str, session: SessionDep, org: OrgDep
 ) -> StreamingResponse:
     """The checkpoint's adapter as one .tar.gz, in the same layout as the final adapter."""
-    checkpoint, job = checkpoints.get_checkpoint(session, org, fine_tuning_job_id, checkpoint_id)
+    checkpoint = checkpoints.get_checkpoint(session, org, fine_tuning_job_id, checkpoint_id)
     return StreamingResponse(
         get_storage().iter_chunks(checkpoint.adapter_key),
         media_type="application/gzip",
-        headers=_checkpoint_headers(job, checkpoint),
+        headers=_checkpoint_headers(checkpoint),
     )
 
 
@@ -176,6 +177,20 @@ def list_metrics(
     if not points:  # none yet, or a job that is not the organization's
         jobs.get_job(session, org, fine_tuning_job_id)
     return ListPage[MetricPoint].of([MetricPoint.from_row(m) for m in points], False)
+
+
+@router.get(
+    "/{fine_tuning_job_id}/metrics.png",
+    response_class=Response,
+    responses=streamed("image/png", "Training and validation loss by step, and the learning rate, as a PNG"),
+)
+def metrics_chart(fine_tuning_job_id: str, org: OrgDep) -> Response:
+    """The curves of `/metrics` as a picture (900 × 550); a job without metrics yet gets
+    empty axes that say so."""
+    with read_scope() as session:
+        job = jobs.get_job(session, org, fine_tuning_job_id)
+        chart = MetricsChart.of(job, events.metrics_for(session, job.id))
+    return Response(chart.png(), media_type="image/png", headers={"Cache-Control": "no-cache"})
 
 
 @router.get(

@@ -7,13 +7,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, free_port, start_embedded_service
+from tests.helpers import ROOT, free_port, start_embedded_service, stop_embedded_service
 
 pytestmark = pytest.mark.slow
 
@@ -55,9 +54,5 @@ def test_readme_walkthrough_on_the_embedded_service(tmp_path: Path) -> None:
         assert (tmp_path / "var" / "ftsvc.db").exists() and (tmp_path / "var" / "broker.db").exists()
         assert (tmp_path / "var" / "models" / "tiny-llama" / "model.safetensors").exists()
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop_embedded_service(server)
     assert server.returncode == 0

@@ -63,7 +63,7 @@ def serve_every_route(key: str) -> None:
     call("GET", job, f"{jobs}/{job_id}")
     for action in ("pause", "resume", "cancel"):
         call("POST", f"{job}/{action}", f"{jobs}/{job_id}/{action}")
-    for read in ("checkpoints", "events", "metrics", "events/stream"):
+    for read in ("checkpoints", "events", "metrics", "metrics.png", "events/stream"):
         call("GET", f"{job}/{read}", f"{jobs}/{job_id}/{read}")
     call(
         "GET",
@@ -73,7 +73,7 @@ def serve_every_route(key: str) -> None:
     call("GET", f"{job}/artifacts/{{kind}}", f"{jobs}/{job_id}/artifacts/adapter")
     call("GET", "/v1/models", "/v1/models")
     call("GET", "/healthz", "/healthz")
-    for page in ("/openapi.json", "/docs"):
+    for page in ("/openapi.json", "/docs", "/redoc", "/", "/dashboard/js/main.js"):
         call("GET", page, page)
 
     routes = [f"{m} {r.path}" for r in app.routes if isinstance(r, APIRoute) for m in r.methods]

@@ -39,7 +39,6 @@ def test_the_adapter_archive_is_one_folder_whose_card_has_the_jobs_figures_and_l
     download = client.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts/adapter")
     adapter = extract_adapter(download.content, tmp_path)
     assert adapter.name == job["fine_tuned_model"].replace(":", "-")
-    assert download.headers["content-disposition"] == f'attachment; filename="{adapter.name}.tar.gz"'
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "tiny-llama"
 
@@ -90,7 +89,6 @@ def test_a_checkpoints_archive_is_named_after_it_has_its_figures_and_starts_anot
     download = client.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints/{checkpoint['id']}/adapter")
     adapter = extract_adapter(download.content, tmp_path)
     assert adapter.name == checkpoint["fine_tuned_model_checkpoint"].replace(":", "-")
-    assert download.headers["content-disposition"] == f'attachment; filename="{adapter.name}.tar.gz"'
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny-llama"
     assert not (adapter / "optimizer.pt").exists()
     card = (adapter / "README.md").read_text()

@@ -59,7 +59,6 @@ def test_upload_train_download_and_load_with_peft(client, worker, tiny_model: Pa
     assert download.headers["x-artifact-sha256"] == hashlib.sha256(download.content).hexdigest()
     adapter = extract_adapter(download.content, tmp_path)
     assert adapter.name == f"ft-tiny-llama-org-test-e2e-{job['id']}"
-    assert download.headers["content-disposition"] == f'attachment; filename="{adapter.name}.tar.gz"'
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert (config["r"], config["lora_alpha"], config["peft_type"]) == (8, 16, "LORA")
 

@@ -17,7 +17,7 @@ COMPOSE = (ROOT / "docker-compose.yml").read_text()
 LOCKS = ROOT / "requirements"
 LAYERS = ("runtime", "preflight", "worker", "dev")
 PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==(?P<version>[^\s;]+)\s*(;.*)?$")
-DEV_TOOLS = {"pytest", "ruff", "schemathesis", "hypothesis", "mypy", "celery-types"}
+DEV_TOOLS = {"pytest", "ruff", "schemathesis", "hypothesis", "mypy", "celery-types", "playwright"}
 
 
 def normalize(name: str) -> str:

@@ -7,12 +7,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from core.artifacts import folder_name
 from core.formats import FormatName
 from core.models import Job, JobMetric
 from core.specs import JobSpec, resolve
 from tests.helpers import front_matter, python_block, run_snippet
-from worker.model_card import ModelCardFacts, latest_metrics, render, write_model_card
+from worker.model_card import ModelCardFacts, folder_name, latest_metrics, render, write_model_card
 
 NAME = "ft:owner/base-7b:org-a:ftjob-1"
 
@@ -25,7 +24,7 @@ def facts(model: str = "owner/base-7b", data_format: FormatName = "chat", **fiel
     return ModelCardFacts.of_job(job, NAME, {"step": 5, "train_loss": 0.5})
 
 
-def test_a_hub_base_loads_as_is_and_a_name_becomes_a_folder_and_file_name() -> None:
+def test_a_hub_base_loads_as_is_and_a_name_becomes_a_folder_name() -> None:
     card = render(facts(), "adapter")
     assert folder_name(NAME) == "ft-owner-base-7b-org-a-ftjob-1"
     assert front_matter(card)["base_model"] == "owner/base-7b"

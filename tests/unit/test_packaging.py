@@ -1,5 +1,5 @@
 """The installed package works away from the source tree, as in the GPU image (which
-installs the project, not a checkout): the migrations travel with it."""
+installs the project, not a checkout): the migrations and the dashboard travel with it."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+from api.dashboard import STATIC
 from tests.conftest import ROOT
 
 LOCAL_FOLDERS = (".git", ".venv", "var", "build", "*.egg-info", "__pycache__", ".mypy_cache", ".ruff_cache")
@@ -32,6 +33,10 @@ def test_an_installed_ftsvc_migrates_a_database_outside_the_source_tree(tmp_path
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
     assert (site / "migrations" / "script.py.mako").is_file()
+    # The dashboard the API serves, every file of it.
+    shipped = site / "api" / "dashboard" / "static"
+    source_assets = {p.relative_to(STATIC) for p in STATIC.rglob("*") if p.is_file()}
+    assert source_assets and {p.relative_to(shipped) for p in shipped.rglob("*") if p.is_file()} == source_assets
     env = {k: v for k, v in os.environ.items() if not k.startswith("FTSVC_")} | {
         "PYTHONPATH": str(site),
         "FTSVC_DATA_DIR": str(tmp_path / "data"),
