@@ -68,6 +68,8 @@ def test_dpo_trains_streams_rewards_and_widens_the_preferred_margin(  # type: ig
     download = client.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts/adapter")
     assert download.status_code == 200
     adapter = extract_adapter(download.content, tmp_path)
+    card = (adapter / "README.md").read_text()  # the model card: the method and its final reward figures
+    assert "by DPO (beta 0.1)" in card and f"| reward margin | {train[-1]['rewards_margins']:.4g} |" in card
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
