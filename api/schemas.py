@@ -12,12 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core import fine_tuned_models
 from core.datasets import FileType
+from core.files import expires_at
 from core.formats import FormatName
 from core.jobs import estimated_finish
 from core.models import Checkpoint, File, Job, JobEvent, JobMetric
 from core.registry import ModelRef
-from core.specs import ResolvedHyperparameters, ResolvedMethod, ResolvedQLoRA
+from core.specs import Integration, ResolvedHyperparameters, ResolvedMethod, ResolvedQLoRA
 from core.states import JobStatus, Level
+from core.usage import STORED, StorageUsage
 
 Item = TypeVar("Item", bound=BaseModel)
 
@@ -62,9 +64,11 @@ class FileObject(_Wire):
     object: Literal["file"] = "file"
     bytes: int
     created_at: int = Field(description="Unix seconds")
-    expires_at: int | None = Field(description="Always null: files are kept until deleted")
+    expires_at: int | None = Field(
+        description="Unix seconds: when a rejected upload (`status: error`) is removed; null: kept until deleted"
+    )
     filename: str
-    purpose: str = Field(description="`fine-tune` for uploads, `fine-tune-results` for a job's metrics CSV")
+    purpose: str = Field(description="`fine-tune` for uploads, `fine-tune-results` for a job's result files")
     status: Literal["processed", "error"] = Field(
         description="`error`: the file failed validation (see `problems`) and cannot train"
     )
@@ -73,6 +77,10 @@ class FileObject(_Wire):
     format: FormatName | None = Field(description="The dataset format it was validated as; null when unreadable")
     file_type: FileType | None = Field(description="How the bytes were read; null when unreadable")
     examples: int = Field(description="Valid examples in the file")
+    tasks: dict[str, int] | None = Field(
+        description="Valid examples per task name (the examples' `task` field, which multitask prompt tuning "
+        "trains on); null when the examples have no task"
+    )
     problems: list[FileProblem] = Field(description="The first problems found (at most 100); empty when processed")
 
     @classmethod
@@ -82,7 +90,7 @@ class FileObject(_Wire):
                 "id": f.id,
                 "bytes": f.bytes,
                 "created_at": f.created_at,
-                "expires_at": None,
+                "expires_at": expires_at(f),
                 "filename": f.filename,
                 "purpose": f.purpose,
                 "status": f.status,
@@ -91,6 +99,7 @@ class FileObject(_Wire):
                 "format": f.format,
                 "file_type": f.file_type,
                 "examples": f.n_examples,
+                "tasks": f.tasks,
                 "problems": f.problems,
             }
         )
@@ -99,6 +108,22 @@ class FileObject(_Wire):
 class DeletedFile(_Wire):
     id: str
     object: Literal["file"] = "file"
+    deleted: Literal[True] = True
+
+
+class DeletedJob(_Wire):
+    """OpenAI's deletion shape, for a fine-tuning job."""
+
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    deleted: Literal[True] = True
+
+
+class DeletedCheckpoint(_Wire):
+    """OpenAI's deletion shape, for a checkpoint."""
+
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
     deleted: Literal[True] = True
 
 
@@ -193,6 +218,9 @@ class TokenStatistics(_Wire):
     )
     eos_appended: bool = Field(description="Whether EOS is appended to trained assistant turns")
     preference: PreferenceStatistics | None = Field(default=None, description="Preference data only")
+    tasks: dict[str, int] | None = Field(
+        default=None, description="Examples per task name (the examples' `task` field); null when they have none"
+    )
 
 
 class Speed(_Wire):
@@ -270,7 +298,10 @@ class JobObject(_Wire):
     seed: int
     user_provided_suffix: str | None
     metadata: dict[str, str] | None
-    result_files: list[str] = Field(description="Once it succeeded: the id of the metrics CSV")
+    result_files: list[str] = Field(
+        description="Once it succeeded: the ids of its result files: `step_metrics.csv` (OpenAI's columns), "
+        "`tensorboard.tar.gz` (TensorBoard event files) and `mlflow_metrics.csv` (MLflow's metric fields)"
+    )
     trained_tokens: int | None = Field(
         description="Once it succeeded: the tokens the loss was computed on, summed over every step (an example "
         "trained in 3 epochs counts 3 times; prompt tokens masked from the loss do not count)"
@@ -285,7 +316,10 @@ class JobObject(_Wire):
         "(1: the next a free worker claims); null otherwise"
     )
     progress: Progress | None = Field(description="Where training is; null until a worker starts training it")
-    integrations: list[dict[str, Any]] = Field(default_factory=list, max_length=0, description="Always empty")
+    integrations: list[Integration] = Field(
+        description="The trackers the worker reports the run to, as asked (OpenAI's field); the job's events say "
+        "whether it could"
+    )
     qlora: ResolvedQLoRA
     statistics: TokenStatistics | None
     runtime: Runtime | None = Field(description="Null until a worker starts the job")
@@ -319,7 +353,7 @@ class JobObject(_Wire):
                 "estimated_finish": estimated_finish(job),
                 "queue_position": queue_position,
                 "progress": job.progress,
-                "integrations": [],
+                "integrations": spec.get("integrations", []),
                 "qlora": spec["qlora"],
                 "statistics": job.statistics,
                 "runtime": job.runtime,
@@ -409,6 +443,48 @@ class MetricPoint(_Wire):
     @classmethod
     def from_row(cls, m: JobMetric) -> Self:
         return cls.model_validate(m, from_attributes=True)  # the row's columns bear the fields' names
+
+
+# -- organization ---------------------------------------------------------------------
+
+
+class StorageUsageObject(_Wire):
+    """The organization's stored bytes against its quota (FTSVC_MAX_STORED_BYTES_PER_ORG)."""
+
+    limit_bytes: int
+    used_bytes: int = Field(description="The sum of `by_kind`: what the quota counts")
+    available_bytes: int = Field(description="What uploads may still add (0 at or over the limit)")
+    by_kind: dict[str, int] = Field(
+        description="Bytes per kind of stored object: "
+        + "; ".join(f"`{name}`: {kind.description}" for name, kind in STORED.items())
+    )
+    rejected_uploads_bytes: int = Field(
+        description="Uploads that failed validation: not counted, removed after FTSVC_REJECTED_FILE_RETENTION_SECONDS"
+    )
+
+    @classmethod
+    def of(cls, usage: StorageUsage) -> Self:
+        return cls(
+            limit_bytes=usage.limit,
+            used_bytes=usage.used,
+            available_bytes=usage.available,
+            by_kind=usage.by_kind,
+            rejected_uploads_bytes=usage.rejected_uploads,
+        )
+
+
+class ActiveJobsUsage(_Wire):
+    active: int = Field(description="Jobs validating files, queued, running or paused")
+    limit: int = Field(description="FTSVC_MAX_ACTIVE_JOBS_PER_ORG")
+
+
+class OrganizationUsage(_Wire):
+    """What the organization uses of its quotas."""
+
+    object: Literal["organization.usage"] = "organization.usage"
+    organization_id: str
+    storage: StorageUsageObject
+    jobs: ActiveJobsUsage
 
 
 class Health(_Wire):

@@ -27,6 +27,7 @@ from core.formats import (
     detect,
 )
 from core.json_values import UnreadableJson, parse_json
+from core.tasks import TASK_KEY, TaskTally
 
 MAX_PROBLEMS = 100
 FileType = Literal["jsonl", "json", "csv", "parquet"]
@@ -66,6 +67,7 @@ class ValidationReport:
     truncated: bool = False  # more problems existed than were kept
     format: str | None = None
     file_type: str | None = None
+    tasks: TaskTally = field(default_factory=TaskTally)  # the valid examples' tasks
 
     @property
     def ok(self) -> bool:
@@ -260,10 +262,14 @@ def validate(stream: BinaryIO, file_type: FileType, format_name: str = "auto") -
                     )
                 )
                 continue
-            problems = list(file_format.check(raw.data))
+            task = raw.data.get(TASK_KEY)
+            place = f"line {raw.line}" if raw.line is not None else f"row {raw.row}"
+            problems = [*file_format.check(raw.data), *report.tasks.check(task, place)]
             for field_name, message in problems:
                 report.add(Problem(where[0], field_name, message, where[1]))
-            report.n_examples += not problems
+            if not problems:
+                report.n_examples += 1
+                report.tasks.count(task)
     except FileLevelError as exc:
         report.add(Problem(None, None, str(exc)))
     report.format = file_format.name if file_format else None
@@ -276,7 +282,7 @@ def iter_examples(stream: BinaryIO, file_type: FileType, format_name: str) -> It
     """The examples of a validated stream, in order."""
     fmt = REGISTRY[format_name]
     for raw in read_rows(stream, file_type, fmt):
-        yield fmt.to_example(raw.data)
+        yield fmt.example(raw.data)
 
 
 def examples_of(data: DataFile) -> Generator[Example]:

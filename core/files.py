@@ -3,20 +3,22 @@ deleted only when no active job uses them."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from core.datasets import DataFile, as_file_type, detect_file_type, validate
 from core.db import session_scope
-from core.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, ServiceError, StorageQuotaExceeded
+from core.errors import Conflict, InvalidRequest, NotFound
 from core.formats import FORMATS, as_format_name
+from core.ids import now
 from core.models import File, Job
 from core.paging import page
 from core.settings import get_settings
 from core.states import ACTIVE
 from core.storage import LocalStorage, StoredObject, get_storage
 
-PURPOSES = ("fine-tune",)
+UPLOAD_PURPOSE, RESULTS_PURPOSE = "fine-tune", "fine-tune-results"
+PURPOSES = (UPLOAD_PURPOSE,)
 PROCESSED, ERROR = "processed", "error"
 
 
@@ -70,6 +72,7 @@ def register_upload(
         n_examples=report.n_examples,
         format=report.format,
         file_type=file_type,
+        tasks=report.tasks.as_dict(),
     )
     session.add(file)
     session.flush()
@@ -120,6 +123,28 @@ def list_files(
     return page(session, stmt, File, after, limit)
 
 
+def expires_at(file: File) -> int | None:
+    """When a rejected upload is removed (Unix seconds); None: kept until deleted."""
+    if file.status != ERROR:
+        return None
+    return file.created_at + int(get_settings().rejected_file_retention_seconds)
+
+
+def remove_expired_rejected(storage: LocalStorage, batch: int = 100) -> int:
+    """Delete rejected uploads older than the retention, rows first (committed), then
+    their bytes; returns how many. A rejected file cannot train, so no job needs it."""
+    cutoff = now() - int(get_settings().rejected_file_retention_seconds)
+    with session_scope() as session:
+        expired = session.scalars(
+            select(File).where(File.status == ERROR, File.created_at <= cutoff).order_by(File.pk).limit(batch)
+        ).all()
+        for file in expired:
+            session.delete(file)
+    for file in expired:
+        storage.delete(file.storage_key)
+    return len(expired)
+
+
 def delete_file(storage: LocalStorage, org_id: str, file_id: str) -> None:
     """Delete the row and commit, then the bytes: a crash in between leaves at worst
     unreferenced bytes, never a row whose bytes are gone."""
@@ -168,7 +193,7 @@ def register_result(session: Session, org_id: str, file_id: str, filename: str, 
         id=file_id,
         organization_id=org_id,
         filename=filename,
-        purpose="fine-tune-results",
+        purpose=RESULTS_PURPOSE,
         bytes=stored.bytes,
         sha256=stored.sha256,
         storage_key=stored.key,
@@ -177,20 +202,3 @@ def register_result(session: Session, org_id: str, file_id: str, filename: str, 
     )
     session.add(file)
     return file
-
-
-def upload_allowance(session: Session, org_id: str) -> tuple[int, ServiceError]:
-    """How many bytes the next upload may have, and the error that says which limit
-    stops it: the per-file limit, or what is left of the organization's storage quota."""
-    settings = get_settings()
-    used = session.scalar(select(func.coalesce(func.sum(File.bytes), 0)).where(File.organization_id == org_id)) or 0
-    left = settings.max_stored_bytes_per_org - used
-    if left < settings.max_upload_bytes:
-        return max(left, 0), StorageQuotaExceeded(
-            f"The organization's files would exceed its storage quota of {settings.max_stored_bytes_per_org} bytes "
-            f"({used} used); delete files to make room",
-            param="file",
-        )
-    return settings.max_upload_bytes, PayloadTooLarge(
-        f"The file is larger than the limit of {settings.max_upload_bytes} bytes", param="file"
-    )

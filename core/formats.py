@@ -10,6 +10,8 @@ becomes the one shape training uses (a conversation, or raw text).
 - text: {"text"} for continued pre-training (every token is trained)
 - preference: a prompt with a preferred and a rejected reply (DPO; core.preference_format)
 
+Every format's rows may also name their task (`task`, core.tasks: multitask prompt tuning).
+
 Nothing in a row is silently dropped: a key its format does not read (in the row, a
 message, a tool call, a content part) is refused with its field, unless it is null.
 """
@@ -34,6 +36,7 @@ from core.message_parts import (
     tools_problems,
     unknown_keys,
 )
+from core.tasks import TASK_KEY, task_problem
 
 FormatName = Literal["chat", "sharegpt", "prompt_completion", "instruction", "qa", "text", "preference"]
 FORMATS: tuple[FormatName, ...] = (
@@ -75,6 +78,7 @@ class Example:
     messages: list[Message] = field(default_factory=list)
     text: str | None = None
     tools: list[dict[str, Any]] | None = None  # the function tools the conversation offers
+    task: str | None = None  # the example's task (core.tasks)
 
 
 def _need_text(row: dict[str, Any], key: str, *, allow_empty: bool = False) -> Problems:
@@ -299,8 +303,12 @@ class Format:
         return any(ks and set(ks) <= present for ks in (self.keys, self.other_keys))
 
     def check(self, row: dict[str, Any]) -> Problems:
-        """Every problem of a row: the format's own, then each column the format does
-        not read (it would not be trained on)."""
+        """Every problem of a row: its task's, the format's own, then each column the
+        format does not read (it would not be trained on)."""
+        if (problem := task_problem(row.get(TASK_KEY))) is not None:
+            yield TASK_KEY, problem
+        if TASK_KEY in row:  # every format takes it: the format's own rules never see it
+            row = {key: value for key, value in row.items() if key != TASK_KEY}
         yield from self.problems(row)
         if self.checks_own_keys:
             return
@@ -310,6 +318,12 @@ class Format:
             else:
                 read = ", ".join((*self.keys, *self.optional))
                 yield str(key), f"is not a field of format {self.name} ({read}); it would not be trained on"
+
+    def example(self, row: dict[str, Any]) -> Example:
+        """A valid row as what training consumes, with its task."""
+        example = self.to_example(row)
+        example.task = row.get(TASK_KEY)
+        return example
 
 
 REGISTRY: dict[str, Format] = {
@@ -366,8 +380,10 @@ class UnreadableCell(UnreadableJson):
 
 def decode_json_cells(fmt: Format, row: dict[str, Any]) -> dict[str, Any]:
     """CSV cells are strings: nested columns (messages, answers) arrive as JSON text,
-    and an empty cell is an absent value. Raises UnreadableCell, naming the column, for
-    a cell that is not JSON."""
+    and an empty cell of one, or of the task column, is an absent value. Raises
+    UnreadableCell, naming the column, for a cell that is not JSON."""
+    if row.get(TASK_KEY) == "":
+        row[TASK_KEY] = None
     for column in fmt.json_columns:
         if row.get(column) == "":
             row[column] = None

@@ -1,5 +1,5 @@
 """Job creation: check what is cheap (the spec, what it refers to: model, files,
-checkpoint; the quota), store the job in `validating_files` with a provisional resolved
+checkpoint; the quotas of active jobs and stored bytes), store the job in `validating_files` with a provisional resolved
 spec, and send it to the pre-flight queue once committed. The tokenizer work runs in a
 pre-flight worker (core.job_preflight), so creation answers at once whatever the file's
 size."""
@@ -22,6 +22,8 @@ from core.models import File, Job, Organization
 from core.settings import get_settings
 from core.specs import JobSpec, ResolvedQLoRA, ResolvedSpec, check_data_fits_method, resolve, training_examples
 from core.states import JobStatus
+from core.tasks import FileTasks, job_tasks
+from core.usage import check_room_for_outputs
 
 
 def _check_format(spec: JobSpec, file: File, param: str) -> None:
@@ -34,6 +36,10 @@ def _check_format(spec: JobSpec, file: File, param: str) -> None:
             param="qlora.data.format",
             code="format_mismatch",
         )
+
+
+def _file_tasks(file: File, param: str) -> FileTasks:
+    return FileTasks(param, file.id, file.tasks.keys() if file.tasks else None)
 
 
 def _checkpoint_settings(session: Session, org_id: str, spec: JobSpec) -> ResolvedQLoRA | None:
@@ -79,16 +85,29 @@ def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
     trained = _checkpoint_settings(session, org_id, spec)
     training = files.usable_for_training(session, org_id, spec.training_file, "training_file")
     _check_format(spec, training, "training_file")
+    validation = None
     if spec.validation_file:
         validation = files.usable_for_training(session, org_id, spec.validation_file, "validation_file")
         _check_format(spec, validation, "validation_file")
+    tasks = job_tasks(
+        (trained or spec.qlora).adapter.type,
+        _file_tasks(training, "training_file"),
+        _file_tasks(validation, "validation_file") if validation else None,
+        trained.data.tasks if trained else None,
+    )
     seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
     # Provisional: every example of the file counted; the pre-flight resolves the
     # hyperparameters again from the examples that keep a trained token.
     n_examples = training_examples(training.n_examples, spec.qlora.data.validation_split or 0.0)
     resolved = resolve(
-        spec, n_examples=n_examples, seed=seed, data_format=files.data_file(training).format, trained=trained
+        spec,
+        n_examples=n_examples,
+        seed=seed,
+        data_format=files.data_file(training).format,
+        trained=trained,
+        tasks=tasks,
     )
+    check_room_for_outputs(session, org_id)
     # Last before the insert: creations of one organization take turns from here to
     # their commit, so the turn is kept short.
     _check_active_jobs_quota(session, org_id)

@@ -57,6 +57,7 @@ class _Pending:
     training_id: str
     training: DataFile
     sha256: str
+    tasks: dict[str, int] | None  # the training file's examples per task
 
 
 def _pending(job_id: str) -> _Pending | None:
@@ -80,6 +81,7 @@ def _pending(job_id: str) -> _Pending | None:
             training.id,
             files.data_file(training),
             training.sha256,
+            training.tasks,
         )
 
 
@@ -97,6 +99,8 @@ def _measure(p: _Pending) -> tuple[dict[str, Any], list[str]]:
         p.request.qlora.data.train_on_inputs,
     )
     stats = dict(cached)  # the cached value is shared: never changed in place
+    if p.tasks:
+        stats["tasks"] = p.tasks
     if stats["trainable_tokens"] == 0:
         raise InvalidRequest(
             f"None of the {stats['examples']} examples of {p.training_id} has a trained token left after "

@@ -70,6 +70,15 @@ def get_job(session: Session, org_id: str, job_id: str) -> Job:
     return job
 
 
+def lock_job(session: Session, org_id: str, job_id: str) -> Job:
+    """`get_job`, with the job's row locked until the transaction ends: a write, not a
+    SELECT ... FOR UPDATE, so that SQLite too takes its write lock before the row is read.
+    A worker recording a checkpoint locks the same row (core.checkpoints.record_if_leased)."""
+    if not rows_matched(session, update(Job).where(Job.id == job_id, Job.organization_id == org_id).values(id=Job.id)):
+        raise _no_such_job(job_id)
+    return get_job(session, org_id, job_id)
+
+
 def _queue_position() -> ColumnElement[int | None]:
     """The place of the row's job in the training queue (1: the next a free worker
     claims), among the queued jobs of every organization in the order their messages

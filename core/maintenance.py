@@ -6,7 +6,8 @@ Each round, in its own transactions:
   (broker down at submission, a requeue by the reaper) or was lost with the broker's
   data; duplicates are harmless, a worker drops a message for a job that is not queued;
 - expired Idempotency-Keys and old previews are forgotten;
-- temporary objects left by a process that died mid-upload are removed.
+- temporary objects left by a process that died mid-upload are removed;
+- rejected uploads past their retention are deleted, rows and bytes.
 
 Every step is a conditional UPDATE or idempotent, so any number of API processes (or
 `ftsvc maintain` processes) may run the loop at once.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from core import idempotency, jobs, leases, previews
+from core import files, idempotency, jobs, leases, previews
 from core.db import session_scope
 from core.queue import broker_lost_messages, remember_broker
 from core.settings import get_settings
@@ -50,7 +51,10 @@ def run_once() -> None:
     with session_scope() as session:
         idempotency.forget_expired(session)
         previews.forget_old(session, PREVIEW_MAX_AGE_SECONDS)
-    get_storage().remove_stale_temporaries(settings.orphan_grace_seconds)
+    storage = get_storage()
+    storage.remove_stale_temporaries(settings.orphan_grace_seconds)
+    if removed := files.remove_expired_rejected(storage):
+        log.info("removed %d rejected uploads past their retention", removed)
 
 
 def run_forever(stop: threading.Event, interval: float) -> None:

@@ -5,7 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from core.ids import now
@@ -45,6 +57,8 @@ class ApiKey(Base):
 
 class File(Base):
     __tablename__ = "files"
+    # The maintenance loop looks for rejected uploads past their retention.
+    __table_args__ = (Index("ix_files_status_created_at", "status", "created_at"),)
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
@@ -61,6 +75,8 @@ class File(Base):
     # Detected (or named at upload) dataset format and file type; None when unreadable.
     format: Mapped[str | None] = mapped_column(String(32), nullable=True)
     file_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Valid examples per task name (core.tasks); None when the examples have no task.
+    tasks: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
 

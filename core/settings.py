@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     storage_root: Path = Path("var/storage")
 
     max_upload_bytes: int = 1 << 30
-    # Per organization: jobs queued or running at once, and bytes of stored files.
+    # Per organization: jobs queued or running at once, and bytes stored (uploads, result
+    # files, checkpoints, adapters: core.usage).
     max_active_jobs_per_org: int = 8
     max_stored_bytes_per_org: int = 100 << 30
     # The secret API keys are hashed with (HMAC-SHA256). Required outside the embedded
@@ -70,6 +71,10 @@ class Settings(BaseSettings):
     # Temporary objects (uploads in progress) untouched this long belong to a process
     # that died: they are removed.
     orphan_grace_seconds: float = 3600.0
+    # Uploads that failed validation are kept this long (their problems stay readable at
+    # GET /v1/files/{id}; they cannot train), then the maintenance loop removes them.
+    # They do not count against the storage quota meanwhile.
+    rejected_file_retention_seconds: float = 7 * 86400.0
     # How long an Idempotency-Key is remembered, and after how long a request still in
     # progress under a key is presumed dead.
     idempotency_ttl_seconds: int = 86400

@@ -226,6 +226,19 @@ class PTuning(_Strict):
     encoder_reparameterization_type: Literal["MLP", "LSTM"] = "MLP"
 
 
+class MultitaskPromptTuning(_Strict):
+    """One soft prompt per task (multitask prompt tuning, Wang et al. 2023): a prompt
+    shared by all tasks, scaled per task by a low-rank matrix; each example's `task`
+    picks its prompt. The tasks are the training file's (core.tasks)."""
+
+    type: Literal["multitask_prompt_tuning"]
+    num_virtual_tokens: VirtualTokens = 20
+    # The rank of each task's matrix (the paper's r; 1 there).
+    num_ranks: Annotated[int, Field(ge=1, le=64)] = 1
+    # Initialise the shared prompt from the embeddings of this text (else randomly).
+    init_text: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = None
+
+
 def _adapter_type(value: Any) -> str | None:
     # An adapter object without "type" is LoRA, the default method. Anything but an
     # object has no type: None makes pydantic refuse it (union_tag_not_found).
@@ -240,11 +253,22 @@ Adapter = Annotated[
     | Annotated[LoKr, Tag("lokr")]
     | Annotated[PromptTuning, Tag("prompt_tuning")]
     | Annotated[PrefixTuning, Tag("prefix_tuning")]
-    | Annotated[PTuning, Tag("p_tuning")],
+    | Annotated[PTuning, Tag("p_tuning")]
+    | Annotated[MultitaskPromptTuning, Tag("multitask_prompt_tuning")],
     Discriminator(_adapter_type),
 ]
-ADAPTER_TYPES = ("lora", "adalora", "ia3", "loha", "lokr", "prompt_tuning", "prefix_tuning", "p_tuning")
-PROMPT_LEARNING = ("prompt_tuning", "prefix_tuning", "p_tuning")
+ADAPTER_TYPES = (
+    "lora",
+    "adalora",
+    "ia3",
+    "loha",
+    "lokr",
+    "prompt_tuning",
+    "prefix_tuning",
+    "p_tuning",
+    "multitask_prompt_tuning",
+)
+PROMPT_LEARNING = ("prompt_tuning", "prefix_tuning", "p_tuning", "multitask_prompt_tuning")
 # peft 0.21's LoHa and LoKr cannot wrap bitsandbytes 4-bit layers: they train on the
 # unquantized base (quantization null).
 NEEDS_UNQUANTIZED = ("loha", "lokr")
@@ -355,6 +379,39 @@ class QLoRA(_Strict):
         return self
 
 
+# W&B's limits on a run's tags; the names of projects, entities and runs are bounded
+# here only so that a request stays small (W&B itself refuses a bad name at run start).
+WandbName = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_no_nul)]
+WandbTag = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
+
+
+class WandbIntegration(_Strict):
+    """OpenAI's Weights & Biases settings: the project the run is created in, its
+    display name (default: the job id), its entity (default: the API key's) and tags."""
+
+    project: WandbName
+    name: WandbName | None = None
+    entity: WandbName | None = None
+    tags: Annotated[list[WandbTag], Field(max_length=20)] = []
+
+
+class Integration(_Strict):
+    """One entry of OpenAI's `integrations`: only `wandb` exists (in OpenAI's API too)."""
+
+    type: Literal["wandb"]
+    wandb: WandbIntegration
+
+
+def _one_of_each_type(integrations: list[Integration]) -> list[Integration]:
+    types = [i.type for i in integrations]
+    if len(set(types)) < len(types):
+        raise ValueError("give each type of integration once (a job reports to one W&B run)")
+    return integrations
+
+
+Integrations = Annotated[list[Integration], AfterValidator(_one_of_each_type)]
+
+
 class JobSpec(_Strict):
     model: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     training_file: ObjectId
@@ -369,6 +426,8 @@ class JobSpec(_Strict):
     # Start from the adapter weights of a checkpoint of an earlier job (same base model);
     # the adapter's configuration then comes from that checkpoint.
     from_checkpoint: ObjectId | None = None
+    # Trackers the worker reports the run to (OpenAI's field).
+    integrations: Integrations = []
 
     @model_validator(mode="after")
     def _one_validation_source(self) -> JobSpec:
@@ -479,6 +538,8 @@ class ResolvedData(_Strict):
     train_on_inputs: bool
     packing: bool
     validation_split: float | None
+    # Multitask prompt tuning: the task names, in task-id order (core.tasks); else None.
+    tasks: list[str] | None = None
 
 
 class ResolvedQLoRA(_Strict):
@@ -502,6 +563,8 @@ class ResolvedSpec(_Strict):
     method: ResolvedMethod
     qlora: ResolvedQLoRA
     from_checkpoint: str | None
+    # Jobs created before integrations existed have none in their stored spec.
+    integrations: list[Integration] = []
 
     @property
     def hparams(self) -> ResolvedHyperparameters:
@@ -509,12 +572,19 @@ class ResolvedSpec(_Strict):
 
 
 def resolve(
-    spec: JobSpec, *, n_examples: int, seed: int, data_format: FormatName, trained: ResolvedQLoRA | None = None
+    spec: JobSpec,
+    *,
+    n_examples: int,
+    seed: int,
+    data_format: FormatName,
+    trained: ResolvedQLoRA | None = None,
+    tasks: list[str] | None = None,
 ) -> ResolvedSpec:
     """The spec with every choice job creation can make made. `n_examples`: training
     examples (after any validation split); `data_format`: what the training file was
     validated as; `trained`: the settings of the checkpoint a job starts from, whose
-    adapter and quantization it keeps training."""
+    adapter and quantization it keeps training; `tasks`: a multitask adapter's tasks
+    (core.tasks.job_tasks)."""
     qlora = spec.qlora
     adapter, quantization = (trained.adapter, trained.quantization) if trained else (qlora.adapter, qlora.quantization)
     packing = qlora.data.packing
@@ -524,6 +594,7 @@ def resolve(
         # Preference pairs train on padded batches (TRL's DPO has no padding-free path).
         packing=packs_by_default(adapter.type) and spec.method.type == "supervised" if packing == "auto" else packing,
         validation_split=qlora.data.validation_split,
+        tasks=tasks,
     )
     return ResolvedSpec(
         model=spec.model,
@@ -541,6 +612,7 @@ def resolve(
             performance=qlora.performance,
         ),
         from_checkpoint=spec.from_checkpoint,
+        integrations=spec.integrations,
     )
 
 

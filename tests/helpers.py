@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -40,6 +42,25 @@ def stored_objects() -> set[str]:
 
     root = get_settings().storage_root / "files"
     return {p.name for p in root.iterdir()} if root.exists() else set()
+
+
+def fresh_org(name: str) -> tuple[str, str]:
+    """A new organization and an API key of it: (id, key)."""
+    from core.auth import create_key, create_organization
+    from core.db import session_scope
+
+    with session_scope() as session:
+        org = create_organization(session, name)
+        return org.id, create_key(session, org.id)[1]
+
+
+def stored_keys(prefix: str = "") -> set[str]:
+    """Every object in storage under `prefix` (all of them by default), by key."""
+    from core.settings import get_settings
+
+    root = get_settings().storage_root
+    keys = {p.relative_to(root).as_posix() for p in (root / prefix).rglob("*") if p.is_file()}
+    return {key for key in keys if not key.startswith(".tmp/")}  # uploads in progress
 
 
 def stored_checkpoint(job_id: str, step: int = 1) -> str:
@@ -82,6 +103,15 @@ def front_matter(card: str) -> dict[str, Any]:
     return dict(yaml.safe_load(card.split("---\n")[1]))
 
 
+def card_peft_snippet(adapter: Path, base_model: Path) -> str:
+    """The PEFT code of an adapter's model card, with the local base model's path where
+    the card says to put it."""
+    snippet = python_block((adapter / "README.md").read_text(), "### With PEFT")
+    line = f'base_model = "{base_model.name}"  # the base model: replace with the path of your copy of it'
+    assert snippet.count(line) == 1, snippet
+    return snippet.replace(line, f"base_model = {json.dumps(str(base_model))}")
+
+
 def run_snippet(snippet: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """A model card's loading code in a fresh interpreter, which then prints how many
     tokens it generated (a random tiny model's text may decode to nothing)."""
@@ -89,9 +119,9 @@ def run_snippet(snippet: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", snippet + count], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-def unsent_queued_job(org_id: str, training_file: str) -> str:
+def unsent_queued_job(org_id: str, training_file: str, **spec: Any) -> str:
     """A queued job that no broker message names yet (created, its pre-flight skipped,
-    never published), so no worker takes it meanwhile."""
+    never published), so no worker takes it meanwhile; `spec`: more of its spec."""
     from core.db import session_scope
     from core.job_creation import create_job
     from core.jobs import transition
@@ -99,7 +129,8 @@ def unsent_queued_job(org_id: str, training_file: str) -> str:
     from core.states import JobStatus
 
     with session_scope() as session:
-        job_id = create_job(session, org_id, JobSpec(model="tiny-llama", training_file=training_file)).id
+        job_spec = JobSpec.model_validate({"model": "tiny-llama", "training_file": training_file} | spec)
+        job_id = create_job(session, org_id, job_spec).id
         transition(session, job_id, JobStatus.QUEUED, message="queued by the test")
     return job_id
 
@@ -224,3 +255,53 @@ def all_events(client: TestClient, job_id: str) -> list[dict[str, Any]]:
         if not page["has_more"]:
             return events[::-1]
         after = page["data"][-1]["id"]
+
+
+def usage(client: TestClient) -> dict[str, Any]:
+    """The organization's usage, as the API answers it."""
+    response = client.get("/v1/organization/usage")
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def stored_size(key: str) -> int:
+    """The size of an object in storage."""
+    from core.settings import get_settings
+
+    return (get_settings().storage_root / key).stat().st_size
+
+
+def assert_tensorboard_matches(archive: bytes, metrics: list[dict[str, Any]]) -> None:
+    """The TensorBoard events, read by TensorBoard's own reader, hold every point of the
+    job's curve: the same steps, and the same values in TensorBoard's float32."""
+    import numpy as np
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar, tempfile.TemporaryDirectory() as logdir:
+        names = tar.getnames()
+        tar.extractall(logdir, filter="data")
+        assert len(names) == 1 and names[0].startswith("events.out.tfevents."), names
+        events = EventAccumulator(str(logdir))
+        events.Reload()
+    for split in ("train", "valid"):
+        points = [m for m in metrics if m["split"] == split]
+        scalars = events.Scalars(f"{split}/loss")
+        assert [s.step for s in scalars] == [m["step"] for m in points]
+        assert [s.value for s in scalars] == [np.float32(m["loss"]) for m in points]
+        assert [s.wall_time for s in scalars] == [m["created_at"] for m in points]
+    assert "train/learning_rate" in events.Tags()["scalars"]
+
+
+def assert_mlflow_matches(text: str, metrics: list[dict[str, Any]]) -> None:
+    """MLflow's metric fields, one row per value of the curve, timestamps in milliseconds."""
+    from worker.result_files import SERIES
+
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows and list(rows[0]) == ["key", "value", "timestamp", "step"]
+    values = {(f"{m['split']}/{name}", m["step"]) for m in metrics for name in SERIES if m[name] is not None}
+    assert sorted((r["key"], int(r["step"])) for r in rows) == sorted(values)
+    for split in ("train", "valid"):
+        losses = [r for r in rows if r["key"] == f"{split}/loss"]
+        points = [m for m in metrics if m["split"] == split]
+        assert [(int(r["step"]), float(r["value"])) for r in losses] == [(m["step"], m["loss"]) for m in points]
+        assert [int(r["timestamp"]) for r in losses] == [m["created_at"] * 1000 for m in points]

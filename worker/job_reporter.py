@@ -47,9 +47,11 @@ class JobReporter:
         publish_checkpoint(self.job, self.owner, step, directory, metrics, self.keep_checkpoints)
 
     def stop_reason(self) -> StopReason | None:
-        if self.heartbeat.lost.is_set():
-            return "lease_lost"
+        # The job's record first: a cancel also ends the lease's renewals (the heartbeat
+        # then reports it lost), and must read as the cancel it is.
         with session_scope() as session:
             reason = leases.stop_reason(session, self.job_id, self.owner)
+        if reason is None and self.heartbeat.lost.is_set():
+            reason = "lease_lost"
         # A cancel, a lost lease or a pause says more about the job than the stop does.
         return reason or ("shutdown" if self.shutdown.is_set() else None)

@@ -33,6 +33,7 @@ ADAPTER_NAMES = {
     "prompt_tuning": "prompt-tuning",
     "prefix_tuning": "prefix-tuning",
     "p_tuning": "P-tuning",
+    "multitask_prompt_tuning": "multitask prompt-tuning",
 }
 # The metrics of a job's points that say how training went, as the Results table names them.
 FIGURES = {
@@ -244,10 +245,15 @@ def _generate(card: ModelCardFacts, model: str, tokenizer: str) -> str:
             '    [{"role": "user", "content": "Hello!"}], add_generation_prompt=True, return_dict=True, '
             'return_tensors="pt"\n)'
         )
+    generate = "output = model.generate(**inputs, max_new_tokens=64)"
+    if tasks := card.spec.qlora.data.tasks:
+        # A multitask prompt is told each input's task, by its id (tasks.json: name -> id).
+        inputs += f'\ntask = json.load(open(f"{{{tokenizer}}}/tasks.json"))[{json.dumps(tasks[0])}]'
+        generate = "output = model.generate(**inputs, task_ids=torch.tensor([task]), max_new_tokens=64)"
     return f"""tokenizer = AutoTokenizer.from_pretrained({tokenizer})
 {model}
 {inputs}
-output = model.generate(**inputs, max_new_tokens=64)
+{generate}
 print(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))"""
 
 
@@ -262,6 +268,7 @@ def _loading_adapter(card: ModelCardFacts) -> str:
     where = "from the Hugging Face hub" if card.base_on_hub else "replace with the path of your copy of it"
     load = "model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_model), adapter)"
     resolves = "its hub id resolves" if card.base_on_hub else f"`{base}` is a path to your copy of it"
+    imports = "import json\n\nimport torch\n" if spec.qlora.data.tasks else ""  # a multitask prompt's task id
     peft = f"""## Loading
 
 This folder holds the adapter (PEFT: `adapter_config.json`, `adapter_model.safetensors`) and the
@@ -270,7 +277,7 @@ tokenizer it was trained with. The snippets run in the directory the archive was
 ### With PEFT
 
 ```python
-from peft import PeftModel
+{imports}from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 base_model = {json.dumps(base)}  # the base model: {where}

@@ -1,13 +1,12 @@
 """Publishing a finished job: the adapter as one .tar.gz artifact (one folder named after
-the fine-tuned model, with its model card), the metrics as a CSV result file (OpenAI's
-results-file shape), and the move to `succeeded`, all in one transaction. Objects are
-written first (atomically); if the job can no longer succeed (it was cancelled meanwhile)
-they are removed again."""
+the fine-tuned model, with its model card: worker.adapter_folder), its result files
+(worker.result_files: OpenAI's metrics CSV, TensorBoard events, MLflow's metric rows),
+and the move to `succeeded`, all in one transaction. Objects are written first
+(atomically); if the job can no longer succeed (it was cancelled meanwhile) they are
+removed again."""
 
 from __future__ import annotations
 
-import csv
-import io
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,23 +21,16 @@ from core.storage import LocalStorage, StoredObject
 from worker.adapter_folder import adapter_folder
 from worker.archives import archive
 from worker.model_card import ModelCardFacts, latest_metrics
+from worker.result_files import RESULT_FILES
 
-CSV_COLUMNS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")
 
-
-def _metrics_csv(storage: LocalStorage, points: Sequence[JobMetric], key: str) -> StoredObject:
-    rows: dict[int, dict[str, object]] = {}
-    for m in points:
-        row = rows.setdefault(m.step, {"step": m.step})
-        row[f"{m.split}_loss"] = m.loss
-        row[f"{m.split}_mean_token_accuracy"] = m.mean_token_accuracy
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows[step] for step in sorted(rows))
-    with storage.writer(key) as out:
-        out.write(text.getvalue().encode())
-    return StoredObject(key, out.bytes, out.sha256)
+def _result_files(storage: LocalStorage, points: Sequence[JobMetric]) -> list[tuple[str, str, StoredObject]]:
+    """The job's result files from its metric points, stored: (file id, file name, object) each."""
+    stored = []
+    for filename, write in RESULT_FILES:
+        file_id = new_id("file")
+        stored.append((file_id, filename, write(storage, f"files/{file_id}", points)))
+    return stored
 
 
 def publish_success(
@@ -53,8 +45,7 @@ def publish_success(
         folder = adapter_folder(adapter_dir.iterdir(), Path(parent), card)
         # Per attempt: a replaced worker must never overwrite (or delete) the winner's object.
         adapter = archive(storage, f"artifacts/{job.id}/attempt-{attempt}/adapter.tar.gz", [folder])
-    results_id = new_id("file")
-    results = _metrics_csv(storage, points, f"files/{results_id}")
+    results = _result_files(storage, points)
     with session_scope() as session:
         succeeded = leases.end_run(
             session,
@@ -66,12 +57,13 @@ def publish_success(
             message=f"Job succeeded: adapter published ({adapter.bytes} bytes, sha256 {adapter.sha256[:12]}...)",
             fine_tuned_model=fine_tuned_model_name(job),
             trained_tokens=trained_tokens,
-            result_files=[results_id],
+            result_files=[file_id for file_id, _, _ in results],
         )
         if succeeded:
             artifacts.record_artifact(session, job.id, artifacts.ADAPTER, f"{job.id}-adapter.tar.gz", adapter)
-            files.register_result(session, job.organization_id, results_id, "step_metrics.csv", results)
+            for file_id, filename, stored in results:
+                files.register_result(session, job.organization_id, file_id, filename, stored)
     if not succeeded:
-        storage.delete(adapter.key)
-        storage.delete(results.key)
+        for key in (adapter.key, *(stored.key for _, _, stored in results)):
+            storage.delete(key)
     return succeeded

@@ -75,6 +75,7 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
         from worker.publish import publish_success
         from worker.training.recipe import JobData, Recipe
         from worker.training.runtime import pick_runtime
+        from worker.training.tracking import tracking_callbacks
 
         quantization = spec.qlora.quantization
         runtime = pick_runtime(quantization.compute_dtype if quantization else "auto")
@@ -101,7 +102,8 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
         model = fetch_hub_model(registry.resolve_model(spec.model), reporter)
         interval = get_settings().checkpoint_interval_seconds
         recipe = Recipe(spec, model, data, workdir, runtime, reporter, resume_from, initial_adapter, interval)
-        result = recipe.run()
+        with tracking_callbacks(job.id, spec, reporter, workdir) as callbacks:
+            result = recipe.run(callbacks)
         if result.stopped is None:
             phase = "publishing"
             if not publish_success(get_storage(), job, owner, attempt, result.adapter_dir, result.trained_tokens):

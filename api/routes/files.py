@@ -13,7 +13,7 @@ from api.openapi import ModelRoute, streamed
 from api.previews import wait_for_preview
 from api.schemas import DeletedFile, FileObject, FilePreview, ListPage
 from api.upload import receive_upload
-from core import files, previews
+from core import files, previews, usage
 from core.db import session_scope
 from core.errors import InvalidRequest
 from core.formats import FORMATS
@@ -74,7 +74,7 @@ async def upload_file(
 
     async def receive(replaying: bool) -> tuple[str, FileObject | None]:
         with session_scope() as session:
-            max_bytes, too_large = files.upload_allowance(session, org)
+            max_bytes, too_large = usage.upload_allowance(session, org)
         upload = await receive_upload(request, storage, f"files/{file_id}", max_bytes, too_large)
         # What the upload asks for; the multipart boundary differs between retries.
         asked = fingerprint([upload.filename, upload.fields, upload.stored.sha256, upload.stored.bytes])
@@ -86,7 +86,7 @@ async def upload_file(
     return await idempotent_requests.run_once(org, UPLOADS, idempotency_key, FileObject, receive)
 
 
-# Uploads, and the metrics CSVs of finished jobs (their `result_files`).
+# Uploads, and the result files of succeeded jobs (their `result_files`).
 ListedPurpose = Literal["fine-tune", "fine-tune-results"]
 
 

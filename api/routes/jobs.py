@@ -11,8 +11,16 @@ from api import idempotent_requests, streams
 from api.charts import MetricsChart
 from api.deps import METADATA, Limit, MetadataFilter, OrgDep, ReadSessionDep, SessionDep
 from api.openapi import ModelRoute, streamed
-from api.schemas import CheckpointObject, JobEventObject, JobObject, ListPage, MetricPoint
-from core import artifacts, checkpoints, events, job_creation, jobs
+from api.schemas import (
+    CheckpointObject,
+    DeletedCheckpoint,
+    DeletedJob,
+    JobEventObject,
+    JobObject,
+    ListPage,
+    MetricPoint,
+)
+from core import artifacts, checkpoints, events, job_cleanup, job_creation, jobs
 from core.db import read_scope
 from core.events import Split
 from core.idempotency import fingerprint
@@ -91,6 +99,15 @@ def get_job(fine_tuning_job_id: str, session: ReadSessionDep, org: OrgDep) -> Jo
     return JobObject.from_row(*jobs.get_job_and_queue_position(session, org, fine_tuning_job_id))
 
 
+@router.delete("/{fine_tuning_job_id}")
+def delete_job(fine_tuning_job_id: str, org: OrgDep) -> DeletedJob:
+    """Delete a finished job with everything it stored: events, metrics, checkpoints,
+    adapter and result files (their bytes too). `409` while it is active (cancel it
+    first) or while an active job starts from one of its checkpoints."""
+    job_cleanup.delete_job(get_storage(), org, fine_tuning_job_id)
+    return DeletedJob(id=fine_tuning_job_id)
+
+
 @router.post("/{fine_tuning_job_id}/cancel")
 def cancel_job(fine_tuning_job_id: str, session: SessionDep, org: OrgDep) -> JobObject:
     return JobObject.from_row(jobs.cancel_job(session, org, fine_tuning_job_id))
@@ -134,6 +151,14 @@ def download_checkpoint_adapter(
         media_type="application/gzip",
         headers=_checkpoint_headers(checkpoint),
     )
+
+
+@router.delete("/{fine_tuning_job_id}/checkpoints/{checkpoint_id}")
+def delete_checkpoint(fine_tuning_job_id: str, checkpoint_id: str, org: OrgDep) -> DeletedCheckpoint:
+    """Delete a checkpoint (adapter and trainer state). `409` for the newest checkpoint
+    of an active job (it resumes from it) and for one an active job starts from."""
+    job_cleanup.delete_checkpoint(get_storage(), org, fine_tuning_job_id, checkpoint_id)
+    return DeletedCheckpoint(id=checkpoint_id)
 
 
 @router.get("/{fine_tuning_job_id}/events")

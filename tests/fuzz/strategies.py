@@ -27,7 +27,8 @@ VALID_ROWS: dict[str, dict[str, Any]] = {
     "chat": CHAT,
     # A conversation with a function call, its result and tools as JSON text.
     "sharegpt": json.loads((EXAMPLES / "sharegpt.jsonl").read_text().splitlines()[2]),
-    "prompt_completion": {"prompt": "2+2=", "completion": "4"},
+    # Any format's example may name its task (core.tasks): damaged, dropped on some rows.
+    "prompt_completion": {"prompt": "2+2=", "completion": "4", "task": "arithmetic"},
     "instruction": {"instruction": "Translate", "input": "cat", "output": "chat"},
     "qa": {
         "context": "Paris is in France.",
@@ -39,6 +40,7 @@ VALID_ROWS: dict[str, dict[str, Any]] = {
         "input": {"messages": [{"role": "user", "content": "2+2="}]},
         "preferred_output": [{"role": "assistant", "content": "4"}],
         "non_preferred_output": [{"role": "assistant", "content": "5"}],
+        "task": "arithmetic",
     },
 }
 

@@ -95,6 +95,35 @@ def test_adapter_and_data_options_that_do_not_apply_are_refused(client_module, c
     assert words in error["message"]
 
 
+def test_multitask_prompt_tuning_takes_its_tasks_from_the_training_file(client_module, chat_file) -> None:  # type: ignore[no-untyped-def]
+    multitask = upload_ok(client_module, (EXAMPLES / "multitask.jsonl").read_bytes(), "multitask.jsonl")
+    counts = {"arithmetic": 12, "spelling": 12}
+    mpt = {"adapter": {"type": "multitask_prompt_tuning", "num_virtual_tokens": 4}}
+    job = preflight(client_module, training_file=multitask, validation_file=multitask, qlora=mpt)
+    assert job["status"] == "queued" and job["qlora"]["data"]["tasks"] == ["arithmetic", "spelling"]
+    assert job["qlora"]["data"]["packing"] is False and job["statistics"]["tasks"] == counts
+    # Any other adapter trains on the same file and ignores its tasks (still counted).
+    lora = preflight(client_module, training_file=multitask)
+    assert lora["status"] == "queued" and lora["qlora"]["data"]["tasks"] is None
+    assert lora["statistics"]["tasks"] == counts
+    assert preflight(client_module, training_file=chat_file)["statistics"]["tasks"] is None
+
+
+def test_multitask_prompt_tuning_refuses_data_without_its_tasks(client_module, chat_file) -> None:  # type: ignore[no-untyped-def]
+    multitask = upload_ok(client_module, (EXAMPLES / "multitask.jsonl").read_bytes(), "multitask.jsonl")
+    poetry = upload_ok(client_module, jsonl(chat("A poem?", "Roses.") | {"task": "poetry"}))
+    mpt = {"adapter": {"type": "multitask_prompt_tuning"}}
+    refused = create(client_module, training_file=chat_file, qlora=mpt)
+    error = assert_error(refused, 400, "training_file", "missing_tasks")
+    assert f"the examples of training_file {chat_file} have no `task` field" in error["message"]
+    refused = create(client_module, training_file=multitask, validation_file=chat_file, qlora=mpt)
+    assert chat_file in assert_error(refused, 400, "validation_file", "missing_tasks")["message"]
+    refused = create(client_module, training_file=multitask, validation_file=poetry, qlora=mpt)
+    error = assert_error(refused, 400, "validation_file", "unknown_task")
+    assert f"validation_file {poetry} has task 'poetry'" in error["message"]
+    assert "'arithmetic', 'spelling'" in error["message"]
+
+
 def test_validation_file_and_split_are_exclusive(client_module, chat_file) -> None:  # type: ignore[no-untyped-def]
     error = assert_error(
         create(

@@ -21,7 +21,7 @@ def test_upload_reports_size_digest_and_examples(client) -> None:  # type: ignor
     assert (body["status"], body["purpose"], body["filename"]) == ("processed", "fine-tune", "chat.jsonl")
     assert body["bytes"] == len(content)
     assert body["sha256"] == hashlib.sha256(content).hexdigest()
-    assert body["examples"] == 36
+    assert body["examples"] == 36 and body["tasks"] is None
     assert client.get(f"/v1/files/{body['id']}").json() == body
     assert client.get(f"/v1/files/{body['id']}/content").content == content
     listed = client.get("/v1/files", params={"limit": 100}).json()
@@ -124,8 +124,27 @@ QA = {
         ("table.csv", b"question,reply\nq,a\n", None, None, "the CSV columns are question, reply"),
         ("data.parquet", b"this is not parquet", None, None, "not a Parquet file"),
         ("data.json", b'[{"text": "fine"}, {"text": 7}]', ("row", 2), "text", "must be a string"),
+        (
+            "tasks.jsonl",
+            jsonl(chat() | {"task": "a"}, chat() | {"task": "b"}, chat()),
+            ("line", 3),
+            "task",
+            "this example has no task, but line 1 has task 'a'",
+        ),
+        ("tasks.csv", b"prompt,completion,task\np,c,\np,c,t\n", ("line", 3), "task", "has a task, but line 2 has no"),
+        ("task.jsonl", jsonl(chat() | {"task": 7}), ("line", 1), "task", "must be a string, not int"),
     ],
-    ids=["mixed-formats", "qa-answer-start", "empty-completion", "csv-columns", "not-parquet", "json-array-row"],
+    ids=[
+        "mixed-formats",
+        "qa-answer-start",
+        "empty-completion",
+        "csv-columns",
+        "not-parquet",
+        "json-array-row",
+        "task-on-some-lines",
+        "task-on-some-csv-records",
+        "task-not-a-string",
+    ],
 )
 def test_format_problems_through_the_api(client, filename, content, where, field, words) -> None:  # type: ignore[no-untyped-def]
     error = assert_error(upload(client, content, filename), 400, param="file", code="invalid_file")
@@ -133,6 +152,13 @@ def test_format_problems_through_the_api(client, filename, content, where, field
     assert words in first["message"] and first["field"] == field
     if where:
         assert first[where[0]] == where[1] and f"{where[0]} {where[1]}" in error["message"]
+
+
+def test_the_examples_per_task_are_on_the_file(client) -> None:  # type: ignore[no-untyped-def]
+    body = upload(client, (EXAMPLES / "multitask.jsonl").read_bytes(), "multitask.jsonl").json()
+    assert (body["status"], body["examples"]) == ("processed", 24)
+    assert body["tasks"] == {"arithmetic": 12, "spelling": 12}
+    assert client.get(f"/v1/files/{body['id']}").json()["tasks"] == body["tasks"]
 
 
 def test_a_named_format_and_every_file_type_through_the_api(client) -> None:  # type: ignore[no-untyped-def]

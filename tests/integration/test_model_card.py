@@ -11,11 +11,9 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import EXAMPLES, extract_adapter, front_matter, python_block, run_snippet, upload_ok, wait_for
+from tests.helpers import EXAMPLES, card_peft_snippet, extract_adapter, front_matter, run_snippet, upload_ok, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker")]
-
-BASE_LINE = 'base_model = "tiny-llama"  # the base model: replace with the path of your copy of it'
 
 
 def train(client, **fields: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -60,10 +58,7 @@ def test_the_adapter_archive_is_one_folder_whose_card_has_the_jobs_figures_and_l
     assert "LoRARequest(adapter, 1, adapter)" in card and "convert_lora_to_gguf.py" in card
 
     # The card's PEFT code, run as written but for the base model's path, where it says to.
-    snippet = python_block(card, "### With PEFT")
-    assert snippet.count(BASE_LINE) == 1
-    snippet = snippet.replace(BASE_LINE, f"base_model = {json.dumps(str(tiny_model))}")
-    ran = run_snippet(snippet, tmp_path)
+    ran = run_snippet(card_peft_snippet(adapter, tiny_model), tmp_path)
     assert ran.returncode == 0, ran.stderr
     assert int(ran.stdout.split()[-1]) > 0, "nothing was generated"
 

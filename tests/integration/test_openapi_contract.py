@@ -12,15 +12,18 @@ from pydantic import BaseModel
 
 from api.app import create_app
 from api.openapi import ModelRoute
-from api.routes import files, jobs, models
+from api.routes import files, jobs, models, organization
 from api.schemas import (
     CheckpointObject,
+    DeletedCheckpoint,
+    DeletedJob,
     FileObject,
     FilePreview,
     JobEventObject,
     JobObject,
     ListPage,
     MetricPoint,
+    OrganizationUsage,
 )
 from core.auth import create_key, revoke_key
 from core.db import session_scope
@@ -100,7 +103,7 @@ def test_a_key_is_read_as_before_and_a_revoked_one_refused(api_keys: dict[str, s
 def test_no_route_validates_its_answer_a_second_time() -> None:
     # The documented model is not FastAPI's response_model: nothing re-validates the
     # returned value after the route returns (the deadlock of the README's design note).
-    for module in (files, jobs, models):
+    for module in (files, jobs, models, organization):
         for route in module.router.routes:
             assert isinstance(route, ModelRoute)
             assert route.response_model is None and route.response_field is None, route.path
@@ -142,6 +145,10 @@ def test_real_objects_are_their_models(client_module: TestClient, chat_file: str
     metrics = exactly(ListPage[MetricPoint], client.get(f"/v1/fine_tuning/jobs/{job_id}/metrics"))
     assert isinstance(metrics, ListPage) and [(m.step, m.loss) for m in metrics.data] == [(1, 2.5)]
     exactly(JobObject, client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel"))
+    exactly(OrganizationUsage, client.get("/v1/organization/usage"))
+    deleted = exactly(DeletedCheckpoint, client.delete(f"/v1/fine_tuning/jobs/{job_id}/checkpoints/{page.data[0].id}"))
+    assert isinstance(deleted, DeletedCheckpoint) and deleted.id == page.data[0].id
+    exactly(DeletedJob, client.delete(f"/v1/fine_tuning/jobs/{job_id}"))
 
 
 def test_a_replay_is_the_first_answer_byte_for_byte(client_module: TestClient, chat_file: str) -> None:

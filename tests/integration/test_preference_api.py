@@ -97,6 +97,7 @@ def test_dpo_job_pre_flight_counts_pairs_and_resolves_beta(client_module, prefer
         "train_on_inputs": False,
         "packing": False,
         "validation_split": None,
+        "tasks": None,
     }
     stats = job["statistics"]
     # The sums (a system prompt) and some capitals (a long rejected reply) pass 56 tokens.

@@ -15,20 +15,13 @@ import pytest
 from sqlalchemy import select
 
 from api.app import create_app
-from core.auth import create_key, create_organization
 from core.db import session_scope
 from core.models import ApiKey
 from core.settings import get_settings
 from tests.conftest import OTHER_ORG, ROOT, make_client
-from tests.helpers import EXAMPLES, assert_error, chat, jsonl, stored_checkpoint, upload, upload_ok
+from tests.helpers import EXAMPLES, assert_error, chat, fresh_org, jsonl, stored_checkpoint, upload, upload_ok
 
 PATH_PARAMS = {"file_id", "fine_tuning_job_id", "kind", "checkpoint_id"}
-
-
-def fresh_org(name: str) -> tuple[str, str]:
-    with session_scope() as session:
-        org = create_organization(session, name)
-        return org.id, create_key(session, org.id)[1]
 
 
 def routes_with_ids() -> list[tuple[str, str, list[str]]]:

@@ -19,7 +19,7 @@ OUTSIDE_CORE = ("api", "worker", "ftsvc", "bench")
 SQL = re.compile(r"(?<![.\w])(select|update|delete|insert)\(|\bsession\.(execute|scalar|scalars|query|get)\(")
 # What worker/training/ may import from the project: the spec (and its validation errors
 # in the user's terms), data reading and tokenization (of examples and of preference
-# pairs), the vocabulary of states, the domain's errors, and itself.
+# pairs), the examples' tasks, the vocabulary of states, the domain's errors, and itself.
 RECIPE_MAY_IMPORT = {
     "core.datasets",
     "core.errors",
@@ -29,6 +29,7 @@ RECIPE_MAY_IMPORT = {
     "core.registry",
     "core.specs",
     "core.states",
+    "core.tasks",
     "core.tokenization",
     "core.validation_errors",
 }

@@ -16,10 +16,11 @@ from worker.model_card import ModelCardFacts, folder_name, latest_metrics, rende
 NAME = "ft:owner/base-7b:org-a:ftjob-1"
 
 
-def facts(model: str = "owner/base-7b", data_format: FormatName = "chat", **fields: Any) -> ModelCardFacts:
-    spec = resolve(
-        JobSpec(model=model, training_file="file-1", **fields), n_examples=10, seed=7, data_format=data_format
-    )
+def facts(
+    model: str = "owner/base-7b", data_format: FormatName = "chat", tasks: list[str] | None = None, **fields: Any
+) -> ModelCardFacts:
+    asked = JobSpec(model=model, training_file="file-1", **fields)
+    spec = resolve(asked, n_examples=10, seed=7, data_format=data_format, tasks=tasks)
     job = Job(id="ftjob-1", model=model, spec=spec.model_dump(mode="json"), statistics={"examples": 10})
     return ModelCardFacts.of_job(job, NAME, {"step": 5, "train_loss": 0.5})
 
@@ -42,6 +43,9 @@ def test_vllm_and_llama_cpp_get_what_they_can_load() -> None:
     assert "model.load_adapter(adapter)" in dora
     prompt = render(facts(qlora={"adapter": {"type": "prompt_tuning"}}), "adapter")
     assert "runs through PEFT only" in prompt and "load_adapter" not in prompt and "LoRARequest" not in prompt
+    multitask = render(facts(tasks=["qa", "sum"], qlora={"adapter": {"type": "multitask_prompt_tuning"}}), "adapter")
+    assert 'task = json.load(open(f"{adapter}/tasks.json"))["qa"]' in multitask
+    assert "task_ids=torch.tensor([task])" in multitask and "runs through PEFT only" in multitask
 
 
 def test_the_method_and_the_data_format_show() -> None:

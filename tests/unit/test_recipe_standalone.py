@@ -96,6 +96,13 @@ def test_bad_data_is_one_line_and_nothing_is_trained(tiny_model: Path, tmp_path:
         ('{"qlora": {"adapter": {"rank": 8}}}', "ftsvc: error: --spec: qlora.adapter.rank: not a parameter"),
         ('{"qlora": {"training": {"max_steps": 0}}}', "ftsvc: error: --spec: qlora.training.max_steps: must be"),
         ('{"method": {"type": "dpo"}}', "ftsvc: error: method.type 'dpo' trains on preference pairs, but --data "),
+        (
+            '{"qlora": {"adapter": {"type": "multitask_prompt_tuning"}}}',
+            "ftsvc: error: qlora.adapter.type multitask_prompt_tuning trains one prompt per task, but the examples "
+            "of --data",
+        ),
+        # Longer than a file name may be: JSON text all the same.
+        ('{"suffix": "%s"}' % ("s" * 300), "ftsvc: error: --spec: suffix: must be 1 to 64 letters"),
     ],
 )
 def test_a_bad_spec_is_one_line(tiny_model: Path, tmp_path: Path, spec: str, line: str) -> None:

@@ -155,3 +155,33 @@ def test_preference_data_and_methods_must_match() -> None:
     with pytest.raises(InvalidRequest) as sft_on_pairs:
         check_data_fits_method("supervised", "preference", "validation_file", "file-y")
     assert sft_on_pairs.value.param == "validation_file" and "method.type 'dpo'" in sft_on_pairs.value.message
+
+
+def test_multitask_prompt_tuning_resolves_with_its_tasks_and_one_example_per_row() -> None:
+    asked = spec(qlora={"adapter": {"type": "multitask_prompt_tuning", "num_virtual_tokens": 8, "init_text": "Do it"}})
+    adapter = asked.qlora.adapter
+    assert (adapter.type, adapter.num_virtual_tokens, adapter.num_ranks) == ("multitask_prompt_tuning", 8, 1)
+    resolved = resolve(asked, n_examples=40, seed=1, data_format="chat", tasks=["a", "b"])
+    assert resolved.qlora.data.tasks == ["a", "b"] and resolved.qlora.data.packing is False
+    assert ResolvedSpec.model_validate(resolved.model_dump(mode="json")) == resolved
+    # Specs stored before tasks existed read back without them.
+    stored = resolve(spec(), n_examples=40, seed=1, data_format="chat").model_dump(mode="json")
+    del stored["qlora"]["data"]["tasks"]
+    assert ResolvedSpec.model_validate(stored).qlora.data.tasks is None
+
+
+@pytest.mark.parametrize(
+    ("qlora", "method", "words"),
+    [
+        ({"data": {"packing": True}}, None, "needs one example per row"),
+        ({"performance": {"tokens_per_step": 4096}}, None, "cannot train on token-budget batches"),
+        ({"adapter": {"num_ranks": 0}}, None, "greater than or equal to 1"),
+        ({"adapter": {"num_tasks": 3}}, None, "Extra inputs are not permitted"),
+        ({}, {"type": "dpo"}, "multitask_prompt_tuning is not supported"),
+    ],
+)
+def test_multitask_prompt_tuning_refusals(qlora: dict, method: dict | None, words: str) -> None:
+    body = {"qlora": qlora | {"adapter": {"type": "multitask_prompt_tuning", **qlora.get("adapter", {})}}}
+    with pytest.raises(ValidationError) as info:
+        spec(**body, **({"method": method} if method else {}))
+    assert words in str(info.value)

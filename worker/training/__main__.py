@@ -20,11 +20,12 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
-from core.datasets import DataFile, detect_file_type, validate
+from core.datasets import DataFile, ValidationReport, detect_file_type, validate
 from core.errors import ServiceError
 from core.formats import as_format_name
 from core.registry import ModelRef
 from core.specs import JobSpec, check_data_fits_method, resolve
+from core.tasks import FileTasks, job_tasks
 from core.validation_errors import problems
 from worker.training.failures import JobFailure
 from worker.training.recipe import JobData, Recipe
@@ -36,11 +37,19 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(f"ftsvc: error: {message}")
 
 
+def _file_text(name: str) -> str | None:
+    """The text of the file `name`, if it names one (a long JSON text is too long to be a
+    file name, which the OS says with an error)."""
+    try:
+        return Path(name).read_text() if Path(name).is_file() else None
+    except OSError:
+        return None
+
+
 def _spec(text: str, model: Path, data: Path) -> JobSpec:
     """The job spec of `--spec` (JSON text or a file) for this model and data."""
-    path = Path(text)
     try:
-        fields = json.loads(path.read_text() if path.is_file() else text)
+        fields = json.loads(_file_text(text) or text)
     except json.JSONDecodeError as exc:
         _fail(f"--spec is not valid JSON: {exc}")
     if not isinstance(fields, dict):
@@ -52,7 +61,7 @@ def _spec(text: str, model: Path, data: Path) -> JobSpec:
         _fail(f"--spec: {first.param}: {first.message}" if first.param else f"--spec: {first.message}")
 
 
-def _data_file(path: Path, format_name: str) -> tuple[DataFile, int]:
+def _data_file(path: Path, format_name: str) -> tuple[DataFile, ValidationReport]:
     with path.open("rb") as stream:
         file_type = detect_file_type(path.name, stream.read(512))
         stream.seek(0)
@@ -60,7 +69,7 @@ def _data_file(path: Path, format_name: str) -> tuple[DataFile, int]:
     data_format = as_format_name(report.format)
     if not report.ok or data_format is None:
         _fail(f"{path} is not a valid training file: {report.summary()}")
-    return DataFile(path, file_type, data_format), report.n_examples
+    return DataFile(path, file_type, data_format), report
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -76,12 +85,14 @@ def main(argv: list[str] | None = None) -> Path:
     if not (args.model / "config.json").is_file():
         _fail(f"--model {args.model} is not a model directory (no config.json)")
     asked = _spec(args.spec, args.model, args.data)
-    data, n_examples = _data_file(args.data, asked.qlora.data.format)
+    data, report = _data_file(args.data, asked.qlora.data.format)
     try:
         check_data_fits_method(asked.method.type, data.format, "--data", str(args.data))
+        names = report.tasks.as_dict()
+        tasks = job_tasks(asked.qlora.adapter.type, FileTasks("--data", str(args.data), names), None, None)
     except ServiceError as exc:
         _fail(exc.message)
-    spec = resolve(asked, n_examples=n_examples, seed=asked.seed or 0, data_format=data.format)
+    spec = resolve(asked, n_examples=report.n_examples, seed=asked.seed or 0, data_format=data.format, tasks=tasks)
     quantization = spec.qlora.quantization
     runtime = pick_runtime(quantization.compute_dtype if quantization else "auto")
     workdir = Path(tempfile.mkdtemp(prefix="ftsvc-recipe-"))

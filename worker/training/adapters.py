@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from peft import (
@@ -11,6 +12,7 @@ from peft import (
     LoHaConfig,
     LoKrConfig,
     LoraConfig,
+    MultitaskPromptTuningConfig,
     PeftConfig,
     PrefixTuningConfig,
     PromptEncoderConfig,
@@ -32,7 +34,15 @@ def planned_steps(spec: ResolvedSpec, n_examples: int) -> int:
     return max(1, math.ceil(batches / training.gradient_accumulation_steps) * hp.n_epochs)
 
 
-def peft_config(adapter: Adapter, model_source: str, total_steps: int) -> PeftConfig:
+def _prompt_init(init_text: str | None, model_source: str) -> dict[str, Any]:
+    """How a soft prompt starts: the embeddings of `init_text`'s tokens, or random."""
+    if init_text is None:
+        return {"prompt_tuning_init": "RANDOM"}
+    return {"prompt_tuning_init": "TEXT", "prompt_tuning_init_text": init_text, "tokenizer_name_or_path": model_source}
+
+
+def peft_config(adapter: Adapter, model_source: str, total_steps: int, num_tasks: int = 0) -> PeftConfig:
+    """`num_tasks`: the tasks of a multitask prompt-tuning adapter's data."""
     a: Any = adapter
     if a.type == "lora":
         return LoraConfig(
@@ -82,16 +92,16 @@ def peft_config(adapter: Adapter, model_source: str, total_steps: int) -> PeftCo
             task_type=CAUSAL_LM,
         )
     if a.type == "prompt_tuning":
-        init = (
-            {
-                "prompt_tuning_init": "TEXT",
-                "prompt_tuning_init_text": a.init_text,
-                "tokenizer_name_or_path": model_source,
-            }
-            if a.init_text
-            else {"prompt_tuning_init": "RANDOM"}
-        )
+        init = _prompt_init(a.init_text, model_source)
         return PromptTuningConfig(num_virtual_tokens=a.num_virtual_tokens, task_type=CAUSAL_LM, **init)
+    if a.type == "multitask_prompt_tuning":
+        return MultitaskPromptTuningConfig(
+            num_virtual_tokens=a.num_virtual_tokens,
+            num_ranks=a.num_ranks,
+            num_tasks=num_tasks,
+            task_type=CAUSAL_LM,
+            **_prompt_init(a.init_text, model_source),
+        )
     if a.type == "prefix_tuning":
         return PrefixTuningConfig(
             num_virtual_tokens=a.num_virtual_tokens,
@@ -105,6 +115,21 @@ def peft_config(adapter: Adapter, model_source: str, total_steps: int) -> PeftCo
         encoder_reparameterization_type=a.encoder_reparameterization_type,
         task_type=CAUSAL_LM,
     )
+
+
+def saved_prompt_learning(adapter_dir: Path) -> PeftConfig | None:
+    """The settings of a saved prompt-learning adapter, for a new trainable one that
+    starts from its weights (peft loads a saved prompt-learning adapter for inference
+    only); None for any other adapter, which peft loads trainable itself."""
+    config: PeftConfig = PeftConfig.from_pretrained(str(adapter_dir))
+    if not config.is_prompt_learning:
+        return None
+    config.inference_mode = False
+    if isinstance(config, PromptTuningConfig):  # multitask prompt tuning's too
+        # The saved weights replace the initial prompt: its init text (and the tokenizer
+        # path it names, of the worker that trained it) is not read.
+        config.prompt_tuning_init = "RANDOM"
+    return config
 
 
 class AdaLoraBudgetCallback(TrainerCallback):

@@ -14,15 +14,29 @@ from core.datasets import DataFile, examples_of
 from core.errors import ServiceError
 from core.tokenization import PreparedTokenizer
 from worker.training.failures import DataError
+from worker.training.multitask import TASK_IDS
 
 
 def _encoded(
-    prepared: PreparedTokenizer, source: DataFile, max_length: int, train_on_inputs: bool
+    prepared: PreparedTokenizer,
+    source: DataFile,
+    max_length: int,
+    train_on_inputs: bool,
+    task_ids: dict[str, int] | None,
 ) -> Iterator[dict[str, Any]]:
     for example in examples_of(source):
         encoded = prepared.encode(example, max_length, train_on_inputs)
         if encoded.trained_tokens:  # nothing to learn from an example truncated to its prompt
-            yield {"input_ids": encoded.input_ids, "completion_mask": encoded.completion_mask}
+            row: dict[str, Any] = {"input_ids": encoded.input_ids, "completion_mask": encoded.completion_mask}
+            if task_ids is not None:
+                row[TASK_IDS] = _task_id(task_ids, example.task, source)
+            yield row
+
+
+def _task_id(task_ids: dict[str, int], task: str | None, source: DataFile) -> int:
+    if task not in task_ids:  # job creation refuses such data: a file changed under the job
+        raise DataError(f"An example of {source.path.name} has task {task!r}, which has no prompt", param="task")
+    return task_ids[task]
 
 
 def from_generator(
@@ -43,11 +57,23 @@ def from_generator(
 
 
 def encoded_dataset(
-    prepared: PreparedTokenizer, source: DataFile, max_length: int, train_on_inputs: bool, cache_dir: Path
+    prepared: PreparedTokenizer,
+    source: DataFile,
+    max_length: int,
+    train_on_inputs: bool,
+    cache_dir: Path,
+    task_ids: dict[str, int] | None = None,
 ) -> Dataset:
+    """`task_ids`: a multitask adapter's id of each task; each row then carries its own."""
     return from_generator(
         _encoded,
-        {"prepared": prepared, "source": source, "max_length": max_length, "train_on_inputs": train_on_inputs},
+        {
+            "prepared": prepared,
+            "source": source,
+            "max_length": max_length,
+            "train_on_inputs": train_on_inputs,
+            "task_ids": task_ids,
+        },
         cache_dir,
         f"no example of {source.path.name} has a trained token within max_seq_length={max_length}",
     )

@@ -21,7 +21,6 @@ from transformers import (
     AutoModelForCausalLM,
     BitsAndBytesConfig,
     PreTrainedModel,
-    Trainer,
     TrainerCallback,
 )
 from trl.trainer.sft_config import SFTConfig
@@ -34,10 +33,11 @@ from core.specs import ResolvedDpoHyperparameters, ResolvedSpec
 from core.states import StopReason
 from core.tokenization import PreparedTokenizer, prepare_tokenizer
 from worker.training import attention
-from worker.training.adapters import AdaLoraBudgetCallback, peft_config, planned_steps
+from worker.training.adapters import AdaLoraBudgetCallback, peft_config, planned_steps, saved_prompt_learning
 from worker.training.callbacks import JobProgressCallback, TrainedTokens
 from worker.training.data import encoded_dataset, hold_out
 from worker.training.failures import DataError, ModelLoadError
+from worker.training.multitask import TaskIdsCollator, task_ids, write_tasks
 from worker.training.preference import ResumableDPOTrainer, dpo_config, pair_dataset
 from worker.training.reporting import Reporter
 from worker.training.resume import ExactAdapterResume
@@ -52,6 +52,23 @@ class ResumableSFTTrainer(ExactAdapterResume, SFTTrainer):
         # Called for every training micro-batch: also count the tokens in the loss.
         super()._track_num_input_tokens(inputs)
         TrainedTokens.of(self).add(inputs["labels"])
+
+
+class MultitaskSFTTrainer(ResumableSFTTrainer):
+    """For a multitask prompt-tuning adapter (`tasks`: the job's task names, in id
+    order): every batch carries its examples' task ids, and every save of the adapter
+    (checkpoints too) writes the task names beside it."""
+
+    def __init__(self, *args: Any, tasks: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tasks = tasks
+        self.data_collator = TaskIdsCollator(self.data_collator)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        directory = output_dir or self.args.output_dir
+        assert directory is not None, "the recipe names the trainer's output_dir"
+        write_tasks(Path(directory), self.tasks)
 
 
 @dataclass
@@ -112,7 +129,8 @@ class Recipe:
         def encode(source: DataFile) -> Dataset:
             if self.spec.method.type == "dpo":
                 return pair_dataset(prepared, source, training.max_seq_length, cache)
-            return encoded_dataset(prepared, source, training.max_seq_length, data.train_on_inputs, cache)
+            ids = task_ids(data.tasks) if data.tasks else None
+            return encoded_dataset(prepared, source, training.max_seq_length, data.train_on_inputs, cache, ids)
 
         if self.data is None:
             raise DataError("This run was given no data files", param="training_file")
@@ -222,6 +240,9 @@ class Recipe:
             **self.common_args(has_validation, speed),
             completion_only_loss=True,
             use_liger_kernel=speed.liger_kernel,
+            # Multitask prompt tuning: the task ids must reach the collator (MultitaskSFTTrainer),
+            # but TRL keeps only the token columns.
+            remove_unused_columns=not self.spec.qlora.data.tasks,
             **batching,
         )
 
@@ -239,11 +260,10 @@ class Recipe:
         self.reporter.runtime(self.runtime.describe() | {"speed": speed.describe()})
         return speed
 
-    def adapter_config_here(self, adapter_dir: Path) -> PeftConfig:
+    def based_here(self, config: PeftConfig) -> PeftConfig:
         """A saved adapter's config with the base model where this run loads it from: an
         adapter archive names it by its public id, which peft would look up on the hub
         when it saves the trained adapter (to see whether the vocabulary changed)."""
-        config: PeftConfig = PeftConfig.from_pretrained(str(adapter_dir))
         config.base_model_name_or_path = self.model_ref.source
         return config
 
@@ -252,7 +272,8 @@ class Recipe:
         return f"by DPO (beta {hp.beta})" if isinstance(hp, ResolvedDpoHyperparameters) else "supervised"
 
     # -- train and save --------------------------------------------------------------------
-    def run(self) -> TrainResult:
+    def run(self, callbacks: tuple[TrainerCallback, ...] = ()) -> TrainResult:
+        """`callbacks`: more trainer callbacks (the job's trackers)."""
         prepared = self.load_tokenizer()
         train, valid = self.load_datasets(prepared)
         self.reporter.event(
@@ -260,14 +281,14 @@ class Recipe:
             + (f" and {len(valid)} validation examples" if valid is not None else "")
             + ("; loss on all tokens" if self.spec.qlora.data.train_on_inputs else "; loss on completions only")
         )
-        return self.train(train, valid, prepared.tokenizer)
+        return self.train(train, valid, prepared.tokenizer, callbacks)
 
     def train(
         self, train: Dataset, valid: Dataset | None, tokenizer: Any, extra_callbacks: tuple[TrainerCallback, ...] = ()
     ) -> TrainResult:
         """Train on encoded examples (input_ids, completion_mask; or prompt_ids, chosen_ids,
         rejected_ids for preference pairs) and save the adapter."""
-        adapter = self.spec.qlora.adapter
+        adapter, tasks = self.spec.qlora.adapter, self.spec.qlora.data.tasks
         speed = self.resolve_speed()
         batches = (
             f"packed rows of {speed.tokens_per_step} tokens"
@@ -291,13 +312,19 @@ class Recipe:
         callbacks: list[TrainerCallback] = [self.progress, self.progress.trained_tokens, *extra_callbacks]
         if adapter.type == "adalora":
             callbacks.append(AdaLoraBudgetCallback())
-        new_adapter = None
+        new_adapter, weights_from = None, None
         trained: PreTrainedModel | PeftModel = model
-        if self.initial_adapter is not None:
-            config = self.adapter_config_here(self.initial_adapter)
-            trained = PeftModel.from_pretrained(model, self.initial_adapter, is_trainable=True, config=config)
+        if self.initial_adapter is None:
+            new_adapter = peft_config(
+                adapter, self.model_ref.source, planned_steps(self.spec, len(train)), len(tasks or ())
+            )
+        elif (saved := saved_prompt_learning(self.initial_adapter)) is not None:
+            # peft loads a saved prompt-learning adapter for inference only: a new one with
+            # its settings is trained, from its weights (loaded once the trainer built it).
+            new_adapter, weights_from = self.based_here(saved), self.initial_adapter
         else:
-            new_adapter = peft_config(adapter, self.model_ref.source, planned_steps(self.spec, len(train)))
+            config = self.based_here(PeftConfig.from_pretrained(str(self.initial_adapter)))
+            trained = PeftModel.from_pretrained(model, self.initial_adapter, is_trainable=True, config=config)
         given: dict[str, Any] = {
             "model": trained,
             "train_dataset": train,
@@ -306,7 +333,7 @@ class Recipe:
             "peft_config": new_adapter,
             "callbacks": callbacks,
         }
-        trainer: Trainer
+        trainer: ResumableSFTTrainer | ResumableDPOTrainer
         try:
             if self.spec.method.type == "dpo":
                 # No ref_model: TRL computes the reference log-probabilities with the adapter
@@ -315,9 +342,15 @@ class Recipe:
                 trainer = ResumableDPOTrainer(args=args, **given)
             else:
                 mean_tokens = sum(len(ids) for ids in train["input_ids"]) / len(train)
-                trainer = ResumableSFTTrainer(args=self.training_args(valid is not None, speed, mean_tokens), **given)
+                sft = self.training_args(valid is not None, speed, mean_tokens)
+                if tasks:
+                    trainer = MultitaskSFTTrainer(args=sft, tasks=tasks, **given)
+                else:
+                    trainer = ResumableSFTTrainer(args=sft, **given)
         except ValueError as exc:
             raise DataError(f"Cannot prepare training: {exc}", param="qlora") from exc
+        if weights_from is not None:
+            trainer.load_adapter_weights(weights_from)
         trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         steps, stopped = trainer.state.global_step, self.progress.stopped
         adapter_dir = self.workdir / "adapter"
@@ -328,4 +361,6 @@ class Recipe:
             assert isinstance(peft_model, PeftModel), "the trainer wraps the model in its adapter"
             peft_model.save_pretrained(str(adapter_dir), safe_serialization=True)
             tokenizer.save_pretrained(adapter_dir)
+            if tasks:
+                write_tasks(adapter_dir, tasks)
         return TrainResult(adapter_dir, self.progress.trained_tokens.count, steps, stopped, speed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from peft import set_peft_model_state_dict
+from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from peft.utils import SAFETENSORS_WEIGHTS_NAME as SAFE_ADAPTER_WEIGHTS
 from safetensors.torch import load_file
 
@@ -22,8 +22,15 @@ class ExactAdapterResume:
     model: Any
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
-        weights = load_file(Path(resume_from_checkpoint) / SAFE_ADAPTER_WEIGHTS)
-        # torch's _IncompatibleKeys, a namedtuple peft's annotation does not let mypy see into.
-        result: Any = set_peft_model_state_dict(model or self.model, weights)
-        if result.unexpected_keys:
-            raise DataError(f"The checkpoint does not fit this adapter: {result.unexpected_keys[:3]}", param="qlora")
+        self.load_adapter_weights(Path(resume_from_checkpoint), model or self.model)
+
+    def load_adapter_weights(self, adapter_dir: Path, model: Any = None) -> None:
+        """The weights of the adapter saved in `adapter_dir`, copied into the model's."""
+        weights = load_file(adapter_dir / SAFE_ADAPTER_WEIGHTS)
+        model = model or self.model
+        # The adapter's own keys, as it saves them: set_peft_model_state_dict's
+        # unexpected_keys also lists those a prompt-learning adapter's encoder loads itself.
+        unexpected = sorted(set(weights) - set(get_peft_model_state_dict(model)))
+        if unexpected:
+            raise DataError(f"The checkpoint does not fit this adapter: {unexpected[:3]}", param="qlora")
+        set_peft_model_state_dict(model, weights)
