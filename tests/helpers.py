@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -74,6 +75,48 @@ def stored_checkpoint(job_id: str, step: int = 1) -> str:
     stored = StoredObject(key, out.bytes, out.sha256)
     with session_scope() as session:
         return checkpoints.record(session, job_id, step, {"step": step}, stored, stored).id
+
+
+def extract_adapter(archive: bytes, destination: Path) -> Path:
+    """An adapter download extracted: its one top folder, named after the model (its
+    fine-tuned model name, or its checkpoint's, made a file name)."""
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tops = {name.split("/")[0] for name in tar.getnames()}
+        assert len(tops) == 1, f"the archive has more than one top folder: {sorted(tops)}"
+        tar.extractall(destination, filter="data")
+    folder = destination / tops.pop()
+    assert folder.is_dir()
+    return folder
+
+
+def python_block(card: str, heading: str) -> str:
+    """The first Python block after a heading of a model card."""
+    after = card.split(f"\n{heading}\n", 1)[1]
+    return re.search(r"```python\n(.*?)```", after, re.S).group(1)  # type: ignore[union-attr]
+
+
+def front_matter(card: str) -> dict[str, Any]:
+    """A model card's YAML front matter."""
+    import yaml
+
+    assert card.startswith("---\n")
+    return dict(yaml.safe_load(card.split("---\n")[1]))
+
+
+def card_peft_snippet(adapter: Path, base_model: Path) -> str:
+    """The PEFT code of an adapter's model card, with the local base model's path where
+    the card says to put it."""
+    snippet = python_block((adapter / "README.md").read_text(), "### With PEFT")
+    line = f'base_model = "{base_model.name}"  # the base model: replace with the path of your copy of it'
+    assert snippet.count(line) == 1, snippet
+    return snippet.replace(line, f"base_model = {json.dumps(str(base_model))}")
+
+
+def run_snippet(snippet: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A model card's loading code in a fresh interpreter, which then prints how many
+    tokens it generated (a random tiny model's text may decode to nothing)."""
+    count = '\nprint(output.shape[1] - inputs["input_ids"].shape[1])'
+    return subprocess.run([sys.executable, "-c", snippet + count], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def unsent_queued_job(org_id: str, training_file: str, **spec: Any) -> str:

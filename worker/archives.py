@@ -20,9 +20,10 @@ GZIP_LEVEL = 1
 def archive(
     storage: LocalStorage, key: str, paths: Iterable[Path], compress: bool = True, folder: str | None = None
 ) -> StoredObject:
-    """Store `paths` (files of one directory) as one tar, gzip-compressed or not (large
-    optimizer states and model weights barely compress and would only cost time), its
-    members under `folder` when given (the archive then extracts into one folder)."""
+    """Store `paths` (files or folders, with all they hold, of one directory) under their
+    names as one tar, gzip-compressed or not (large optimizer states and model weights
+    barely compress and would only cost time); under `folder` when given (a merged
+    model's files, listed weights last, extract into that one folder)."""
     with storage.writer(key) as out:
         if compress:
             with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as zipped:

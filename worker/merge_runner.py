@@ -16,16 +16,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from core import merge_runs, merges
+from core import checkpoints, events, jobs, merge_runs, merges
 from core.db import session_scope
 from core.errors import Conflict, ServiceError
 from core.models import Merge
 from core.settings import get_settings
 from core.states import Level
 from core.storage import get_storage
+from worker.adapter_folder import find_adapter
 from worker.archives import archive, extract
 from worker.heartbeat import Heartbeat, new_owner
-from worker.merged_model_card import model_card
+from worker.model_card import ModelCardFacts, latest_metrics, write_model_card
 
 log = logging.getLogger("ftsvc.worker")
 
@@ -65,16 +66,6 @@ def execute_merge(merge_id: str, shutdown: threading.Event) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def adapter_directory(extracted: Path) -> Path:
-    """Where adapter_config.json is: the extracted archive itself, or its one folder."""
-    if (extracted / "adapter_config.json").is_file():
-        return extracted
-    folders = [p for p in extracted.iterdir() if (p / "adapter_config.json").is_file()]
-    if len(folders) != 1:
-        raise Conflict("The adapter archive holds no PEFT adapter (adapter_config.json)", code="adapter_not_found")
-    return folders[0]
-
-
 def _fetch_adapter(merge: Merge, workdir: Path) -> Path:
     try:
         extracted = extract(get_storage(), merge.adapter_key, workdir / "adapter")
@@ -84,7 +75,19 @@ def _fetch_adapter(merge: Merge, workdir: Path) -> Path:
             param="model",
             code="adapter_not_found",
         ) from None
-    return adapter_directory(extracted)
+    return find_adapter(extracted)
+
+
+def _card(merge: Merge) -> ModelCardFacts:
+    """The model card's facts: those of the adapter's job, with the metrics of the
+    checkpoint merged (or the job's final ones)."""
+    with session_scope() as session:
+        job = jobs.get_job(session, merge.organization_id, merge.job_id)
+        if merge.checkpoint_id is not None:
+            metrics = checkpoints.get_checkpoint(session, job.organization_id, job.id, merge.checkpoint_id).metrics
+        else:
+            metrics = latest_metrics(events.metrics_for(session, job.id))
+    return ModelCardFacts.of_job(job, merge.model, metrics)
 
 
 def _failure(exc: BaseException) -> dict[str, Any]:
@@ -129,7 +132,8 @@ def _run(merge: Merge, owner: str, heartbeat: Heartbeat, workdir: Path, shutdown
         device = default_device()
         weights = "its 4-bit weights, dequantized" if quantization else "its own weights"
         events.event(f"Merging {merge.model} into {base.name} ({weights}) on {device}")
-        folder = merge.registered_as or merge.id
+        card = _card(merge)
+        folder = card.folder  # the model's name, as its adapter's archive names its folder
         result = merge_adapter(
             base.source,
             adapter,
@@ -147,7 +151,7 @@ def _run(merge: Merge, owner: str, heartbeat: Heartbeat, workdir: Path, shutdown
             f"{result.seconds['merge']:.1f} s, save {result.seconds['save']:.1f} s)",
             data={"shards": result.shards, "weight_bytes": result.weight_bytes, "seconds": result.seconds},
         )
-        (result.directory / "README.md").write_text(model_card(merge, folder, result.dtype))
+        write_model_card(result.directory, card, "merged")
         between_phases()
         filename = f"{folder}.tar"
         key = f"merges/{merge.id}/attempt-{merge.attempt}/{filename}"

@@ -1,4 +1,5 @@
-"""Publishing a finished job: the adapter as one .tar.gz artifact, its result files
+"""Publishing a finished job: the adapter as one .tar.gz artifact (one folder named after
+the fine-tuned model, with its model card: worker.adapter_folder), its result files
 (worker.result_files: OpenAI's metrics CSV, TensorBoard events, MLflow's metric rows),
 and the move to `succeeded`, all in one transaction. Objects are written first
 (atomically); if the job can no longer succeed (it was cancelled meanwhile) they are
@@ -6,23 +7,25 @@ removed again."""
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from core import artifacts, events, files, leases
 from core.db import session_scope
 from core.ids import new_id
 from core.jobs import fine_tuned_model_name
-from core.models import Job
+from core.models import Job, JobMetric
 from core.states import JobStatus
 from core.storage import LocalStorage, StoredObject
+from worker.adapter_folder import adapter_folder
 from worker.archives import archive
+from worker.model_card import ModelCardFacts, latest_metrics
 from worker.result_files import RESULT_FILES
 
 
-def _result_files(storage: LocalStorage, job_id: str) -> list[tuple[str, str, StoredObject]]:
-    """The job's result files, stored: (file id, file name, object) each."""
-    with session_scope() as session:
-        points = events.metrics_for(session, job_id)
+def _result_files(storage: LocalStorage, points: Sequence[JobMetric]) -> list[tuple[str, str, StoredObject]]:
+    """The job's result files from its metric points, stored: (file id, file name, object) each."""
     stored = []
     for filename, write in RESULT_FILES:
         file_id = new_id("file")
@@ -35,9 +38,14 @@ def publish_success(
 ) -> bool:
     """Only the holder of the job's lease may publish: a worker that lost its lease
     (presumed dead, replaced) has its outputs discarded."""
-    # Per attempt: a replaced worker must never overwrite (or delete) the winner's object.
-    adapter = archive(storage, f"artifacts/{job.id}/attempt-{attempt}/adapter.tar.gz", adapter_dir.iterdir())
-    results = _result_files(storage, job.id)
+    with session_scope() as session:
+        points = events.metrics_for(session, job.id)
+    card = ModelCardFacts.of_job(job, fine_tuned_model_name(job), latest_metrics(points))
+    with tempfile.TemporaryDirectory(dir=adapter_dir.parent) as parent:
+        folder = adapter_folder(adapter_dir.iterdir(), Path(parent), card)
+        # Per attempt: a replaced worker must never overwrite (or delete) the winner's object.
+        adapter = archive(storage, f"artifacts/{job.id}/attempt-{attempt}/adapter.tar.gz", [folder])
+    results = _result_files(storage, points)
     with session_scope() as session:
         succeeded = leases.end_run(
             session,

@@ -61,7 +61,7 @@ def execute_job(job_id: str, shutdown: threading.Event) -> None:
 def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, shutdown: threading.Event) -> None:
     job, attempt = claim.job, claim.attempt
     spec = ResolvedSpec.model_validate(job.spec)
-    reporter = JobReporter(job.id, owner, heartbeat, spec.qlora.training.keep_checkpoints, shutdown)
+    reporter = JobReporter(job, owner, heartbeat, spec.qlora.training.keep_checkpoints, shutdown)
     if shutdown.is_set():  # asked to stop before anything was loaded
         _give_back(job.id, owner, attempt, claim.resume_from.step if claim.resume_from else 0)
         return

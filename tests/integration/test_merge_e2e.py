@@ -57,18 +57,19 @@ def test_merge_download_load_register_and_fine_tune_again(  # type: ignore[no-un
     job = train(client, "tiny-llama", training)
     merge = merged(client, job["fine_tuned_model"], register_as="tiny-merged")
     assert merge["runtime"] == {"device": "cpu", "dtype": "float32"} and merge["attempts"] == 1
-    assert merge["archive"]["filename"] == "tiny-merged.tar" and merge["register_as"] == "tiny-merged"
+    folder_name = f"ft-tiny-llama-org-test-{job['id']}"  # the model's name, as its adapter's folder
+    assert merge["archive"]["filename"] == f"{folder_name}.tar" and merge["register_as"] == "tiny-merged"
     messages = [e["message"] for e in all_events(client, merge["id"], MERGES)]
     assert messages[0].startswith(f"Merge of {job['fine_tuned_model']} (lora) into tiny-llama queued")
     assert any(m.startswith("Merged in float32 on cpu: 1 safetensors shards") for m in messages)
-    assert messages[-1].startswith("Merge succeeded: tiny-merged.tar published")
+    assert messages[-1].startswith(f"Merge succeeded: {folder_name}.tar published")
 
     content, names = extract(client, f"{MERGES}/{merge['id']}/content", tmp_path)
     assert (len(content), hashlib.sha256(content).hexdigest()) == (
         merge["archive"]["bytes"],
         merge["archive"]["sha256"],
     )
-    folder = tmp_path / "tiny-merged"
+    folder = tmp_path / folder_name
     assert {name.split("/")[0] for name in names} == {folder.name}  # one folder
     files = {p.name for p in folder.iterdir()}
     assert {
@@ -78,12 +79,14 @@ def test_merge_download_load_register_and_fine_tune_again(  # type: ignore[no-un
         "tokenizer.json",
         "chat_template.jinja",
     } <= files
-    assert "README.md" in files
+    card = (folder / "README.md").read_text()  # the model card, as a merged model's
+    assert "library_name: transformers" in card and "adapter trained by supervised fine-tuning" in card
 
     # The merged model is the base with its adapter (unmerged, in full precision), and generates.
     extract(client, f"/v1/fine_tuning/jobs/{job['id']}/artifacts/adapter", tmp_path / "adapter")
     model = AutoModelForCausalLM.from_pretrained(folder)
-    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), tmp_path / "adapter")
+    adapter = tmp_path / "adapter" / folder_name
+    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), adapter)
     ids = torch.tensor([[1, 50, 60, 70, 80, 90]])
     with torch.no_grad():
         assert (model(ids).logits - with_adapter(ids).logits).abs().max() <= 1e-5
@@ -123,7 +126,8 @@ def test_merge_download_load_register_and_fine_tune_again(  # type: ignore[no-un
     assert (tokenizer_only / "tokenizer.json").is_file() and not list(tokenizer_only.glob("*.safetensors"))
     assert (cache / merge["id"] / "model.safetensors").is_file()  # the training worker's: the whole model
     again = merged(client, second["fine_tuned_model"])
-    assert again["base_model"] == "tiny-merged" and again["archive"]["filename"] == f"{again['id']}.tar"
+    assert again["base_model"] == "tiny-merged"
+    assert again["archive"]["filename"] == f"ft-tiny-merged-org-test-{second['id']}.tar"
 
     # Merged models count against the organization's storage quota.
     stored = client.get("/v1/organization/usage").json()["storage"]["by_kind"]["merged_models"]
