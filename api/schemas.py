@@ -16,9 +16,10 @@ from core.datasets import FileType
 from core.files import expires_at
 from core.formats import FormatName
 from core.jobs import estimated_finish
-from core.models import Checkpoint, File, Job, JobEvent, JobMetric
+from core.merges import BaseWeights, Dtype
+from core.models import Checkpoint, File, Job, JobEvent, JobMetric, Merge, MergeEvent
 from core.specs import Integration, ResolvedHyperparameters, ResolvedMethod, ResolvedQLoRA
-from core.states import JobStatus, Level
+from core.states import JobStatus, Level, MergeStatus
 from core.usage import STORED, StorageUsage
 
 Item = TypeVar("Item", bound=BaseModel)
@@ -165,14 +166,19 @@ class FilePreview(_Wire):
 
 class ModelObject(_Wire):
     """OpenAI's model object: a base model that can be fine-tuned (a directory under the
-    models root) or one of the organization's fine-tuned models (`ft:...`)."""
+    models root, or a merged model the organization registered) or one of the
+    organization's fine-tuned models (`ft:...`)."""
 
     id: str = Field(description="A base model's name, or a fine-tuned model's `ft:<base>:<org>[:<suffix>]:<job id>`")
     object: Literal["model"] = "model"
     created: int = Field(
-        description="Unix seconds: when a base model's directory last changed, when a fine-tuned model's job finished"
+        description="Unix seconds: when a base model's directory last changed (a registered model: when its merge "
+        "finished), when a fine-tuned model's job finished"
     )
-    owned_by: str = Field(description="`local` for base models; the organization's id for its fine-tuned models")
+    owned_by: str = Field(
+        description="`local`: a base model of the service; else the organization: a merged model it registered, or "
+        "its fine-tuned model"
+    )
 
     @classmethod
     def from_listed(cls, model: ListedModel) -> Self:
@@ -457,6 +463,118 @@ class MetricPoint(_Wire):
     @classmethod
     def from_row(cls, m: JobMetric) -> Self:
         return cls.model_validate(m, from_attributes=True)  # the row's columns bear the fields' names
+
+
+# -- merges -----------------------------------------------------------------------------
+
+
+class MergeError(_Wire):
+    """Why a merge failed; the failure's event has the details."""
+
+    code: str = Field(
+        description="e.g. `base_model_not_found`, `adapter_not_found`, `out_of_memory`, `merge_failed`, `worker_lost`"
+    )
+    message: str
+    param: str | None
+
+
+class MergeRuntime(_Wire):
+    """What the worker merged with, recorded once the model is merged."""
+
+    # Open: a newer worker may report more.
+    model_config = ConfigDict(extra="allow")
+
+    device: str = Field(description="e.g. `cuda:0`, `cpu`")
+    dtype: Literal["bfloat16", "float16", "float32"] = Field(description="Of the merged weights")
+
+
+class MergedArchive(_Wire):
+    """The merged model, downloadable at `GET /v1/merges/{merge_id}/content`: one .tar
+    that extracts into one folder (sharded safetensors, config, generation config,
+    tokenizer, chat template, README.md)."""
+
+    filename: str
+    bytes: int
+    sha256: str
+
+
+class MergeObject(_Wire):
+    """A merge operation: an adapter (a fine-tuned model or a checkpoint) merged into its
+    full-precision base model by a worker."""
+
+    id: str
+    object: Literal["model.merge"] = "model.merge"
+    created_at: int = Field(description="Unix seconds")
+    started_at: int | None = Field(description="Unix seconds: when a worker first started it")
+    finished_at: int | None = Field(description="Unix seconds; null until it ends")
+    model: str = Field(description="The fine-tuned model or checkpoint merged")
+    fine_tuning_job_id: str = Field(description="The job that trained the adapter")
+    checkpoint_id: str | None = Field(description="The checkpoint merged; null for the job's final adapter")
+    base_model: str = Field(description="The base model the adapter was merged into")
+    adapter_type: str = Field(description="The adapter's method: `lora` (with DoRA, rsLoRA), `adalora`, `ia3`, ...")
+    dtype: Dtype = Field(description="The dtype asked for")
+    base_weights: BaseWeights = Field(
+        description="`original`: merged into the base's own weights; `dequantized`: into the 4-bit weights the "
+        "adapter was trained against, dequantized"
+    )
+    register_as: str | None = Field(
+        description="The organization's base model it is registered as once it succeeded (GET /v1/models)"
+    )
+    status: MergeStatus
+    error: MergeError | None = Field(description="Why the merge failed; null unless it did")
+    runtime: MergeRuntime | None = Field(description="Null until the model is merged")
+    archive: MergedArchive | None = Field(description="The merged model; null until the merge succeeded")
+    attempts: int = Field(description="How many times a worker started it (a lost worker's merge runs again)")
+
+    @classmethod
+    def from_row(cls, m: Merge) -> Self:
+        archive = (
+            {"filename": m.filename, "bytes": m.bytes, "sha256": m.sha256}
+            if m.status == MergeStatus.SUCCEEDED and m.storage_key
+            else None
+        )
+        return cls.model_validate(
+            {
+                "id": m.id,
+                "created_at": m.created_at,
+                "started_at": m.started_at,
+                "finished_at": m.finished_at,
+                "model": m.model,
+                "fine_tuning_job_id": m.job_id,
+                "checkpoint_id": m.checkpoint_id,
+                "base_model": m.base_model,
+                "adapter_type": m.adapter_type,
+                "dtype": m.dtype,
+                "base_weights": m.base_weights,
+                "register_as": m.registered_as,
+                "status": m.status,
+                "error": m.error,
+                "runtime": m.runtime,
+                "archive": archive,
+                "attempts": m.attempt,
+            }
+        )
+
+
+class DeletedMerge(_Wire):
+    id: str
+    object: Literal["model.merge"] = "model.merge"
+    deleted: Literal[True] = True
+
+
+class MergeEventObject(_Wire):
+    """One entry of a merge's log."""
+
+    id: str
+    object: Literal["model.merge.event"] = "model.merge.event"
+    created_at: int = Field(description="Unix seconds")
+    level: Level
+    message: str
+    data: dict[str, Any] | None = Field(description="Structured details (timings, a failure's exception)")
+
+    @classmethod
+    def from_row(cls, e: MergeEvent) -> Self:
+        return cls.model_validate(e, from_attributes=True)  # the row's columns bear the fields' names
 
 
 # -- organization ---------------------------------------------------------------------

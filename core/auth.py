@@ -12,7 +12,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.db import read_scope
@@ -50,6 +50,15 @@ def create_organization(session: Session, name: str, org_id: str | None = None) 
     session.add(org)
     session.flush()
     return org
+
+
+def take_turn(session: Session, org_id: str) -> None:
+    """Lock the organization's row until the transaction ends: the checks of concurrent
+    creations for one organization (its quota, a name it is giving) take turns, so they
+    cannot all pass against the same state. A write, not a SELECT ... FOR UPDATE: it locks
+    the row on Postgres and, on SQLite, takes the database's write lock before the checks
+    read anything."""
+    session.execute(update(Organization).where(Organization.id == org_id).values(id=Organization.id))
 
 
 def create_key(session: Session, org_id: str, name: str = "default") -> tuple[ApiKey, str]:

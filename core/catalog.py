@@ -1,8 +1,9 @@
 """The models an organization sees at /v1/models: the base models under the models root
-(`owned_by: local`) and its own fine-tuned models (`owned_by`: the organization). A list
-shows the base models first, by name, then the fine-tuned models, newest first; its
-cursor (`after`) is a model's id. Hub ids are accepted as a job's model but not listed:
-the API has no network to look them up."""
+(`owned_by: local`), the merged models it registered as base models and its fine-tuned
+models (`owned_by`: the organization). A list shows the base models first (the service's
+by name, then the registered ones, oldest first), then the fine-tuned models, newest
+first; its cursor (`after`) is a model's id. Hub ids are accepted as a job's model but
+not listed: the API has no network to look them up."""
 
 from __future__ import annotations
 
@@ -10,25 +11,29 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from core import fine_tuned_models, registry
+from core import fine_tuned_models, registered_models, registry
 from core.errors import InvalidRequest, NotFound
+from core.job_cleanup import delete_model as delete_fine_tuned_model
 from core.jobs import fine_tuned_model_name
 from core.models import Job
 from core.storage import LocalStorage
-
-LOCAL = "local"
 
 
 @dataclass(frozen=True)
 class ListedModel:
     id: str
-    # Unix seconds: when a base model's directory last changed, when a fine-tuned model's job finished.
+    # Unix seconds: when a base model's directory last changed (a registered one's merge
+    # finished), when a fine-tuned model's job finished.
     created: int
     owned_by: str
 
 
 def _base(model: registry.ModelRef) -> ListedModel:
-    return ListedModel(model.name, model.created_at, LOCAL)
+    return ListedModel(model.name, model.created_at, model.owned_by)
+
+
+def _bases(session: Session, org_id: str) -> list[registry.ModelRef]:
+    return [*registry.list_models(), *registered_models.registered_models(session, org_id)]
 
 
 def _fine_tuned(job: Job) -> ListedModel:
@@ -36,7 +41,7 @@ def _fine_tuned(job: Job) -> ListedModel:
 
 
 def list_models(session: Session, org_id: str, after: str | None, limit: int) -> tuple[list[ListedModel], bool]:
-    bases = registry.list_models()
+    bases = _bases(session, org_id)
     names = [base.name for base in bases]
     if after is not None and after not in names:  # a fine-tuned model's name (or no cursor of this list)
         jobs, more = fine_tuned_models.list_models(session, org_id, after, limit)
@@ -50,8 +55,8 @@ def list_models(session: Session, org_id: str, after: str | None, limit: int) ->
 
 def _no_such_model(model_id: str, param: str) -> NotFound:
     return NotFound(
-        f"No model named {model_id!r}: neither a base model under the models root nor a fine-tuned model "
-        "(ft:...) of the organization",
+        f"No model named {model_id!r}: neither a base model (under the models root, or registered by the "
+        "organization) nor a fine-tuned model (ft:...) of the organization",
         param=param,
         code="model_not_found",
     )
@@ -60,23 +65,28 @@ def _no_such_model(model_id: str, param: str) -> NotFound:
 def get_model(session: Session, org_id: str, model_id: str, param: str) -> ListedModel:
     if fine_tuned_models.is_fine_tuned_name(model_id):
         return _fine_tuned(fine_tuned_models.get_model(session, org_id, model_id, param))
-    base = registry.local_model(model_id)
+    base = next((model for model in _bases(session, org_id) if model.name == model_id), None)
     if base is None:
         raise _no_such_model(model_id, param)
     return _base(base)
 
 
-def delete_model(storage: LocalStorage, org_id: str, model_id: str, param: str) -> None:
-    """Fine-tuned models only (core.fine_tuned_models.delete_model); base models are the
-    server's, managed where they are stored."""
+def delete_model(storage: LocalStorage, session: Session, org_id: str, model_id: str, param: str) -> None:
+    """Fine-tuned models only (core.job_cleanup.delete_model, in a transaction of its
+    own); base models are the service's, managed where they are stored, or a merge's
+    (deleted with it). `session`: to tell a base model from no model."""
     if fine_tuned_models.is_fine_tuned_name(model_id):
-        fine_tuned_models.delete_model(storage, org_id, model_id, param)
+        delete_fine_tuned_model(storage, org_id, model_id, param)
         return
-    if registry.local_model(model_id) is None:
-        raise _no_such_model(model_id, param)
+    base = get_model(session, org_id, model_id, param)
     raise InvalidRequest(
-        f"{model_id!r} is a base model, which the API does not delete (base models are directories under the "
-        "server's models root); only fine-tuned models (ft:...) are deleted here",
+        f"{model_id!r} is a base model, which the API does not delete as a model: "
+        + (
+            "the service's base models are directories under its models root"
+            if base.owned_by != org_id
+            else "a registered merged model goes with its merge (DELETE /v1/merges/{merge_id})"
+        )
+        + "; only fine-tuned models (ft:...) are deleted here",
         param=param,
         code="base_model_not_deletable",
     )

@@ -1,6 +1,7 @@
 """Fine-tuned models and their checkpoints by name, as the API hands them out: what
 `GET /v1/models/{id}`, a job's `model` and `from_checkpoint`, and a merge accept; and
-the fine-tuned models as objects (listed, read, deleted while nothing uses them).
+the fine-tuned models as objects (listed, read, and what uses them: deleting one is
+core.job_cleanup's).
 
 Names (OpenAI's shapes): a job's `fine_tuned_model` is `ft:<base>:<org>[:<suffix>]:<job id>`
 and a checkpoint's `fine_tuned_model_checkpoint` is that name plus `:ckpt-step-<step>`; a
@@ -15,15 +16,12 @@ from sqlalchemy import Select, and_, select
 from sqlalchemy.orm import Session
 
 from core import artifacts
-from core.checkpoints import delete_rows
-from core.db import session_scope
 from core.errors import Conflict, NotFound
 from core.jobs import fine_tuned_model_name as model_name
 from core.jobs import lock_job
 from core.models import Artifact, Checkpoint, Job
 from core.paging import page
 from core.states import ACTIVE, JobStatus
-from core.storage import LocalStorage
 
 PREFIX = "ft:"
 CHECKPOINT_ID_PREFIX = "ftckpt-"
@@ -187,9 +185,8 @@ def get_model(session: Session, org_id: str, name: str, param: str) -> Job:
 def users(session: Session, job: Job, checkpoint: Checkpoint | None = None) -> list[str]:
     """What uses the adapters of `job` now (its fine-tuned model or any of its
     checkpoints; only `checkpoint`, when given), each as "job <id> (<status>) continues
-    <field> <name>": the active jobs that continue one of them. Anything else that reads
-    a model's adapter while it runs (a merge) belongs here too, so that deleting the
-    model, its job or its checkpoints waits for it."""
+    <field> <name>": the active jobs that continue one of them (merges that are to read
+    them: core.merges.refuse_while_merging)."""
     active = [s.value for s in ACTIVE]
     query = select(Job).where(Job.source_job_id == job.id, Job.status.in_(active)).order_by(Job.pk)
     if checkpoint is not None:
@@ -199,31 +196,3 @@ def users(session: Session, job: Job, checkpoint: Checkpoint | None = None) -> l
         name, field = continued_from(user.model, user.spec.get("from_checkpoint")) or (user.model, "model")
         described.append(f"job {user.id} ({user.status}) continues {field} {name}")
     return described
-
-
-def delete_model(storage: LocalStorage, org_id: str, name: str, param: str) -> None:
-    """Delete a fine-tuned model: its adapter and every checkpoint of its job (adapters
-    and trainer states), the rows first (committed), then the bytes, so a crash between
-    leaves unreferenced bytes, never a model whose bytes are gone. The job stays, with
-    its `fine_tuned_model` name (as OpenAI keeps it), events, metrics and result file.
-    Refused (409) while something uses the model or one of its checkpoints."""
-    with session_scope() as session:
-        job = get_model(session, org_id, name, param)
-        # Before `users` reads: a job being created from this model locks the row too
-        # (`hold`), so it is either committed and seen, or sees the model gone.
-        lock_job(session, org_id, job.id)
-        in_use = users(session, job)
-        if in_use:
-            raise Conflict(
-                f"Fine-tuned model {name} is in use by {', '.join(in_use)}; cancel them or wait until they end",
-                param=param,
-                code="model_in_use",
-            )
-        artifact = _adapter_artifact(session, job)
-        if artifact is None:  # deleted by a concurrent request meanwhile
-            raise NotFound(f"Fine-tuned model {name!r} was deleted", param=param, code="model_not_found")
-        session.delete(artifact)
-        stale = set(delete_rows(session, session.scalars(select(Checkpoint).where(Checkpoint.job_id == job.id)).all()))
-        stale.add(artifact.storage_key)
-    for key in sorted(stale):
-        storage.delete(key)

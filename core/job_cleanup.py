@@ -1,6 +1,7 @@
-"""Deleting what training stored: a finished job with everything it produced, or one
-checkpoint. Rows go first (committed), then the bytes, as for files (core.files): a
-crash in between leaves at worst unreferenced bytes, never a row whose bytes are gone.
+"""Deleting what training stored: a finished job with everything it produced, a
+fine-tuned model (its adapter and its job's checkpoints), or one checkpoint. Rows go
+first (committed), then the bytes, as for files (core.files): a crash in between leaves
+at worst unreferenced bytes, never a row whose bytes are gone.
 
 What is refused, and why:
 - a job that has not finished (validating_files, queued, running, paused): its worker
@@ -8,9 +9,12 @@ What is refused, and why:
   (it stops at its next step) is refused until the worker has let go.
 - a checkpoint that an active job continues (`from_checkpoint`, or a fine-tuned model or
   checkpoint as its `model`: it starts, or starts again after a lost worker, from that
-  adapter), and so a job with such a checkpoint or model (core.fine_tuned_models.users);
-- a succeeded job's final checkpoint: it is its fine-tuned model's adapter, which
-  DELETE /v1/models/{id} deletes (with the job's other checkpoints);
+  adapter), and so a job or fine-tuned model with such a checkpoint
+  (core.fine_tuned_models.users);
+- a job, a fine-tuned model or a checkpoint whose adapter a queued or running merge is
+  to read;
+- a succeeded job's final checkpoint alone: it is its fine-tuned model's adapter, which
+  goes with the model (`delete_model`, with the job's other checkpoints);
 - the newest checkpoint of an active job: a paused, stopped or lost run resumes from its
   job's newest checkpoint. Older ones are never read again by their job and may go while
   it runs; the job's row is locked meanwhile, as a worker recording (and pruning)
@@ -26,11 +30,14 @@ from pathlib import PurePosixPath
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from core.artifacts import ADAPTER
+from core.checkpoints import delete_rows
 from core.db import session_scope
 from core.errors import Conflict, NotFound
-from core.fine_tuned_models import users
+from core.fine_tuned_models import get_model, users
 from core.jobs import fine_tuned_model_name, lock_job
-from core.models import Checkpoint, File, Job
+from core.merges import refuse_while_merging
+from core.models import Artifact, Checkpoint, File, Job
 from core.states import ACTIVE, TERMINAL
 from core.storage import LocalStorage
 
@@ -64,6 +71,7 @@ def delete_job(storage: LocalStorage, org_id: str, job_id: str) -> None:
                 code="job_still_stopping",
             )
         _refuse_while_used(session, job, None, f"Job {job_id} cannot be deleted")
+        refuse_while_merging(session, job.id, f"Job {job_id} cannot be deleted")
         results = [File.organization_id == org_id, File.id.in_(job.result_files)]
         result_keys = session.scalars(select(File.storage_key).where(*results)).all()
         session.execute(delete(File).where(*results))
@@ -95,6 +103,38 @@ def delete_checkpoint(storage: LocalStorage, org_id: str, job_id: str, checkpoin
                 code="checkpoint_is_fine_tuned_model",
             )
         _refuse_while_used(session, job, checkpoint, f"Checkpoint {checkpoint_id} cannot be deleted")
+        refuse_while_merging(session, job.id, f"Checkpoint {checkpoint_id} cannot be deleted", checkpoint.id)
         session.delete(checkpoint)
     for key in {checkpoint.adapter_key, checkpoint.state_key}:
         storage.delete(str(PurePosixPath(key).parent))
+
+
+def delete_model(storage: LocalStorage, org_id: str, name: str, param: str) -> None:
+    """Delete a fine-tuned model: its adapter and every checkpoint of its job (adapters
+    and trainer states), the rows first (committed), then the bytes. The job stays, with
+    its `fine_tuned_model` name (as OpenAI keeps it), events, metrics and result files.
+    Refused (409) while an active job continues the model or one of its checkpoints, or a
+    merge is to read one of them."""
+    with session_scope() as session:
+        job = get_model(session, org_id, name, param)
+        # Before the users are read: a job or merge being created from this model locks
+        # the row too (core.fine_tuned_models.hold): it is either committed and seen, or
+        # sees the model gone.
+        lock_job(session, org_id, job.id)
+        in_use = users(session, job)
+        if in_use:
+            raise Conflict(
+                f"Fine-tuned model {name} is in use: active {', '.join(in_use)}; cancel it or wait until it has "
+                "finished",
+                param=param,
+                code="model_in_use",
+            )
+        refuse_while_merging(session, job.id, f"Fine-tuned model {name} cannot be deleted")
+        artifact = session.scalar(select(Artifact).where(Artifact.job_id == job.id, Artifact.kind == ADAPTER))
+        if artifact is None:  # deleted by a concurrent request meanwhile
+            raise NotFound(f"Fine-tuned model {name!r} was deleted", param=param, code="model_not_found")
+        session.delete(artifact)
+        stale = set(delete_rows(session, session.scalars(select(Checkpoint).where(Checkpoint.job_id == job.id)).all()))
+        stale.add(artifact.storage_key)
+    for key in sorted(stale):
+        storage.delete(key)

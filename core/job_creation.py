@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import secrets
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from core import files, fine_tuned_models, registry
+from core import files, fine_tuned_models, registered_models
+from core.auth import take_turn
 from core.continued_training import starting_adapter, trained_settings
 from core.db import session_scope
 from core.errors import ActiveJobsQuotaExceeded, Conflict, InvalidRequest
@@ -19,7 +19,7 @@ from core.events import add_event
 from core.fine_tuned_models import TrainedAdapter
 from core.ids import new_id
 from core.jobs import count_active, publish
-from core.models import File, Job, Organization
+from core.models import File, Job
 from core.settings import get_settings
 from core.specs import JobSpec, check_data_fits_method, resolve, training_examples
 from core.states import JobStatus
@@ -43,12 +43,12 @@ def _file_tasks(file: File, param: str) -> FileTasks:
     return FileTasks(param, file.id, file.tasks.keys() if file.tasks else None)
 
 
-def _base_model(spec: JobSpec, start: TrainedAdapter | None) -> str:
-    """The base model the job trains on; for a continued adapter, its own base, which
-    must still be there."""
+def _base_model(session: Session, org_id: str, spec: JobSpec, start: TrainedAdapter | None) -> str:
+    """The base model the job trains on (the service's or one the organization
+    registered); for a continued adapter, its own base, which must still be there."""
     base = start.base_model if start else spec.model
     try:
-        registry.resolve_model(base)
+        registered_models.resolve_for(session, org_id, base)
     except InvalidRequest as refusal:
         if start is None:
             raise
@@ -63,9 +63,7 @@ def _base_model(spec: JobSpec, start: TrainedAdapter | None) -> str:
 def _check_active_jobs_quota(session: Session, org_id: str) -> None:
     """Creations for one organization take turns from here to their commit (its row is
     locked first), so concurrent creates cannot all count the same active jobs."""
-    # A write, not a SELECT ... FOR UPDATE: it locks the row on Postgres and, on SQLite,
-    # takes the database's write lock before the count is read.
-    session.execute(update(Organization).where(Organization.id == org_id).values(id=Organization.id))
+    take_turn(session, org_id)
     limit = get_settings().max_active_jobs_per_org
     active = count_active(session, org_id)
     if active >= limit:
@@ -84,7 +82,7 @@ def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
     to the worker.
     """
     start = starting_adapter(session, org_id, spec.model, spec.from_checkpoint)
-    base = _base_model(spec, start)
+    base = _base_model(session, org_id, spec, start)
     trained = trained_settings(spec.qlora, start) if start else None
     training = files.usable_for_training(session, org_id, spec.training_file, "training_file")
     _check_format(spec, training, "training_file")

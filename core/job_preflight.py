@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from core import files, registry
+from core import files, registered_models, registry
 from core.datasets import DataFile, examples_of
 from core.db import session_scope
 from core.errors import InvalidRequest, ServiceError
@@ -52,15 +52,13 @@ class _Pending:
     """What a pre-flight reads from the job before the slow part, outside any transaction."""
 
     job_id: str
-    # What the job trains on, whose tokenizer reads the data (the job's `model` may name
-    # a fine-tuned model of it).
-    base_model: str
     request: JobSpec
     spec: ResolvedSpec
     training_id: str
     training: DataFile
     sha256: str
     tasks: dict[str, int] | None  # the training file's examples per task
+    model_ref: registry.ModelRef
 
 
 def _pending(job_id: str) -> _Pending | None:
@@ -80,20 +78,21 @@ def _pending(job_id: str) -> _Pending | None:
         )
         return _Pending(
             job.id,
-            job.base_model,
             request,
             ResolvedSpec.model_validate(job.spec),
             training.id,
             files.data_file(training),
             training.sha256,
             training.tasks,
+            # The base model (the job's `model` may be a fine-tuned model of it).
+            registered_models.resolve_for(session, job.organization_id, job.base_model),
         )
 
 
 def _measure(p: _Pending) -> tuple[dict[str, Any], list[str]]:
     """The statistics of the training data under the model's tokenizer; refuses data
     with nothing left to train on."""
-    model_ref = registry.resolve_model(p.base_model)
+    model_ref = p.model_ref
     max_seq_length = p.request.qlora.training.max_seq_length
     cached, notes = _token_statistics(
         model_ref,

@@ -9,17 +9,17 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, CursorResult, and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from core.db import session_scope
 from core.errors import Conflict, NotFound
 from core.events import add_event
-from core.ids import now
 from core.models import Job
 from core.paging import page
 from core.queue import PREFLIGHT_JOB_TASK, RUN_JOB_TASK, send
-from core.states import ACTIVE, TERMINAL, TRANSITIONS, JobStatus, Level
+from core.states import ACTIVE, TRANSITIONS, JobStatus, Level
+from core.transitions import move, rows_matched
 
 
 def transition(
@@ -40,23 +40,10 @@ def transition(
     cannot both win; returns False when the job was not in a state that may move to
     `to`. An event records every transition.
     """
-    sources = [s.value for s, targets in TRANSITIONS.items() if to in targets]
-    values["status"] = to.value
-    if to in TERMINAL:
-        values.setdefault("finished_at", now())
-    stmt = update(Job).where(Job.id == job_id, Job.status.in_(sources), *conditions).values(**values)
-    if rows_matched(session, stmt) != 1:
+    if not move(session, Job, TRANSITIONS, job_id, to, conditions, values):
         return False
     add_event(session, job_id, message or f"Job {to.value}", level=level, data=data)
     return True
-
-
-def rows_matched(session: Session, statement: Any) -> int:
-    """How many rows an UPDATE matched (execute() is typed for SELECTs, whose result has
-    no row count)."""
-    result = session.execute(statement)
-    assert isinstance(result, CursorResult)
-    return result.rowcount
 
 
 def _no_such_job(job_id: str) -> NotFound:

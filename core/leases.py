@@ -23,10 +23,11 @@ from sqlalchemy.orm import Session
 from core.checkpoints import latest as latest_checkpoint
 from core.events import add_event
 from core.ids import now
-from core.jobs import rows_matched, transition
+from core.jobs import transition
 from core.models import Checkpoint, Job, JobAttempt, JobMetric
 from core.settings import get_settings
 from core.states import TERMINAL, JobStatus, Level, StopReason
+from core.transitions import rows_matched
 
 # How an attempt ended when its worker was asked to stop and gave the job back: such an
 # attempt is no fault of the job, so it does not count toward max_attempts.

@@ -270,6 +270,64 @@ class Artifact(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
 
+class Merge(Base):
+    """A merge operation: a trained adapter (a fine-tuned model or a checkpoint) merged
+    into its full-precision base model by a worker, published as one archive, and, when
+    `registered_as` is set, a base model of the organization once it succeeded."""
+
+    __tablename__ = "merges"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    organization_id: Mapped[str] = mapped_column(String(64), index=True)
+    # The name that was merged (a fine-tuned model or a checkpoint) and what it resolved
+    # to at creation: the job, its checkpoint (None: the final adapter), the adapter's
+    # stored archive and method, and the base model the adapter applies to.
+    model: Mapped[str] = mapped_column(String(512))
+    job_id: Mapped[str] = mapped_column(String(64), index=True)
+    checkpoint_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    adapter_key: Mapped[str] = mapped_column(String(255))
+    adapter_type: Mapped[str] = mapped_column(String(32))
+    base_model: Mapped[str] = mapped_column(String(255))
+    # The dtype asked for ("auto": bf16 on GPUs, the base's own on CPUs), and the base
+    # weights merged into: "original", or "dequantized" (the 4-bit weights a QLoRA
+    # adapter was trained against).
+    dtype: Mapped[str] = mapped_column(String(16))
+    base_weights: Mapped[str] = mapped_column(String(16))
+    # The base model name it is registered as for the organization, once it succeeded.
+    registered_as: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    # What the worker merged with (device, dtype), set when it starts.
+    runtime: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    # The published archive (a .tar of one folder), once it succeeded.
+    filename: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    storage_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The lease of the worker that runs it (as a job's, core.leases), and when its
+    # message last reached the broker (None: to be sent).
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    enqueued_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class MergeEvent(Base):
+    __tablename__ = "merge_events"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    merge_id: Mapped[str] = mapped_column(ForeignKey("merges.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    level: Mapped[str] = mapped_column(String(8))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+
+
 __all__ = [
     "ApiKey",
     "Artifact",
@@ -282,5 +340,7 @@ __all__ = [
     "JobEvent",
     "JobMetric",
     "LOCAL_ORG",
+    "Merge",
+    "MergeEvent",
     "Organization",
 ]

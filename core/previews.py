@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from core import files, registry
+from core import files, registered_models, registry
 from core.datasets import examples_of
 from core.db import session_scope
 from core.errors import ServiceError
@@ -69,7 +69,7 @@ def ask(org_id: str, file_id: str, request: PreviewRequest) -> str:
     cannot train or an unknown model is refused here, at once."""
     with session_scope() as session:
         file = files.usable_for_training(session, org_id, file_id, "file_id")
-        model_ref = registry.resolve_model(request.model)
+        model_ref = registered_models.resolve_for(session, org_id, request.model)
         key = _key(file.sha256, registry.modified_at(model_ref), request)
         reused = _reusable(session, org_id, key)
         if reused is not None:
@@ -105,7 +105,8 @@ def render(org_id: str, file_id: str, request: PreviewRequest) -> dict[str, Any]
     """The first `n` examples of the file under the model's tokenizer."""
     with session_scope() as session:
         file = files.usable_for_training(session, org_id, file_id, "file_id")
-    prepared = prepare_tokenizer(registry.resolve_model(request.model))
+        model_ref = registered_models.resolve_for(session, org_id, request.model)
+    prepared = prepare_tokenizer(model_ref)
     shown = []
     examples = examples_of(files.data_file(file))
     with closing(examples):  # the file closes even though only the first n are read

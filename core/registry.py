@@ -1,10 +1,13 @@
-"""Base models: a directory under the models root, or a Hugging Face hub id that the
-worker downloads where it has network."""
+"""Base models: a directory under the models root, a Hugging Face hub id that the
+worker downloads where it has network, or a model an organization registered (a merged
+model, core.registered_models), which is its own: other organizations neither see nor
+use it. No database here: the training recipe resolves models too."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,11 @@ class ModelRef:
     source: str
     local: bool
     created_at: int = 0
+    # A registered model: its archive in artifact storage, extracted into `source` (a
+    # directory of the host's model cache) on first use there (core.model_cache).
+    archive_key: str | None = None
+    # Who may use it: "local" for the service's base models, else the organization.
+    owned_by: str = "local"
 
 
 def _local_dir(name: str) -> Path | None:
@@ -35,13 +43,11 @@ def list_models() -> list[ModelRef]:
     root = get_settings().models_root
     if not root.is_dir():
         return []
-    return [model for p in sorted(root.iterdir()) if (model := local_model(p.name)) is not None]
-
-
-def local_model(name: str) -> ModelRef | None:
-    """The base model `name` among those `list_models` lists, or None."""
-    path = _local_dir(name)
-    return ModelRef(name, str(path), True, int(path.stat().st_mtime)) if path is not None else None
+    return [
+        ModelRef(p.name, str(p), True, int(p.stat().st_mtime))
+        for p in sorted(root.iterdir())
+        if _local_dir(p.name) is not None
+    ]
 
 
 def _refuse_unsafe(name: str, path: Path) -> None:
@@ -64,14 +70,19 @@ def _refuse_unsafe(name: str, path: Path) -> None:
         )
 
 
-def resolve_model(name: str) -> ModelRef:
+def resolve_model(name: str, registered: Sequence[ModelRef] = ()) -> ModelRef:
+    """The base model `name`: one of `registered` (an organization's own, found first),
+    a directory under the models root, or a hub id."""
+    for ref in registered:
+        if ref.name == name:
+            return ref
     local = _local_dir(name)
     if local is not None:
         _refuse_unsafe(name, local)
         return ModelRef(name, str(local), True)
     if HUB_ID.match(name) and get_settings().allow_hub_models:
         return ModelRef(name, name, False)
-    known = ", ".join(m.name for m in list_models()) or "none"
+    known = ", ".join(m.name for m in [*registered, *list_models()]) or "none"
     raise InvalidRequest(
         f"Unknown model {name!r}: not a directory under the models root (local models: {known})"
         + (" and not a Hugging Face hub id of the form owner/name" if get_settings().allow_hub_models else ""),
@@ -85,4 +96,6 @@ def modified_at(model_ref: ModelRef) -> float:
     what is derived from a model is cached under this, so a replaced model is re-read."""
     if not model_ref.local:
         return 0.0
+    if model_ref.archive_key is not None:  # a registered model never changes
+        return float(model_ref.created_at)
     return max((p.stat().st_mtime for p in Path(model_ref.source).iterdir()), default=0.0)

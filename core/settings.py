@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     broker_url: str = ""
     models_root: Path = Path("var/models")
     storage_root: Path = Path("var/storage")
+    # Where a host keeps the organizations' registered models (merged models, stored as
+    # archives in artifact storage), extracted on their first use on the host.
+    model_cache_root: Path = Path("var/model-cache")
 
     max_upload_bytes: int = 1 << 30
     # Per organization: jobs queued or running at once, and bytes stored (uploads, result
@@ -56,6 +59,8 @@ class Settings(BaseSettings):
     # what a lost worker can cost, against about 3 s per save of an 8B adapter's state.
     checkpoint_interval_seconds: float = 600.0
     max_attempts: int = 3
+    # The largest safetensors file of a merged model (transformers' max_shard_size).
+    merge_max_shard_size: str = "5GB"
     # A worker asked to stop (SIGTERM, SIGINT) lets its job finish the current step, save
     # a checkpoint and go back to the queue; a job process still busy after this long is
     # killed (its job then waits for the reaper). Cover a step, a checkpoint save, and
@@ -91,6 +96,7 @@ class Settings(BaseSettings):
             "broker_url": values.get("broker_url") or f"sqla+sqlite:///{data_dir / 'broker.db'}",
             "models_root": Path(values.get("models_root") or data_dir / "models").resolve(),
             "storage_root": Path(values.get("storage_root") or data_dir / "storage").resolve(),
+            "model_cache_root": Path(values.get("model_cache_root") or data_dir / "model-cache").resolve(),
         }
 
     @property

@@ -38,3 +38,26 @@ StopReason = Literal["cancel", "pause", "lease_lost", "shutdown"]
 
 # How much a job's event matters to its reader.
 Level = Literal["info", "warn", "error"]
+
+
+class MergeStatus(StrEnum):
+    """A merge operation (core.merges): an adapter merged into its full-precision base."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+M = MergeStatus
+MERGE_TRANSITIONS: dict[MergeStatus, frozenset[MergeStatus]] = {
+    M.QUEUED: frozenset({M.RUNNING, M.FAILED, M.CANCELLED}),
+    # running -> queued: its worker was stopped or lost; a merge has no partial state,
+    # so the next attempt starts it again.
+    M.RUNNING: frozenset({M.QUEUED, M.SUCCEEDED, M.FAILED, M.CANCELLED}),
+    M.SUCCEEDED: frozenset(),
+    M.FAILED: frozenset(),
+    M.CANCELLED: frozenset(),
+}
+MERGE_TERMINAL = frozenset(s for s, targets in MERGE_TRANSITIONS.items() if not targets)

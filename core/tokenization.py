@@ -28,6 +28,7 @@ from typing import Any
 
 from core.errors import InvalidRequest
 from core.formats import Example, Message
+from core.model_cache import materialize
 from core.registry import ModelRef
 
 # Used when a tokenizer ships no chat template (README, "Chat template and EOS"): ChatML
@@ -234,6 +235,7 @@ _TRANSFORMERS_IMPORT = threading.Lock()
 def prepare_tokenizer(model_ref: ModelRef) -> PreparedTokenizer:
     """Load the tokenizer, give it a template if it has none, and check that trained
     assistant turns end with a token the model treats as EOS (adding it if not)."""
+    model_ref = materialize(model_ref, weights=False)  # a registered model's files, on this host
     with _TRANSFORMERS_IMPORT:  # transformers' lazy modules fail when two threads import them at once
         from transformers import AutoTokenizer
 

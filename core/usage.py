@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import PayloadTooLarge, ServiceError, StorageQuotaExceeded
 from core.files import ERROR, RESULTS_PURPOSE, UPLOAD_PURPOSE
-from core.models import Artifact, Checkpoint, File, Job
+from core.models import Artifact, Checkpoint, File, Job, Merge
 from core.settings import get_settings
 
 
@@ -53,6 +53,13 @@ def _adapters(org_id: str) -> ScalarSelect[int]:
     return query.scalar_subquery()
 
 
+def _merged_models(org_id: str) -> ScalarSelect[int]:
+    query = select(func.coalesce(func.sum(Merge.bytes), 0)).where(
+        Merge.organization_id == org_id, Merge.storage_key.is_not(None)
+    )
+    return query.scalar_subquery()
+
+
 def _rejected_uploads(org_id: str) -> ScalarSelect[int]:
     return _file_bytes(org_id, UPLOAD_PURPOSE, rejected=True)
 
@@ -70,6 +77,7 @@ STORED: dict[str, StoredKind] = {
     "result_files": StoredKind("the jobs' result files (metrics CSVs, TensorBoard events)", _result_files),
     "checkpoints": StoredKind("checkpoints: each one's adapter and trainer state", _checkpoints),
     "adapters": StoredKind("the adapters published by succeeded jobs", _adapters),
+    "merged_models": StoredKind("the merged models published by succeeded merges", _merged_models),
 }
 
 
@@ -116,9 +124,10 @@ def upload_allowance(session: Session, org_id: str) -> tuple[int, ServiceError]:
     return per_file, PayloadTooLarge(f"The file is larger than the limit of {per_file} bytes", param="file")
 
 
-def check_room_for_outputs(session: Session, org_id: str) -> None:
-    """A new job stores checkpoints, an adapter and result files: refused once the
-    organization is at its quota (jobs already running are not stopped by it)."""
+def check_room_for_outputs(session: Session, org_id: str, outputs: str = "A new job's outputs") -> None:
+    """A new job stores checkpoints, an adapter and result files (a merge, a merged
+    model): refused once the organization is at its quota (jobs and merges already
+    running are not stopped by it)."""
     usage = storage_usage(session, org_id)
     if usage.available == 0:
-        raise _quota_exceeded(usage, "A new job's outputs", None)
+        raise _quota_exceeded(usage, outputs, None)

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -76,6 +77,48 @@ def stored_checkpoint(job_id: str, step: int = 1) -> str:
         return checkpoints.record(session, job_id, step, {"step": step}, stored, stored).id
 
 
+def extract_adapter(archive: bytes, destination: Path) -> Path:
+    """An adapter download extracted: its one top folder, named after the model (its
+    fine-tuned model name, or its checkpoint's, made a file name)."""
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tops = {name.split("/")[0] for name in tar.getnames()}
+        assert len(tops) == 1, f"the archive has more than one top folder: {sorted(tops)}"
+        tar.extractall(destination, filter="data")
+    folder = destination / tops.pop()
+    assert folder.is_dir()
+    return folder
+
+
+def python_block(card: str, heading: str) -> str:
+    """The first Python block after a heading of a model card."""
+    after = card.split(f"\n{heading}\n", 1)[1]
+    return re.search(r"```python\n(.*?)```", after, re.S).group(1)  # type: ignore[union-attr]
+
+
+def front_matter(card: str) -> dict[str, Any]:
+    """A model card's YAML front matter."""
+    import yaml
+
+    assert card.startswith("---\n")
+    return dict(yaml.safe_load(card.split("---\n")[1]))
+
+
+def card_peft_snippet(adapter: Path, base_model: Path) -> str:
+    """The PEFT code of an adapter's model card, with the local base model's path where
+    the card says to put it."""
+    snippet = python_block((adapter / "README.md").read_text(), "### With PEFT")
+    line = f'base_model = "{base_model.name}"  # the base model: replace with the path of your copy of it'
+    assert snippet.count(line) == 1, snippet
+    return snippet.replace(line, f"base_model = {json.dumps(str(base_model))}")
+
+
+def run_snippet(snippet: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A model card's loading code in a fresh interpreter, which then prints how many
+    tokens it generated (a random tiny model's text may decode to nothing)."""
+    count = '\nprint(output.shape[1] - inputs["input_ids"].shape[1])'
+    return subprocess.run([sys.executable, "-c", snippet + count], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
 def unsent_queued_job(org_id: str, training_file: str, **spec: Any) -> str:
     """A queued job that no broker message names yet (created, its pre-flight skipped,
     never published), so no worker takes it meanwhile; `spec`: more of its spec."""
@@ -92,38 +135,43 @@ def unsent_queued_job(org_id: str, training_file: str, **spec: Any) -> str:
     return job_id
 
 
-def succeeded_job(org_id: str, training_file: str, steps: int = 3, **spec: Any) -> tuple[str, str]:
-    """A job that succeeded through the worker's own publishing (claimed under a lease,
-    its adapter archived and recorded as its artifact and final checkpoint), without
-    training: its adapter is a stand-in. Returns its id and fine-tuned model's name."""
+def succeeded_job(org_id: str, training_file: str, model: str = "tiny-llama", steps: int = 3, **spec: Any) -> str:
+    """A job that succeeded through the worker's own publishing (claimed under a lease, a
+    loss logged at its last step, its adapter archived and recorded as its artifact and
+    final checkpoint), never sent to a queue and without training: its adapter is a
+    stand-in, no real adapter. Returns its fine-tuned model's name."""
     import tempfile
 
     from core import leases
     from core.db import session_scope
+    from core.events import record_metric
     from core.jobs import fine_tuned_model_name
     from core.storage import get_storage
     from worker.publish import publish_success
 
-    job_id = unsent_queued_job(org_id, training_file, **spec)
+    job_id = unsent_queued_job(org_id, training_file, model=model, **spec)
     owner = f"test:{job_id}"
     with session_scope() as session:
         claim = leases.claim(session, job_id, owner, "test-host")
-    assert claim is not None
-    with tempfile.TemporaryDirectory() as adapter:
-        (Path(adapter) / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 16}))
-        (Path(adapter) / "adapter_model.safetensors").write_bytes(b"stand-in weights")
-        metrics = {"step": steps, "train_loss": 1.5, "train_mean_token_accuracy": 0.5}
-        assert publish_success(
-            get_storage(),
-            claim.job,
-            owner,
-            claim.attempt,
-            Path(adapter),
-            trained_tokens=steps,
-            steps=steps,
-            metrics=metrics,
-        )
-    return job_id, fine_tuned_model_name(claim.job)
+        assert claim is not None
+        record_metric(session, job_id, steps, {"loss": 1.5, "mean_token_accuracy": 0.5})
+    with tempfile.TemporaryDirectory() as work:
+        adapter = Path(work) / "adapter"
+        adapter.mkdir()
+        (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 16}))
+        (adapter / "adapter_model.safetensors").write_bytes(b"stand-in weights")
+        assert publish_success(get_storage(), claim.job, owner, claim.attempt, adapter, steps, steps)
+    return fine_tuned_model_name(claim.job)
+
+
+def unsent_merge(org_id: str, model: str, register_as: str | None = None) -> str:
+    """A queued merge of the organization's fine-tuned model or checkpoint that no broker
+    message names (so no worker takes it); returns its id."""
+    from core.db import session_scope
+    from core.merges import MergeRequest, create_merge
+
+    with session_scope() as session:
+        return create_merge(session, org_id, model, MergeRequest(register_as=register_as)).id
 
 
 def without_chat_template(model: Path, target: Path) -> Path:
@@ -224,10 +272,13 @@ def assert_error(response: Any, status: int, param: str | None = None, code: str
     return error
 
 
-def wait_for(client: TestClient, job_id: str, statuses: set[str], timeout: float = 240) -> dict[str, Any]:
+def wait_for(
+    client: TestClient, job_id: str, statuses: set[str], timeout: float = 240, collection: str = "/v1/fine_tuning/jobs"
+) -> dict[str, Any]:
+    """Until the job (or the object of `collection`, such as /v1/merges) is in `statuses`."""
     deadline = time.monotonic() + timeout
     while True:
-        job = client.get(f"/v1/fine_tuning/jobs/{job_id}").json()
+        job = client.get(f"{collection}/{job_id}").json()
         if job["status"] in statuses:
             return job
         assert job["status"] not in TERMINAL, f"job ended as {job['status']}: {job['error']}"
@@ -235,13 +286,13 @@ def wait_for(client: TestClient, job_id: str, statuses: set[str], timeout: float
         time.sleep(0.2)
 
 
-def all_events(client: TestClient, job_id: str) -> list[dict[str, Any]]:
-    """Every event of a job, oldest first, following the cursor."""
+def all_events(client: TestClient, job_id: str, collection: str = "/v1/fine_tuning/jobs") -> list[dict[str, Any]]:
+    """Every event of a job (or of the object of `collection`), oldest first, following the cursor."""
     events: list[dict[str, Any]] = []
     after = None
     while True:
         params = {"limit": 100} | ({"after": after} if after else {})
-        page = client.get(f"/v1/fine_tuning/jobs/{job_id}/events", params=params).json()
+        page = client.get(f"{collection}/{job_id}/events", params=params).json()
         events.extend(page["data"])
         if not page["has_more"]:
             return events[::-1]

@@ -1,21 +1,26 @@
 """Checkpoints to and from artifact storage. The trainer saves a checkpoint directory
 (adapter, optimizer, scheduler, RNG states, trainer state with the step and data
-position); it is stored as two objects: the adapter alone (what users download or start
-another job from) and the whole directory (what a resumed run loads). Only the lease
-holder may record one (core.checkpoints.record_if_leased)."""
+position); it is stored as two objects: the adapter alone, as users get it
+(worker.adapter_folder: what they download or start another job from), and the whole
+directory as the trainer saved it (what a resumed run loads). Only the lease holder may
+record one (core.checkpoints.record_if_leased)."""
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from core import checkpoints, fine_tuned_models
 from core.db import session_scope
 from core.errors import Conflict, NotFound
-from core.models import Checkpoint
+from core.fine_tuned_models import checkpoint_name
+from core.models import Checkpoint, Job
 from core.storage import get_storage
+from worker.adapter_folder import adapter_folder, find_adapter
 from worker.archives import archive, extract
+from worker.model_card import ModelCardFacts
 
 log = logging.getLogger("ftsvc.worker")
 # What a checkpoint directory holds beside the adapter (transformers' Trainer names).
@@ -27,18 +32,21 @@ def _is_adapter_file(path: Path) -> bool:
 
 
 def publish_checkpoint(
-    job_id: str, owner: str, step: int, directory: Path, metrics: dict[str, Any], keep: int
+    job: Job, owner: str, step: int, directory: Path, metrics: dict[str, Any], keep: int
 ) -> Checkpoint | None:
     storage = get_storage()
-    prefix = f"checkpoints/{job_id}/step-{step}-{owner.rsplit(':', 1)[-1]}"
-    adapter = archive(storage, f"{prefix}/adapter.tar.gz", filter(_is_adapter_file, directory.iterdir()))
+    prefix = f"checkpoints/{job.id}/step-{step}-{owner.rsplit(':', 1)[-1]}"
+    card = ModelCardFacts.of_job(job, checkpoint_name(job, step), metrics)
+    with tempfile.TemporaryDirectory(dir=directory.parent) as parent:
+        folder = adapter_folder(filter(_is_adapter_file, directory.iterdir()), Path(parent), card)
+        adapter = archive(storage, f"{prefix}/adapter.tar.gz", [folder])
     state = archive(storage, f"{prefix}/state.tar", directory.iterdir(), compress=False)
     with session_scope() as session:
-        checkpoint, stale = checkpoints.record_if_leased(session, job_id, owner, step, metrics, adapter, state, keep)
+        checkpoint, stale = checkpoints.record_if_leased(session, job.id, owner, step, metrics, adapter, state, keep)
     for key in stale:
         storage.delete(str(Path(key).parent))  # the checkpoint's folder, both objects
     if checkpoint is None:
-        log.warning("job %s: lease lost; checkpoint at step %d discarded", job_id, step)
+        log.warning("job %s: lease lost; checkpoint at step %d discarded", job.id, step)
     return checkpoint
 
 
@@ -58,8 +66,4 @@ def fetch_adapter(org_id: str, name: str, param: str, workdir: Path) -> Path | N
             key = fine_tuned_models.find(session, org_id, name, param).adapter_key
     except (NotFound, Conflict):
         return None
-    folder = extract(get_storage(), key, workdir / "initial-adapter")
-    # The archive may hold the adapter in a folder of its own, and a DPO job's a frozen
-    # reference adapter beside it (ref/): the outermost adapter_config.json is the one.
-    configs = sorted(folder.rglob("adapter_config.json"), key=lambda path: len(path.parts))
-    return configs[0].parent if configs else None
+    return find_adapter(extract(get_storage(), key, workdir / "initial-adapter"))

@@ -8,7 +8,10 @@ import os
 import secrets
 import socket
 import threading
+from collections.abc import Callable
 from types import TracebackType
+
+from sqlalchemy.orm import Session
 
 from core import leases
 from core.db import session_scope
@@ -23,14 +26,19 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
+# Renews a lease: (session, the row's id, the owner) -> whether it is still the owner's.
+Renewal = Callable[[Session, str, str], bool]
+
+
 class Heartbeat:
     """Renews the lease every lease_seconds / 4 from a daemon thread, so the lease stays
     alive through long steps, model loading and checkpoint uploads. `lost` is set when a
     renewal finds the lease gone; a database outage only delays renewals (the lease
-    then expires on its own and the reaper decides)."""
+    then expires on its own and the reaper decides). A job's lease by default; a merge's
+    with `renew=core.merge_runs.renew`."""
 
-    def __init__(self, job_id: str, owner: str) -> None:
-        self.job_id, self.owner = job_id, owner
+    def __init__(self, job_id: str, owner: str, renew: Renewal = leases.renew) -> None:
+        self.job_id, self.owner, self._renew = job_id, owner, renew
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
@@ -40,7 +48,7 @@ class Heartbeat:
         while not self._stop.wait(interval):
             try:
                 with session_scope() as session:
-                    renewed = leases.renew(session, self.job_id, self.owner)
+                    renewed = self._renew(session, self.job_id, self.owner)
             except Exception:
                 log.exception("could not renew the lease of job %s; retrying", self.job_id)
                 continue

@@ -11,7 +11,7 @@ import threading
 from types import FrameType
 
 
-def _stop_on_signals() -> threading.Event:
+def stop_on_signals() -> threading.Event:
     """Installed before anything heavy is imported, so a stop that comes while torch
     loads is not lost (the default action would kill the process mid-claim)."""
     stop = threading.Event()
@@ -25,7 +25,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def main(argv: list[str]) -> int:
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     import logging
 
     from worker.runner import execute_job

@@ -25,9 +25,10 @@ class JobProcesses:
         self._lock = threading.Lock()
         self._deadline: float | None = None
 
-    def run(self, job_id: str) -> int:
-        """Run the job's process to its end; returns its exit status."""
-        process = subprocess.Popen([sys.executable, "-m", "worker.job_process", job_id])
+    def run(self, job_id: str, module: str = "worker.job_process") -> int:
+        """Run the job's process (`python -m <module> <job_id>`; a merge's is
+        worker.merge_process) to its end; returns its exit status."""
+        process = subprocess.Popen([sys.executable, "-m", module, job_id])
         with self._lock:
             self._running.add(process)
             stopping = self._deadline is not None

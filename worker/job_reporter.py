@@ -12,6 +12,7 @@ from typing import Any
 from core import jobs, leases
 from core.db import session_scope
 from core.events import add_event, record_metric
+from core.models import Job
 from core.states import Level, StopReason
 from worker.checkpoint_storage import publish_checkpoint
 from worker.heartbeat import Heartbeat
@@ -21,9 +22,9 @@ class JobReporter:
     saves_checkpoints = True
 
     def __init__(
-        self, job_id: str, owner: str, heartbeat: Heartbeat, keep_checkpoints: int, shutdown: threading.Event
+        self, job: Job, owner: str, heartbeat: Heartbeat, keep_checkpoints: int, shutdown: threading.Event
     ) -> None:
-        self.job_id, self.owner, self.heartbeat = job_id, owner, heartbeat
+        self.job, self.job_id, self.owner, self.heartbeat = job, job.id, owner, heartbeat
         self.keep_checkpoints, self.shutdown = keep_checkpoints, shutdown
 
     def event(self, message: str, level: Level = "info", data: dict[str, Any] | None = None) -> None:
@@ -43,7 +44,7 @@ class JobReporter:
             jobs.record_progress(session, self.job_id, step, total_steps, epochs, seconds_per_step)
 
     def checkpoint(self, step: int, directory: Path, metrics: dict[str, Any]) -> None:
-        publish_checkpoint(self.job_id, self.owner, step, directory, metrics, self.keep_checkpoints)
+        publish_checkpoint(self.job, self.owner, step, directory, metrics, self.keep_checkpoints)
 
     def stop_reason(self) -> StopReason | None:
         # The job's record first: a cancel also ends the lease's renewals (the heartbeat

@@ -1,7 +1,9 @@
-"""A hub model's files, downloaded before it loads, with events that say how much is
-fetched and how long it took (the silence of a multi-gigabyte download otherwise looks
-like a hung job). Only what loading reads: configs, tokenizer files and safetensors
-weights (pickle weights are never loaded, so never fetched)."""
+"""A base model's files on this host before it loads: a hub model's downloaded, with
+events that say how much is fetched and how long it took (the silence of a
+multi-gigabyte download otherwise looks like a hung job), only what loading reads
+(configs, tokenizer files and safetensors weights: pickle weights are never loaded, so
+never fetched); an organization's registered model extracted from artifact storage
+into the host's model cache (core.model_cache)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from core import model_cache
 from core.registry import ModelRef
 from worker.training.failures import ModelLoadError
-from worker.training.reporting import Reporter
+from worker.training.reporting import EventLog
 
 LOADED_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
 
@@ -20,7 +23,7 @@ def _mib(size: int) -> str:
     return f"{size / 2**20:,.1f} MiB"
 
 
-def fetch_hub_model(model: ModelRef, reporter: Reporter) -> ModelRef:
+def fetch_hub_model(model: ModelRef, reporter: EventLog) -> ModelRef:
     """The model with `source` its local snapshot; a local model as it is."""
     if model.local:
         return model
@@ -47,3 +50,16 @@ def fetch_hub_model(model: ModelRef, reporter: Reporter) -> ModelRef:
         data={"bytes": size, "seconds": round(seconds, 2), "path": str(path)},
     )
     return replace(model, source=str(path))
+
+
+def fetch_model(model: ModelRef, reporter: EventLog) -> ModelRef:
+    """The model with `source` a local directory that holds all of its files."""
+    if model.archive_key is None:
+        return fetch_hub_model(model, reporter)
+    if model_cache.is_cached(model):
+        return model
+    reporter.event(f"Extracting the registered model {model.name} into this host's model cache")
+    started = time.monotonic()
+    local = model_cache.materialize(model)
+    reporter.event(f"Extracted {model.name} in {time.monotonic() - started:.1f} s", data={"path": local.source})
+    return local

@@ -14,7 +14,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from core import files, fine_tuned_models, jobs, leases, registry
+from core import files, fine_tuned_models, jobs, leases, registered_models
 from core.datasets import DataFile
 from core.db import session_scope
 from core.errors import NotFound
@@ -61,7 +61,7 @@ def execute_job(job_id: str, shutdown: threading.Event) -> None:
 def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, shutdown: threading.Event) -> None:
     job, attempt = claim.job, claim.attempt
     spec = ResolvedSpec.model_validate(job.spec)
-    reporter = JobReporter(job.id, owner, heartbeat, spec.qlora.training.keep_checkpoints, shutdown)
+    reporter = JobReporter(job, owner, heartbeat, spec.qlora.training.keep_checkpoints, shutdown)
     if shutdown.is_set():  # asked to stop before anything was loaded
         _give_back(job.id, owner, attempt, claim.resume_from.step if claim.resume_from else 0)
         return
@@ -71,7 +71,7 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
     try:
         # Imported here so that a failure to import the stack also ends the job cleanly.
         from worker.checkpoint_storage import fetch_adapter, restore_state
-        from worker.model_download import fetch_hub_model
+        from worker.model_download import fetch_model
         from worker.publish import publish_success
         from worker.training.recipe import JobData, Recipe
         from worker.training.runtime import pick_runtime
@@ -99,7 +99,9 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
             _data_file(job, job.training_file, "training_file"),
             _data_file(job, validation, "validation_file") if validation else None,
         )
-        model = fetch_hub_model(registry.resolve_model(job.base_model), reporter)
+        with session_scope() as session:
+            base = registered_models.resolve_for(session, job.organization_id, job.base_model)
+        model = fetch_model(base, reporter)
         interval = get_settings().checkpoint_interval_seconds
         recipe = Recipe(spec, model, data, workdir, runtime, reporter, resume_from, initial_adapter, interval)
         with tracking_callbacks(job.id, spec, reporter, workdir) as callbacks:
@@ -112,9 +114,8 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
                 owner,
                 attempt,
                 result.adapter_dir,
-                trained_tokens=result.trained_tokens,
-                steps=result.steps,
-                metrics=result.metrics,
+                result.trained_tokens,
+                result.steps,
             )
             if not published:
                 reporter.event("The job changed state during publishing; its outputs were discarded", level="warn")

@@ -1,15 +1,15 @@
-"""Celery tasks. A message carries only a job id; the job itself is read from the
-database, which is the source of truth. The worker process stays light: a message for
-a job that is not queued (a duplicate, a stale one) is dropped here at the cost of one
-query, and a real job runs in a process of its own."""
+"""Celery tasks. A message carries only a job's (or a merge's) id; the row itself is read
+from the database, which is the source of truth. The worker process stays light: a
+message for a job or merge that is not queued (a duplicate, a stale one) is dropped here
+at the cost of one query, and a real one runs in a process of its own."""
 
 from __future__ import annotations
 
 import logging
 
-from core import leases
+from core import leases, merge_runs
 from core.db import session_scope
-from core.queue import RUN_JOB_TASK, get_celery
+from core.queue import RUN_JOB_TASK, RUN_MERGE_TASK, get_celery
 from worker.job_processes import job_processes
 
 app = get_celery()
@@ -28,3 +28,15 @@ def run_job(job_id: str) -> None:
     status = job_processes.run(job_id)
     if status != 0:
         log.warning("job %s: its process exited with status %d", job_id, status)
+
+
+@app.task(name=RUN_MERGE_TASK, acks_late=True)
+def run_merge(merge_id: str) -> None:
+    with session_scope() as session:
+        claimable = merge_runs.is_claimable(session, merge_id)
+    if not claimable:
+        log.info("merge %s is not queued; message dropped", merge_id)
+        return
+    status = job_processes.run(merge_id, module="worker.merge_process")
+    if status != 0:
+        log.warning("merge %s: its process exited with status %d", merge_id, status)

@@ -32,7 +32,7 @@ from core.storage import get_storage
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], route_class=ModelRoute)
 
 
-def _download_headers(filename: str, size: int, sha256: str) -> dict[str, str]:
+def download_headers(filename: str, size: int, sha256: str) -> dict[str, str]:
     return {
         "Content-Disposition": f'attachment; filename="{filename}"',
         "Content-Length": str(size),
@@ -41,11 +41,11 @@ def _download_headers(filename: str, size: int, sha256: str) -> dict[str, str]:
 
 
 def _artifact_headers(a: Artifact) -> dict[str, str]:
-    return _download_headers(a.filename, a.bytes, a.sha256)
+    return download_headers(a.filename, a.bytes, a.sha256)
 
 
 def _checkpoint_headers(c: Checkpoint) -> dict[str, str]:
-    return _download_headers(f"{c.job_id}-step-{c.step}-adapter.tar.gz", c.adapter_bytes, c.adapter_sha256)
+    return download_headers(f"{c.job_id}-step-{c.step}-adapter.tar.gz", c.adapter_bytes, c.adapter_sha256)
 
 
 JOBS = "POST /v1/fine_tuning/jobs"

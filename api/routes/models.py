@@ -1,8 +1,9 @@
 """Models: the base models and the organization's fine-tuned models (OpenAI's model
 objects). A fine-tuned model's id has colons, and a hub base model's a slash, so the id
-is a `path` parameter; routes under a model (`/{model_id:path}/merge`, ...) must be
-declared with their own suffix and method, never as another GET or DELETE on
-`/{model_id:path}`, which would take their path as a model's id."""
+is a `path` parameter (named `model`, as OpenAI names it); routes under a model (the
+merge's `POST /v1/models/{model}/merge`, api.routes.merges) have their own suffix and
+method: never declare another GET or DELETE on `/{model:path}`, which would take their
+path as a model's id."""
 
 from __future__ import annotations
 
@@ -16,29 +17,30 @@ from core.storage import get_storage
 
 router = APIRouter(prefix="/v1/models", tags=["models"], route_class=ModelRoute)
 
-PARAM = "model_id"
+PARAM = "model"
 
 
 @router.get("")
 def list_models(
     session: ReadSessionDep, org: OrgDep, after: str | None = None, limit: Limit = 100
 ) -> ListPage[ModelObject]:
-    """The base models that can be fine-tuned (local directories; hub ids are accepted as a
-    job's model too), then the organization's fine-tuned models, newest first."""
+    """The base models that can be fine-tuned (local directories, then the merged models
+    the organization registered; hub ids are accepted as a job's model too), then the
+    organization's fine-tuned models, newest first."""
     rows, has_more = catalog.list_models(session, org, after, limit)
     return ListPage[ModelObject].of([ModelObject.from_listed(m) for m in rows], has_more)
 
 
-@router.get("/{model_id:path}")
-def get_model(model_id: str, session: ReadSessionDep, org: OrgDep) -> ModelObject:
+@router.get("/{model:path}")
+def get_model(model: str, session: ReadSessionDep, org: OrgDep) -> ModelObject:
     """A base model, or one of the organization's fine-tuned models."""
-    return ModelObject.from_listed(catalog.get_model(session, org, model_id, PARAM))
+    return ModelObject.from_listed(catalog.get_model(session, org, model, PARAM))
 
 
-@router.delete("/{model_id:path}")
-def delete_model(model_id: str, org: OrgDep) -> DeletedModel:
+@router.delete("/{model:path}")
+def delete_model(model: str, session: ReadSessionDep, org: OrgDep) -> DeletedModel:
     """Delete a fine-tuned model: its adapter and its job's checkpoints (the job itself
-    stays). `409` while a job continues training it or one of its checkpoints; base
-    models are not deleted through the API (`400`)."""
-    catalog.delete_model(get_storage(), org, model_id, PARAM)
-    return DeletedModel(id=model_id)
+    stays). `409` while a job continues training it or one of its checkpoints, or a merge
+    is to read one of them; base models are not deleted here (`400`)."""
+    catalog.delete_model(get_storage(), session, org, model, PARAM)
+    return DeletedModel(id=model)

@@ -30,7 +30,9 @@ def test_readme_walkthrough_on_the_embedded_service(tmp_path: Path) -> None:
         "FTSVC_DATA_DIR": str(tmp_path / "var")
     }
     try:
+        # The walk-through runs from the repository root: its examples and virtualenv.
         (tmp_path / "examples").symlink_to(ROOT / "examples")
+        (tmp_path / ".venv").symlink_to(ROOT / ".venv")
         result = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", walkthrough()],
             cwd=tmp_path,
@@ -42,16 +44,23 @@ def test_readme_walkthrough_on_the_embedded_service(tmp_path: Path) -> None:
         )
         assert result.returncode == 0, result.stderr + result.stdout + (tmp_path / "serve.log").read_text()[-3000:]
         out = result.stdout
-        # The job, then a second one that trained its fine-tuned model further.
-        assert out.count("\nsucceeded\n") == 2
+        # The job, its merge, then a second job that trained its fine-tuned model further.
+        assert out.count("\nsucceeded\n") == 3
         first = re.search(r"^(ft:tiny-llama:org-local:demo:ftjob-\w+):ckpt-step-30$", out, re.M)
         second = re.search(r"^ft:tiny-llama:org-local:ftjob-\w+$", out, re.M)  # named after the real base
         assert first and second and "\norg-local\n" in out, out
-        assert "adapter_model.safetensors" in out and "adapter_config.json" in out
+        assert "adapter_model.safetensors" in out and "adapter_config.json" in out and "README.md" in out
+        # One folder, named after the fine-tuned model, whose model card shows the results.
+        (folder,) = tmp_path.glob("ft-tiny-llama-org-local-demo-ftjob-*")
+        assert folder.is_dir() and "### Results" in out
         digest = hashlib.sha256((tmp_path / "adapter.tar.gz").read_bytes()).hexdigest()
         assert f"x-artifact-sha256: {digest}" in out.lower()
         assert (tmp_path / "var" / "ftsvc.db").exists() and (tmp_path / "var" / "broker.db").exists()
         assert (tmp_path / "var" / "models" / "tiny-llama" / "model.safetensors").exists()
+        # The merged model: one folder with its weights and tokenizer.
+        merged = re.findall(r"^(ft-tiny-llama-org-local-demo-ftjob-[\w-]+)/(\S+)$", out, re.M)
+        assert len({folder for folder, _ in merged}) == 1
+        assert {"model.safetensors", "config.json", "tokenizer.json"} <= {name for _, name in merged}
     finally:
         stop_embedded_service(server)
     assert server.returncode == 0

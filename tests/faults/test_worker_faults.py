@@ -98,8 +98,9 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes_with_the_same_losses(
     assert download.status_code == 200 and download.headers["x-artifact-sha256"] == newest["adapter_sha256"]
     with tarfile.open(fileobj=io.BytesIO(download.content)) as tar:
         names = set(tar.getnames())
-    assert {"adapter_config.json", "adapter_model.safetensors"} <= names
-    assert not names & {"optimizer.pt", "scheduler.pt", "trainer_state.json"}
+    folder = f"ft-tiny-llama-org-test-{killed['id']}-ckpt-step-40"
+    assert {f"{folder}/adapter_config.json", f"{folder}/adapter_model.safetensors", f"{folder}/README.md"} <= names
+    assert not {name.split("/")[-1] for name in names} & {"optimizer.pt", "scheduler.pt", "trainer_state.json"}
 
 
 def test_a_job_can_start_from_another_jobs_checkpoint(client_module, chat_file: str, worker: Workers) -> None:  # type: ignore[no-untyped-def]

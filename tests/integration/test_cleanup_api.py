@@ -84,7 +84,7 @@ def test_usage_counts_every_kind_of_stored_object_but_rejected_uploads(org: tupl
         "limit_bytes": get_settings().max_stored_bytes_per_org,
         "used_bytes": 0,
         "available_bytes": get_settings().max_stored_bytes_per_org,
-        "by_kind": {"uploads": 0, "result_files": 0, "checkpoints": 0, "adapters": 0},
+        "by_kind": {"uploads": 0, "result_files": 0, "checkpoints": 0, "adapters": 0, "merged_models": 0},
         "rejected_uploads_bytes": 0,
     }
     upload_ok(client, CHAT)
@@ -97,6 +97,7 @@ def test_usage_counts_every_kind_of_stored_object_but_rejected_uploads(org: tupl
         "result_files": 0,
         "checkpoints": CHECKPOINT_BYTES,
         "adapters": 0,
+        "merged_models": 0,
     }
     assert storage["used_bytes"] == 2 * len(CHAT) + CHECKPOINT_BYTES
     assert storage["rejected_uploads_bytes"] == len(rejected)
@@ -191,8 +192,7 @@ def test_deleting_a_finished_job_removes_its_rows_and_every_byte_it_stored(
     (tmp_path / "adapter_model.safetensors").write_bytes(b"weights")
     with session_scope() as session:
         job = get_job(session, org_id, job_id)
-    final = {"step": 3, "train_loss": 1.875, "valid_loss": 2.0625}
-    assert publish_success(get_storage(), job, OWNER, attempt, tmp_path, trained_tokens=10, steps=3, metrics=final)
+    assert publish_success(get_storage(), job, OWNER, attempt, tmp_path, trained_tokens=10, steps=3)
 
     job = client.get(f"/v1/fine_tuning/jobs/{job_id}").json()
     results = {client.get(f"/v1/files/{i}").json()["filename"]: i for i in job["result_files"]}
@@ -210,6 +210,7 @@ def test_deleting_a_finished_job_removes_its_rows_and_every_byte_it_stored(
         "result_files": sum(stored_size(f"files/{i}") for i in results.values()),
         "checkpoints": 2 * CHECKPOINT_BYTES,
         "adapters": sum(stored_size(key) for key in stored_keys(f"artifacts/{job_id}")),
+        "merged_models": 0,
     }
 
     deleted = client.delete(f"/v1/fine_tuning/jobs/{job_id}")
@@ -225,6 +226,7 @@ def test_deleting_a_finished_job_removes_its_rows_and_every_byte_it_stored(
         "result_files": 0,
         "checkpoints": 0,
         "adapters": 0,
+        "merged_models": 0,
     }
     assert f"files/{file_id}" in stored_keys()
 

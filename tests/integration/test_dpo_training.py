@@ -4,9 +4,7 @@ publishes prefers the preferred replies more than the base does."""
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from core.preference_format import to_pair
 from core.preferences import EncodedPair, encode_pair
 from core.registry import ModelRef
 from core.tokenization import prepare_tokenizer
-from tests.helpers import EXAMPLES, all_events, upload_ok, wait_for
+from tests.helpers import EXAMPLES, all_events, extract_adapter, upload_ok, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -69,8 +67,9 @@ def test_dpo_trains_streams_rewards_and_widens_the_preferred_margin(  # type: ig
 
     download = client.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts/adapter")
     assert download.status_code == 200
-    with tarfile.open(fileobj=io.BytesIO(download.content)) as tar:
-        tar.extractall(tmp_path / "adapter", filter="data")
+    adapter = extract_adapter(download.content, tmp_path)
+    card = (adapter / "README.md").read_text()  # the model card: the method and its final reward figures
+    assert "by DPO (beta 0.1)" in card and f"| reward margin | {train[-1]['rewards_margins']:.4g} |" in card
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -87,7 +86,7 @@ def test_dpo_trains_streams_rewards_and_widens_the_preferred_margin(  # type: ig
         bnb_4bit_compute_dtype=torch.float32,
     )
     base = AutoModelForCausalLM.from_pretrained(tiny_model, quantization_config=quantized, device_map={"": "cpu"})
-    tuned = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    tuned = PeftModel.from_pretrained(base, adapter).eval()
     with tuned.disable_adapter():
         before = _mean_margin(tuned, pairs)
     after = _mean_margin(tuned, pairs)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -56,6 +55,11 @@ def listed_checkpoints(client: TestClient, job_id: str) -> list[dict[str, Any]]:
     return data
 
 
+def job_of(name: str) -> str:
+    """The job id at the end of a fine-tuned model's name."""
+    return name.rsplit(":", 1)[1]
+
+
 def storage_keys(job_id: str) -> set[str]:
     """The objects the job's adapter artifact and checkpoints are stored in."""
     with session_scope() as session:
@@ -68,7 +72,8 @@ def test_models_lists_base_and_fine_tuned_models_and_reads_each(
     client_module: TestClient, chat_file: str, api_keys: dict[str, str]
 ) -> None:
     client = client_module
-    job_id, name = succeeded_job(TEST_ORG, chat_file, suffix="listed")
+    name = succeeded_job(TEST_ORG, chat_file, suffix="listed")
+    job_id = job_of(name)
     assert name == f"ft:tiny-llama:{TEST_ORG}:listed:{job_id}"
     job = client.get(f"{JOBS}/{job_id}").json()
     assert job["fine_tuned_model"] == name
@@ -79,7 +84,8 @@ def test_models_lists_base_and_fine_tuned_models_and_reads_each(
     assert client.get("/v1/models/tiny-llama").json() == models["tiny-llama"]
 
     # Base models first, then fine-tuned ones, newest first; paging walks them all.
-    newer_id, newer = succeeded_job(TEST_ORG, chat_file)
+    newer = succeeded_job(TEST_ORG, chat_file)
+    newer_id = job_of(newer)
     everything = [m["id"] for m in client.get("/v1/models").json()["data"]]
     seen, after = [], None
     while True:
@@ -92,14 +98,14 @@ def test_models_lists_base_and_fine_tuned_models_and_reads_each(
     assert seen == everything and everything[0] == "tiny-llama"
     assert everything.index(newer) < everything.index(name)
     assert_error(client.get("/v1/models", params={"after": f"ft:tiny-llama:x:{job_id}"}), 404, param="after")
-    assert_error(client.get("/v1/models/no-such-model"), 404, param="model_id", code="model_not_found")
+    assert_error(client.get("/v1/models/no-such-model"), 404, param="model", code="model_not_found")
     checkpoint = listed_checkpoints(client, newer_id)[0]["fine_tuned_model_checkpoint"]
-    error = assert_error(client.get(f"/v1/models/{checkpoint}"), 404, param="model_id", code="model_not_found")
+    error = assert_error(client.get(f"/v1/models/{checkpoint}"), 404, param="model", code="model_not_found")
     assert f"{newer_id}/checkpoints" in error["message"]
 
     with make_client(api_keys[OTHER_ORG]) as intruder:
         assert name not in [m["id"] for m in intruder.get("/v1/models").json()["data"]]
-        assert_error(intruder.get(f"/v1/models/{name}"), 404, param="model_id", code="model_not_found")
+        assert_error(intruder.get(f"/v1/models/{name}"), 404, param="model", code="model_not_found")
         assert_error(intruder.get("/v1/models", params={"after": name}), 404, param="after")
 
 
@@ -107,7 +113,8 @@ def test_the_final_adapter_is_the_last_checkpoint_never_resumed_nor_pruned(
     client_module: TestClient, chat_file: str
 ) -> None:
     client = client_module
-    job_id, name = succeeded_job(TEST_ORG, chat_file, steps=30)
+    name = succeeded_job(TEST_ORG, chat_file, steps=30)
+    job_id = job_of(name)
     [final] = listed_checkpoints(client, job_id)
     assert final["step_number"] == 30 and final["fine_tuned_model_checkpoint"] == f"{name}:ckpt-step-30"
     assert final["metrics"] == {"step": 30, "train_loss": 1.5, "train_mean_token_accuracy": 0.5}
@@ -142,8 +149,8 @@ def test_a_checkpoint_at_the_last_step_is_replaced_by_the_final_one(client_modul
 
 def test_a_fine_tuned_model_or_a_checkpoint_name_starts_a_job(client_module: TestClient, chat_file: str) -> None:
     client = client_module
-    source_id, source = succeeded_job(TEST_ORG, chat_file, suffix="first", qlora={"adapter": {"r": 8}})
-    checkpoint = listed_checkpoints(client, source_id)[0]["fine_tuned_model_checkpoint"]
+    source = succeeded_job(TEST_ORG, chat_file, suffix="first", qlora={"adapter": {"r": 8}})
+    checkpoint = listed_checkpoints(client, job_of(source))[0]["fine_tuned_model_checkpoint"]
     assert len(checkpoint) > 64  # beyond what from_checkpoint took before
 
     continued = created(client, chat_file, model=source, qlora={"training": {"learning_rate": 0.001}})
@@ -160,10 +167,12 @@ def test_a_fine_tuned_model_or_a_checkpoint_name_starts_a_job(client_module: Tes
         client.post(f"{JOBS}/{job['id']}/cancel")
 
     # A job that continued a fine-tuned model is named after the real base, and can be continued in turn.
-    second_id, second = succeeded_job(TEST_ORG, chat_file, model=source)
+    second = succeeded_job(TEST_ORG, chat_file, model=source)
+    second_id = job_of(second)
     assert second == f"ft:tiny-llama:{TEST_ORG}:{second_id}"
     assert client.get(f"{JOBS}/{second_id}").json()["model"] == source
-    third_id, third = succeeded_job(TEST_ORG, chat_file, model=second)
+    third = succeeded_job(TEST_ORG, chat_file, model=second)
+    third_id = job_of(third)
     assert third == f"ft:tiny-llama:{TEST_ORG}:{third_id}"
     with session_scope() as session:
         third_job = session.query(Job).filter(Job.id == third_id).one()
@@ -186,14 +195,14 @@ def test_a_fine_tuned_model_or_a_checkpoint_name_starts_a_job(client_module: Tes
 def test_adapter_settings_that_contradict_the_trained_adapter_are_refused(  # type: ignore[no-untyped-def]
     client_module, chat_file, trained_source, qlora, param, values, start
 ) -> None:
-    job_id, name = trained_source
+    name = trained_source
     body = {"model": name} if start == "model" else {"from_checkpoint": f"{name}:ckpt-step-3"}
     error = assert_error(create(client_module, chat_file, qlora=qlora, **body), 400, param, "adapter_settings_mismatch")
     assert all(value in error["message"] for value in values), error["message"]
 
 
 @pytest.fixture(scope="module")
-def trained_source(chat_file: str) -> tuple[str, str]:
+def trained_source(chat_file: str) -> str:
     """A succeeded job with the default adapter (LoRA r 16, alpha 32, NF4), 3 steps."""
     return succeeded_job(TEST_ORG, chat_file)
 
@@ -201,7 +210,7 @@ def trained_source(chat_file: str) -> tuple[str, str]:
 def test_adapter_settings_equal_to_the_trained_adapters_are_accepted(  # type: ignore[no-untyped-def]
     client_module, chat_file, trained_source
 ) -> None:
-    _, name = trained_source
+    name = trained_source
     same = {"adapter": {"type": "lora", "r": 16, "alpha": 32}, "quantization": {"bits": 4, "quant_type": "nf4"}}
     job = created(client_module, chat_file, model=name, qlora=same | {"training": {"max_steps": 2}})
     assert job["qlora"]["training"]["max_steps"] == 2
@@ -212,11 +221,11 @@ def test_what_cannot_start_a_job_is_refused_naming_the_field(  # type: ignore[no
     client_module, chat_file, trained_source, api_keys, tiny_model: Path
 ) -> None:
     client = client_module
-    source_id, source = trained_source
+    source = trained_source
     running = unsent_queued_job(TEST_ORG, chat_file)
     not_ready = f"ft:tiny-llama:{TEST_ORG}:{running}"
     assert_error(create(client, chat_file, model=not_ready), 409, "model", "model_not_ready")
-    assert_error(client.get(f"/v1/models/{not_ready}"), 409, "model_id", "model_not_ready")
+    assert_error(client.get(f"/v1/models/{not_ready}"), 409, "model", "model_not_ready")
     client.post(f"{JOBS}/{running}/cancel")
     error = assert_error(create(client, chat_file, from_checkpoint=f"{source}:ckpt-step-999"), 404, "from_checkpoint")
     assert f"{source}:ckpt-step-999" in error["message"]
@@ -236,14 +245,14 @@ def test_what_cannot_start_a_job_is_refused_naming_the_field(  # type: ignore[no
         "checkpoint_model_mismatch",
     )
     assert "'tiny-llama'" in error["message"] and "'other-llama'" in error["message"]
-    _, other = succeeded_job(TEST_ORG, chat_file)
+    other = succeeded_job(TEST_ORG, chat_file)
     error = assert_error(
         create(client, chat_file, model=other, from_checkpoint=f"{source}:ckpt-step-3"),
         400,
         "from_checkpoint",
         "checkpoint_model_mismatch",
     )
-    assert source_id in error["message"]
+    assert job_of(source) in error["message"]
 
     # Another organization's model and checkpoints are not found.
     with make_client(api_keys[OTHER_ORG]) as intruder:
@@ -260,7 +269,7 @@ def test_a_model_whose_base_is_gone_cannot_be_continued(
     client_module: TestClient, chat_file: str, tiny_model: Path
 ) -> None:
     base = shutil.copytree(tiny_model, tiny_model.parent / "short-lived-llama")
-    _, name = succeeded_job(TEST_ORG, chat_file, model=base.name)
+    name = succeeded_job(TEST_ORG, chat_file, model=base.name)
     shutil.rmtree(base)
     error = assert_error(create(client_module, chat_file, model=name), 409, "model", "base_model_not_found")
     assert "short-lived-llama" in error["message"]
@@ -268,7 +277,8 @@ def test_a_model_whose_base_is_gone_cannot_be_continued(
 
 def test_deleting_a_fine_tuned_model(client_module: TestClient, chat_file: str, api_keys: dict[str, str]) -> None:
     client = client_module
-    job_id, name = succeeded_job(TEST_ORG, chat_file)
+    name = succeeded_job(TEST_ORG, chat_file)
+    job_id = job_of(name)
     early = stored_checkpoint(job_id, step=1)
     keys = storage_keys(job_id)
     assert len(keys) == 2 and all(get_storage().path(key).exists() for key in keys)
@@ -276,47 +286,47 @@ def test_deleting_a_fine_tuned_model(client_module: TestClient, chat_file: str, 
     # Refused while an active job continues it or one of its checkpoints.
     for start in ({"model": name}, {"from_checkpoint": early}, {"from_checkpoint": f"{name}:ckpt-step-3"}):
         user = unsent_queued_job(TEST_ORG, chat_file, **start)
-        error = assert_error(client.delete(f"/v1/models/{name}"), 409, "model_id", "model_in_use")
+        error = assert_error(client.delete(f"/v1/models/{name}"), 409, "model", "model_in_use")
         assert f"job {user} (queued)" in error["message"]
         client.post(f"{JOBS}/{user}/cancel")
     with make_client(api_keys[OTHER_ORG]) as intruder:
-        assert_error(intruder.delete(f"/v1/models/{name}"), 404, "model_id", "model_not_found")
+        assert_error(intruder.delete(f"/v1/models/{name}"), 404, "model", "model_not_found")
 
     deleted = client.delete(f"/v1/models/{name}")
     assert deleted.status_code == 200, deleted.text
     assert deleted.json() == {"id": name, "object": "model", "deleted": True}
     assert not any(get_storage().path(key).exists() for key in keys)
     assert storage_keys(job_id) == set() and listed_checkpoints(client, job_id) == []
-    assert_error(client.get(f"/v1/models/{name}"), 404, "model_id", "model_not_found")
+    assert_error(client.get(f"/v1/models/{name}"), 404, "model", "model_not_found")
     assert name not in [m["id"] for m in client.get("/v1/models").json()["data"]]
     job = client.get(f"{JOBS}/{job_id}").json()
     assert (job["status"], job["fine_tuned_model"]) == ("succeeded", name)  # the job stays, as OpenAI keeps it
     error = assert_error(client.get(f"{JOBS}/{job_id}/artifacts/adapter"), 404, code="artifact_not_ready")
     assert "deleted" in error["message"]
     assert_error(create(client, chat_file, model=name), 404, "model", "model_not_found")
-    assert_error(client.delete(f"/v1/models/{name}"), 404, "model_id", "model_not_found")
+    assert_error(client.delete(f"/v1/models/{name}"), 404, "model", "model_not_found")
 
 
 def test_what_cannot_be_deleted(client_module: TestClient, chat_file: str) -> None:
     client = client_module
-    error = assert_error(client.delete("/v1/models/tiny-llama"), 400, "model_id", "base_model_not_deletable")
+    error = assert_error(client.delete("/v1/models/tiny-llama"), 400, "model", "base_model_not_deletable")
     assert "base model" in error["message"]
-    assert_error(client.delete("/v1/models/no-such-model"), 404, "model_id", "model_not_found")
-    job_id, name = succeeded_job(TEST_ORG, chat_file)
-    assert_error(client.delete(f"/v1/models/{name}:ckpt-step-3"), 404, "model_id", "model_not_found")
+    assert_error(client.delete("/v1/models/no-such-model"), 404, "model", "model_not_found")
+    name = succeeded_job(TEST_ORG, chat_file)
+    assert_error(client.delete(f"/v1/models/{name}:ckpt-step-3"), 404, "model", "model_not_found")
     running = unsent_queued_job(TEST_ORG, chat_file)
-    assert_error(client.delete(f"/v1/models/ft:tiny-llama:{TEST_ORG}:{running}"), 409, "model_id", "model_not_ready")
+    assert_error(client.delete(f"/v1/models/ft:tiny-llama:{TEST_ORG}:{running}"), 409, "model", "model_not_ready")
     client.post(f"{JOBS}/{running}/cancel")
     assert client.get(f"/v1/models/{name}").status_code == 200
 
 
 def test_a_delete_waits_for_a_job_being_created_from_the_model_and_then_refuses(chat_file: str) -> None:
-    _, name = succeeded_job(TEST_ORG, chat_file)
+    name = succeeded_job(TEST_ORG, chat_file)
     outcome: list[BaseException | None] = []
 
     def delete() -> None:
         try:
-            delete_model(get_storage(), TEST_ORG, name, "model_id")
+            delete_model(get_storage(), TEST_ORG, name, "model")
             outcome.append(None)
         except BaseException as exc:
             outcome.append(exc)
@@ -334,31 +344,31 @@ def test_a_delete_waits_for_a_job_being_created_from_the_model_and_then_refuses(
         cancel_job(session, TEST_ORG, job.id)
 
 
-def test_a_model_id_takes_the_whole_path_but_leaves_routes_under_a_model(api_keys: dict[str, str]) -> None:
-    """Fine-tuned names hold colons and hub ids a slash: the id is a path parameter.
-    A route under a model (the merge's POST .../merge, added to the same router later)
-    still gets its requests."""
-    app = create_app()
-    assert "/v1/models/{model_id}" in app.openapi()["paths"]
-    under = APIRouter(prefix="/v1/models")
-
-    @under.post("/{model_id:path}/merge")
-    def merge(model_id: str) -> dict[str, str]:
-        return {"merging": model_id}
-
-    app.include_router(under)
-    with TestClient(app, headers={"Authorization": f"Bearer {api_keys[TEST_ORG]}"}) as client:
-        name = f"ft:tiny-llama:{TEST_ORG}:ftjob-x"
-        assert client.post(f"/v1/models/{name}/merge").json() == {"merging": name}
-        error = assert_error(client.get("/v1/models/owner/name"), 404, "model_id", "model_not_found")
-        assert "'owner/name'" in error["message"]
-        error = assert_error(client.get(f"/v1/models/{name}/merge"), 404, "model_id", "model_not_found")
-        assert f"'{name}/merge'" in error["message"]
+def test_a_model_id_takes_the_whole_path_and_leaves_the_merge_its_route(
+    client_module: TestClient, chat_file: str
+) -> None:
+    """Fine-tuned names hold colons and hub ids a slash: the id is a path parameter. The
+    merge's POST .../merge, a route under a model, still gets its requests."""
+    client = client_module
+    assert "/v1/models/{model}" in create_app().openapi()["paths"]
+    name = succeeded_job(TEST_ORG, chat_file)
+    merge = client.post(f"/v1/models/{name}/merge")
+    assert merge.status_code == 200 and merge.json()["model"] == name, merge.text
+    # ... and a model being merged is not deleted.
+    error = assert_error(client.delete(f"/v1/models/{name}"), 409, code="merge_in_progress")
+    assert merge.json()["id"] in error["message"]
+    client.post(f"/v1/merges/{merge.json()['id']}/cancel")
+    assert client.delete(f"/v1/models/{name}").status_code == 200
+    error = assert_error(client.get("/v1/models/owner/name"), 404, "model", "model_not_found")
+    assert "'owner/name'" in error["message"]
+    error = assert_error(client.get(f"/v1/models/{name}/merge"), 404, "model", "model_not_found")
+    assert f"'{name}/merge'" in error["message"]
 
 
 def test_a_models_job_and_checkpoints_are_kept_while_it_is_continued(client_module: TestClient, chat_file: str) -> None:
     client = client_module
-    job_id, name = succeeded_job(TEST_ORG, chat_file)
+    name = succeeded_job(TEST_ORG, chat_file)
+    job_id = job_of(name)
     early = stored_checkpoint(job_id, step=1)
     [final] = [c["id"] for c in listed_checkpoints(client, job_id) if c["step_number"] == 3]
     # The final checkpoint is the model's adapter: it goes with the model.
@@ -373,14 +383,13 @@ def test_a_models_job_and_checkpoints_are_kept_while_it_is_continued(client_modu
     assert client.delete(f"{url}/{early}").status_code == 200
     client.post(f"{JOBS}/{user}/cancel")
     assert client.delete(f"{JOBS}/{job_id}").status_code == 200
-    assert_error(client.get(f"/v1/models/{name}"), 404, "model_id", "model_not_found")
+    assert_error(client.get(f"/v1/models/{name}"), 404, "model", "model_not_found")
 
 
 def test_a_fine_tuned_models_adapter_counts_once_in_the_usage(tiny_model: Path) -> None:
     org_id, key = fresh_org("models-usage")
     with make_client(key) as client:
         file_id = upload_ok(client, (EXAMPLES / "chat.jsonl").read_bytes())
-        job_id, _ = succeeded_job(org_id, file_id)
-        [final] = listed_checkpoints(client, job_id)
+        [final] = listed_checkpoints(client, job_of(succeeded_job(org_id, file_id)))
         by_kind = client.get("/v1/organization/usage").json()["storage"]["by_kind"]
         assert (by_kind["adapters"], by_kind["checkpoints"]) == (final["adapter_bytes"], 0)

@@ -3,9 +3,7 @@ format and file type, padding-free batches, and evaluation on held-out data."""
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers import EXAMPLES, all_events, assert_error, jsonl, upload_ok, wait_for
+from tests.helpers import (
+    EXAMPLES,
+    all_events,
+    assert_error,
+    card_peft_snippet,
+    extract_adapter,
+    jsonl,
+    run_snippet,
+    upload_ok,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker")]
 
@@ -70,10 +78,13 @@ def test_every_adapter_method_trains_saves_reloads_and_changes_the_output(  # ty
 ) -> None:
     job = train(client_module, chat_file, adapter=adapter, training={"learning_rate": 0.1})
     archive = client_module.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts/adapter").content
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(tmp_path, filter="data")
-    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    adapter_dir = extract_adapter(archive, tmp_path)
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
     assert config["peft_type"] == peft_type
+    # No file names the base model by where the worker keeps it (prompt tuning from a
+    # text also names its tokenizer): the service's name of the model instead.
+    assert config["base_model_name_or_path"] == "tiny-llama"
+    assert not [p.name for p in adapter_dir.iterdir() if str(tiny_model.parent).encode() in p.read_bytes()]
     assert config.get("use_dora", False) == adapter.get("use_dora", False)
     assert config.get("use_rslora", False) == adapter.get("use_rslora", False)
 
@@ -84,7 +95,7 @@ def test_every_adapter_method_trains_saves_reloads_and_changes_the_output(  # ty
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
     with torch.no_grad():
         before = base(input_ids=ids).logits[:, -1]
-        tuned = PeftModel.from_pretrained(base, tmp_path)
+        tuned = PeftModel.from_pretrained(base, adapter_dir)
         after = tuned(input_ids=ids).logits[:, -1]
     assert (after - before).abs().max() > 1e-4
 
@@ -159,12 +170,6 @@ MULTITASK = {"type": "multitask_prompt_tuning", "num_virtual_tokens": 4, "init_t
 TASK_COUNTS = {"arithmetic": 12, "spelling": 12}
 
 
-def extract(archive: bytes, folder: Path) -> set[str]:
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(folder, filter="data")
-        return set(tar.getnames())
-
-
 def test_multitask_prompt_tuning_trains_a_prompt_per_task_that_reloads_with_task_ids(  # type: ignore[no-untyped-def]
     client_module, tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -181,13 +186,13 @@ def test_multitask_prompt_tuning_trains_a_prompt_per_task_that_reloads_with_task
     metrics = client_module.get(f"/v1/fine_tuning/jobs/{job['id']}/metrics").json()["data"]
     assert [m["step"] for m in metrics if m["split"] == "valid"] == [6, 12]
     archive = client_module.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts/adapter").content
-    assert "tasks.json" in extract(archive, tmp_path)
-    tasks = json.loads((tmp_path / "tasks.json").read_text())
+    adapter = extract_adapter(archive, tmp_path)
+    tasks = json.loads((adapter / "tasks.json").read_text())
     assert tasks == {"arithmetic": 0, "spelling": 1}
-    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    config = json.loads((adapter / "adapter_config.json").read_text())
     assert (config["peft_type"], config["num_tasks"], config["num_virtual_tokens"]) == ("MULTITASK_PROMPT_TUNING", 2, 4)
     # Each task's matrices start at N(0, 0.02): trained, they are far from it.
-    weights = load_file(tmp_path / "adapter_model.safetensors")
+    weights = load_file(adapter / "adapter_model.safetensors")
     assert weights["prefix_task_cols"].shape == (2, 4, 1) and weights["prefix_task_cols"].abs().max() > 0.2
 
     from peft import PeftModel
@@ -197,7 +202,7 @@ def test_multitask_prompt_tuning_trains_a_prompt_per_task_that_reloads_with_task
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
     with torch.no_grad():
         before = base(input_ids=ids).logits[:, -1]
-        tuned = PeftModel.from_pretrained(base, tmp_path)
+        tuned = PeftModel.from_pretrained(base, adapter)
         by_task = tuned(input_ids=ids, task_ids=torch.tensor([tasks["arithmetic"], tasks["spelling"]])).logits[:, -1]
         generated = tuned.generate(input_ids=ids[:1], task_ids=torch.tensor([tasks["spelling"]]), max_new_tokens=3)
         with pytest.raises(ValueError, match="task_ids"):
@@ -205,6 +210,9 @@ def test_multitask_prompt_tuning_trains_a_prompt_per_task_that_reloads_with_task
     assert (by_task - before).abs().max() > 1e-4
     assert (by_task[0] - by_task[1]).abs().max() > 1e-4  # each task its own prompt
     assert generated.shape == (1, 9)
+    # The model card's code gives the task's id too, and runs as written.
+    ran = run_snippet(card_peft_snippet(adapter, tiny_model), tmp_path)
+    assert ran.returncode == 0, ran.stderr
 
 
 def test_a_multitask_job_resumes_exactly_and_another_continues_its_checkpoint(  # type: ignore[no-untyped-def]
@@ -223,9 +231,9 @@ def test_a_multitask_job_resumes_exactly_and_another_continues_its_checkpoint(  
     client.post(f"{url}/pause")
     wait_for(client, job_id, {"paused"}, timeout=60)
     [checkpoint] = client.get(f"{url}/checkpoints").json()["data"]
-    names = extract(client.get(f"{url}/checkpoints/{checkpoint['id']}/adapter").content, tmp_path / "checkpoint")
-    assert "tasks.json" in names
-    assert json.loads((tmp_path / "checkpoint" / "tasks.json").read_text()) == {"arithmetic": 0, "spelling": 1}
+    archive = client.get(f"{url}/checkpoints/{checkpoint['id']}/adapter").content
+    saved = extract_adapter(archive, tmp_path / "checkpoint")
+    assert json.loads((saved / "tasks.json").read_text()) == {"arithmetic": 0, "spelling": 1}
     client.post(f"{url}/resume")
     resumed = wait_for(client, job_id, {"succeeded"})
     assert resumed["attempts"] == 2
@@ -243,8 +251,8 @@ def test_a_multitask_job_resumes_exactly_and_another_continues_its_checkpoint(  
     assert continued["qlora"]["data"]["tasks"] == ["arithmetic", "spelling"]
     # It started from the checkpoint's weights: the spelling prompt, which no example of it
     # trained, is the checkpoint's exactly; the arithmetic one trained on.
-    extract(client.get(f"/v1/fine_tuning/jobs/{continued['id']}/artifacts/adapter").content, tmp_path / "continued")
-    before, after = (load_file(tmp_path / name / "adapter_model.safetensors") for name in ("checkpoint", "continued"))
+    final = extract_adapter(client.get(f"/v1/fine_tuning/jobs/{continued['id']}/artifacts/adapter").content, tmp_path)
+    before, after = (load_file(folder / "adapter_model.safetensors") for folder in (saved, final))
     for matrix in ("prefix_task_cols", "prefix_task_rows"):
         assert torch.equal(after[matrix][1], before[matrix][1])
         assert not torch.equal(after[matrix][0], before[matrix][0])

@@ -27,11 +27,12 @@ from tests.helpers import (
     jsonl,
     stored_checkpoint,
     succeeded_job,
+    unsent_merge,
     upload,
     upload_ok,
 )
 
-PATH_PARAMS = {"file_id", "fine_tuning_job_id", "kind", "checkpoint_id", "model_id"}
+PATH_PARAMS = {"file_id", "fine_tuning_job_id", "kind", "checkpoint_id", "merge_id", "model"}
 
 
 def routes_with_ids() -> list[tuple[str, str, list[str]]]:
@@ -54,12 +55,14 @@ def routes_with_ids() -> list[tuple[str, str, list[str]]]:
 def test_every_endpoint_that_takes_an_id_hides_other_organizations_objects(client_module, chat_file, api_keys) -> None:  # type: ignore[no-untyped-def]
     job = client_module.post("/v1/fine_tuning/jobs", json={"model": "tiny-llama", "training_file": chat_file}).json()
     client_module.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
+    model = succeeded_job(TEST_ORG, chat_file)
     ids = {
         "file_id": chat_file,
         "fine_tuning_job_id": job["id"],
         "kind": "adapter",
         "checkpoint_id": stored_checkpoint(job["id"]),
-        "model_id": succeeded_job(TEST_ORG, chat_file)[1],
+        "merge_id": unsent_merge(TEST_ORG, model),
+        "model": model,
     }
     routes = routes_with_ids()
     assert len(routes) >= 10  # a new route with an id joins this matrix by itself
@@ -69,27 +72,26 @@ def test_every_endpoint_that_takes_an_id_hides_other_organizations_objects(clien
             # (the preview's required `model`; a parameter a route does not take is a 400)
             response = intruder.request(method, url, params=dict.fromkeys(required, "tiny-llama"))
             error = assert_error(response, 404)
-            assert (error["param"], error["code"]) in {
-                ("file_id", "not_found"),
-                ("fine_tuning_job_id", "not_found"),
-                ("model_id", "model_not_found"),
-            }, (method, path, error)
+            assert error["code"] in ("not_found", "model_not_found"), (method, path, error)
+            assert error["param"] in ("file_id", "fine_tuning_job_id", "merge_id", "model"), (method, path, error)
         # Nor can another organization's checkpoint be the start of a job.
         own_file = upload_ok(intruder, (EXAMPLES / "chat.jsonl").read_bytes(), "chat.jsonl")
         spec = {"model": "tiny-llama", "training_file": own_file, "from_checkpoint": ids["checkpoint_id"]}
         assert assert_error(intruder.post("/v1/fine_tuning/jobs", json=spec), 404)["param"] == "from_checkpoint"
         # Nor another organization's fine-tuned model the model of a job.
-        spec = {"model": ids["model_id"], "training_file": own_file}
+        spec = {"model": ids["model"], "training_file": own_file}
         assert assert_error(intruder.post("/v1/fine_tuning/jobs", json=spec), 404)["param"] == "model"
         assert chat_file not in [f["id"] for f in intruder.get("/v1/files", params={"limit": 100}).json()["data"]]
         # Nor is another organization's id a cursor (which would tell that it exists).
         assert_error(intruder.get("/v1/files", params={"after": chat_file}), 404, param="after")
         listed = intruder.get("/v1/fine_tuning/jobs", params={"limit": 100}).json()["data"]
         assert job["id"] not in [j["id"] for j in listed]
+        assert intruder.get("/v1/merges").json()["data"] == []
     # The owner's objects survived the intruder's DELETE and cancel attempts.
     assert client_module.get(f"/v1/files/{chat_file}").status_code == 200
     assert client_module.get(f"/v1/fine_tuning/jobs/{job['id']}").json()["status"] == "cancelled"
-    assert client_module.get(f"/v1/models/{ids['model_id']}").status_code == 200
+    assert client_module.get(f"/v1/models/{ids['model']}").status_code == 200
+    assert client_module.get(f"/v1/merges/{ids['merge_id']}").json()["status"] == "queued"
 
 
 def test_key_lifecycle_and_hashing(tiny_model: Path) -> None:

@@ -4,17 +4,15 @@ LoRA + TRL) on the tiny Llama, and the adapter comes back through the API."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import shutil
-import tarfile
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import EXAMPLES, all_events, assert_error, upload_ok, wait_for
+from tests.helpers import EXAMPLES, all_events, assert_error, extract_adapter, upload_ok, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -59,9 +57,9 @@ def test_upload_train_download_and_load_with_peft(client, worker, tiny_model: Pa
     download = client.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts/adapter")
     assert download.status_code == 200
     assert download.headers["x-artifact-sha256"] == hashlib.sha256(download.content).hexdigest()
-    with tarfile.open(fileobj=io.BytesIO(download.content)) as tar:
-        tar.extractall(tmp_path / "adapter", filter="data")
-    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    adapter = extract_adapter(download.content, tmp_path)
+    assert adapter.name == f"ft-tiny-llama-org-test-e2e-{job['id']}"
+    config = json.loads((adapter / "adapter_config.json").read_text())
     assert (config["r"], config["lora_alpha"], config["peft_type"]) == (8, 16, "LORA")
 
     from peft import PeftModel
@@ -71,7 +69,7 @@ def test_upload_train_download_and_load_with_peft(client, worker, tiny_model: Pa
     ids = torch.tensor([[1, 50, 60, 70, 80]])
     with torch.no_grad():
         base_logits = base(ids).logits
-        tuned = PeftModel.from_pretrained(base, tmp_path / "adapter")
+        tuned = PeftModel.from_pretrained(base, adapter)
         tuned_logits = tuned(ids).logits
     assert (tuned_logits - base_logits).abs().max() > 1e-3
 

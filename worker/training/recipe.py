@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from peft import PeftModel, prepare_model_for_kbit_training
+from peft import PeftConfig, PeftModel, prepare_model_for_kbit_training
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -34,7 +34,7 @@ from core.states import StopReason
 from core.tokenization import PreparedTokenizer, prepare_tokenizer
 from worker.training import attention
 from worker.training.adapters import AdaLoraBudgetCallback, peft_config, planned_steps, saved_prompt_learning
-from worker.training.callbacks import JobProgressCallback, TrainedTokens, checkpoint_metrics
+from worker.training.callbacks import JobProgressCallback, TrainedTokens
 from worker.training.data import encoded_dataset, hold_out
 from worker.training.failures import DataError, ModelLoadError
 from worker.training.multitask import TaskIdsCollator, task_ids, write_tasks
@@ -80,8 +80,6 @@ class TrainResult:
     # Why training stopped before its end (cancelled, paused, lease lost); None: it ran out.
     stopped: StopReason | None
     speed: Speed
-    # The newest train and validation values at the last step (the final checkpoint's).
-    metrics: dict[str, Any]
 
 
 @dataclass
@@ -262,6 +260,13 @@ class Recipe:
         self.reporter.runtime(self.runtime.describe() | {"speed": speed.describe()})
         return speed
 
+    def based_here(self, config: PeftConfig) -> PeftConfig:
+        """A saved adapter's config with the base model where this run loads it from: an
+        adapter archive names it by its public id, which peft would look up on the hub
+        when it saves the trained adapter (to see whether the vocabulary changed)."""
+        config.base_model_name_or_path = self.model_ref.source
+        return config
+
     def described_method(self) -> str:
         hp = self.spec.hparams
         return f"by DPO (beta {hp.beta})" if isinstance(hp, ResolvedDpoHyperparameters) else "supervised"
@@ -316,9 +321,10 @@ class Recipe:
         elif (saved := saved_prompt_learning(self.initial_adapter)) is not None:
             # peft loads a saved prompt-learning adapter for inference only: a new one with
             # its settings is trained, from its weights (loaded once the trainer built it).
-            new_adapter, weights_from = saved, self.initial_adapter
+            new_adapter, weights_from = self.based_here(saved), self.initial_adapter
         else:
-            trained = PeftModel.from_pretrained(model, self.initial_adapter, is_trainable=True)
+            config = self.based_here(PeftConfig.from_pretrained(str(self.initial_adapter)))
+            trained = PeftModel.from_pretrained(model, self.initial_adapter, is_trainable=True, config=config)
         given: dict[str, Any] = {
             "model": trained,
             "train_dataset": train,
@@ -357,5 +363,4 @@ class Recipe:
             tokenizer.save_pretrained(adapter_dir)
             if tasks:
                 write_tasks(adapter_dir, tasks)
-        metrics = checkpoint_metrics(trainer.state.log_history, steps)
-        return TrainResult(adapter_dir, self.progress.trained_tokens.count, steps, stopped, speed, metrics)
+        return TrainResult(adapter_dir, self.progress.trained_tokens.count, steps, stopped, speed)

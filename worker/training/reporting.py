@@ -9,6 +9,12 @@ from typing import Any, Protocol
 from core.states import Level, StopReason
 
 
+class EventLog(Protocol):
+    """Where a worker's events go (a job's log, a merge's log, the console)."""
+
+    def event(self, message: str, level: Level = "info", data: dict[str, Any] | None = None) -> None: ...
+
+
 class Reporter(Protocol):
     """Where a training run reports to: the job's record, or the console."""
 

@@ -9,8 +9,8 @@ SQLite neither enforces string lengths nor changes a column without copying its 
 and copying `jobs` (the parent of events, metrics, checkpoints... with ON DELETE CASCADE
 and foreign keys on) would empty its children: there the jobs columns are only added.
 
-Revision ID: 0009_fine_tuned_models
-Revises: 0008_example_tasks
+Revision ID: 0010_fine_tuned_models
+Revises: 0009_merges
 Create Date: 2026-12-01 17:00:00
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009_fine_tuned_models"
-down_revision: str | None = "0008_example_tasks"
+revision: str = "0010_fine_tuned_models"
+down_revision: str | None = "0009_merges"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
