@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from core import checkpoints
 from core.db import session_scope
-from core.fine_tuned_models import delete_model
+from core.job_cleanup import delete_model
 from core.job_creation import create_job
 from core.jobs import cancel_job
 from core.models import Artifact, Checkpoint, Job
