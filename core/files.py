@@ -132,17 +132,23 @@ def expires_at(file: File) -> int | None:
 
 def remove_expired_rejected(storage: LocalStorage, batch: int = 100) -> int:
     """Delete rejected uploads older than the retention, rows first (committed), then
-    their bytes; returns how many. A rejected file cannot train, so no job needs it."""
+    their bytes; returns how many. A rejected file cannot train, so no job needs it.
+    Batches keep each transaction short; all that expired goes in one call, so a backlog
+    never outlives a sweep."""
     cutoff = now() - int(get_settings().rejected_file_retention_seconds)
-    with session_scope() as session:
-        expired = session.scalars(
-            select(File).where(File.status == ERROR, File.created_at <= cutoff).order_by(File.pk).limit(batch)
-        ).all()
+    removed = 0
+    while True:
+        with session_scope() as session:
+            expired = session.scalars(
+                select(File).where(File.status == ERROR, File.created_at <= cutoff).order_by(File.pk).limit(batch)
+            ).all()
+            for file in expired:
+                session.delete(file)
         for file in expired:
-            session.delete(file)
-    for file in expired:
-        storage.delete(file.storage_key)
-    return len(expired)
+            storage.delete(file.storage_key)
+        removed += len(expired)
+        if len(expired) < batch:
+            return removed
 
 
 def delete_file(storage: LocalStorage, org_id: str, file_id: str) -> None:

@@ -231,8 +231,9 @@ def test_a_finished_job_offers_its_adapter_and_metrics(
         assert {"adapter_config.json", "adapter_model.safetensors"} <= {Path(n).name for n in archive.getnames()}
     expect(page.locator("#job-page")).to_contain_text(f"Saved {job_id}")  # the API's file name
 
-    (results,) = job["result_files"]
-    metrics_csv = saved_download(page, page.locator(f'button[data-download="{results}"]'))
-    assert metrics_csv.read_bytes() == dashboard.api.get(f"/v1/files/{results}/content").content
+    assert len(job["result_files"]) == 3  # the metrics CSV, TensorBoard events, MLflow's CSV
+    for results in job["result_files"]:
+        saved_file = saved_download(page, page.locator(f'button[data-download="{results}"]'))
+        assert saved_file.read_bytes() == dashboard.api.get(f"/v1/files/{results}/content").content
     screenshot("succeeded")
     assert json.loads(page.evaluate("JSON.stringify(sessionStorage)")) == {"ftsvc.apiKey": dashboard.key}

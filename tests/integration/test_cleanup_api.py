@@ -273,7 +273,8 @@ def test_rejected_uploads_expire_and_are_removed_with_their_bytes(org: tuple[str
     assert f"files/{rejected['id']}" in stored_keys("files")
 
     get_settings().rejected_file_retention_seconds = 0
-    assert files.remove_expired_rejected(get_storage()) >= 1  # what the maintenance loop runs
+    upload(client, b"still not json\n")  # a second one: the sweep below must take more than one batch
+    assert files.remove_expired_rejected(get_storage(), batch=1) >= 2  # what the maintenance loop runs
     assert_error(client.get(f"/v1/files/{rejected['id']}"), 404, param="file_id")
     assert f"files/{rejected['id']}" not in stored_keys("files")
     assert client.get(f"/v1/files/{kept}").status_code == 200 and f"files/{kept}" in stored_keys("files")

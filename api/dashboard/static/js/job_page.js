@@ -238,7 +238,7 @@ export class JobPage {
       downloads.push(h("p", {}, this.downloadButton("Download adapter (.tar.gz)", jobPath(job.id, "artifacts", "adapter"), "adapter")));
     }
     for (const fileId of job.result_files) {
-      downloads.push(h("p", {}, this.downloadButton(`Download metrics (${fileId})`, `v1/files/${encodeURIComponent(fileId)}/content`, fileId)));
+      downloads.push(h("p", {}, this.downloadButton(`Download result file (${fileId})`, `v1/files/${encodeURIComponent(fileId)}/content`, fileId)));
     }
     const rows = page.data.map((checkpoint) =>
       h(
