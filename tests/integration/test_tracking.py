@@ -91,6 +91,7 @@ def test_a_trained_job_publishes_its_curve_for_tensorboard_and_mlflow_and_deleti
         "result_files": 0,
         "checkpoints": 0,
         "adapters": 0,
+        "merged_models": 0,
     }
     assert client.get(f"/v1/fine_tuning/jobs/{job_id}").status_code == 404
 
