@@ -123,10 +123,10 @@ def continued_from(model: str, from_checkpoint: str | None) -> tuple[str, str] |
 
 
 def hold(session: Session, adapter: TrainedAdapter, param: str) -> None:
-    """Keep `adapter` from being deleted until this transaction (which creates a job that
-    uses it) commits: its job's row is locked, as deleting its model, its job or one of
-    its checkpoints locks it before looking for users (core.jobs.lock_job). A deletion
-    that committed first is seen here."""
+    """Keep `adapter` from being deleted until this transaction (which creates a job or a
+    merge that uses it) commits: its job's row is locked, as deleting its model, its job
+    or one of its checkpoints locks it before looking for users (core.jobs.lock_job). A
+    deletion that committed first is seen here."""
     lock_job(session, adapter.job.organization_id, adapter.job.id)
     still: Select[int] = (
         select(Checkpoint.pk).where(Checkpoint.id == adapter.checkpoint.id)
