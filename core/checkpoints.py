@@ -45,8 +45,15 @@ def latest(session: Session, job_id: str) -> Checkpoint | None:
 
 
 def record(
-    session: Session, job_id: str, step: int, metrics: dict[str, Any], adapter: StoredObject, state: StoredObject
+    session: Session,
+    job_id: str,
+    step: int,
+    metrics: dict[str, Any],
+    adapter: StoredObject,
+    state: StoredObject | None,
 ) -> Checkpoint:
+    """`state`: the trainer's state a resumed run loads; None for the final adapter,
+    which nothing resumes from."""
     checkpoint = Checkpoint(
         id=new_id("ftckpt"),
         job_id=job_id,
@@ -55,8 +62,8 @@ def record(
         adapter_key=adapter.key,
         adapter_sha256=adapter.sha256,
         adapter_bytes=adapter.bytes,
-        state_key=state.key,
-        state_bytes=state.bytes,
+        state_key=state.key if state else None,
+        state_bytes=state.bytes if state else None,
     )
     session.add(checkpoint)
     return checkpoint
@@ -72,19 +79,7 @@ def record_final(
     replaced = session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step)).all()
     stale = delete_rows(session, replaced)
     session.flush()  # the replaced row leaves before its step is taken again
-    checkpoint = Checkpoint(
-        id=new_id("ftckpt"),
-        job_id=job_id,
-        step=step,
-        metrics=metrics,
-        adapter_key=adapter.key,
-        adapter_sha256=adapter.sha256,
-        adapter_bytes=adapter.bytes,
-        state_key=None,
-        state_bytes=None,
-    )
-    session.add(checkpoint)
-    return checkpoint, stale
+    return record(session, job_id, step, metrics, adapter, None), stale
 
 
 def delete_rows(session: Session, rows: Sequence[Checkpoint]) -> list[str]:
