@@ -1,25 +1,53 @@
 """Streaming multipart upload: the `file` part goes straight into storage while its
 size and sha256 are computed, so no upload is ever held in memory, and the size limit
-is enforced as bytes arrive (not after the whole body has been received)."""
+is enforced as bytes arrive (not after the whole body has been received).
+
+Storage is written from worker threads, a batch of the body at a time: an object
+store's writer sends a part over the network when one is full, which must not hold up
+the event loop (and every other request with it)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
+import anyio
 from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
 
 from core.errors import InvalidRequest, ServiceError
-from core.storage import LocalStorage, ObjectWriter, StoredObject
+from core.storage import ObjectStore, ObjectWriter, StoredObject
 
 if TYPE_CHECKING:  # python-multipart defines its callback types for type checkers only
     from python_multipart.multipart import MultipartCallbacks
 
+T = TypeVar("T")
 MAX_FIELD_BYTES = 4096  # for the small text fields beside the file (purpose)
+# The body goes to storage in batches of this much: a thread hop per batch.
+BATCH_BYTES = 1 << 20
+
+
+@asynccontextmanager
+async def in_threads(context: AbstractContextManager[T]) -> AsyncIterator[T]:
+    """`context` entered and exited in worker threads. Its exit (publishing the object,
+    or removing it) runs even if the request is cancelled meanwhile."""
+    value = await run_in_threadpool(context.__enter__)
+    try:
+        yield value
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            suppressed = await run_in_threadpool(context.__exit__, type(exc), exc, exc.__traceback__)
+        if not suppressed:
+            raise
+    else:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(context.__exit__, None, None, None)
 
 
 @dataclass
@@ -103,7 +131,7 @@ class _PartCollector:
 
 
 async def receive_upload(
-    request: Request, storage: LocalStorage, key: str, max_bytes: int, too_large: ServiceError
+    request: Request, storage: ObjectStore, key: str, max_bytes: int, too_large: ServiceError
 ) -> Upload:
     """Stream the form's `file` part into storage; `too_large` is raised as soon as more
     than `max_bytes` have arrived (or are announced)."""
@@ -119,12 +147,17 @@ async def receive_upload(
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
         raise too_large
-    with storage.writer(key) as out:
+    async with in_threads(storage.writer(key)) as out:
         collector = _PartCollector(out, max_bytes, too_large)
         try:
             parser = MultipartParser(boundary, collector.callbacks())
+            batch = bytearray()
             async for chunk in request.stream():
-                parser.write(chunk)
+                batch += chunk
+                if len(batch) >= BATCH_BYTES:
+                    await run_in_threadpool(parser.write, bytes(batch))
+                    batch.clear()
+            await run_in_threadpool(parser.write, bytes(batch))
         except FormParserError as exc:  # a body (or boundary) that is not multipart/form-data
             raise InvalidRequest(
                 f"The multipart body is malformed: {exc}", param="file", code="invalid_multipart"

@@ -16,7 +16,7 @@ from core.errors import InvalidRequest, NotFound
 from core.job_cleanup import delete_model as delete_fine_tuned_model
 from core.jobs import fine_tuned_model_name
 from core.models import Job
-from core.storage import LocalStorage
+from core.storage import ObjectStore
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def get_model(session: Session, org_id: str, model_id: str, param: str) -> Liste
     return _base(base)
 
 
-def delete_model(storage: LocalStorage, session: Session, org_id: str, model_id: str, param: str) -> None:
+def delete_model(storage: ObjectStore, session: Session, org_id: str, model_id: str, param: str) -> None:
     """Fine-tuned models only (core.job_cleanup.delete_model, in a transaction of its
     own); base models are the service's, managed where they are stored, or a merge's
     (deleted with it). `session`: to tell a base model from no model."""

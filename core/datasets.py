@@ -13,7 +13,7 @@ import io
 import json
 from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Literal
 
 from core.formats import (
@@ -27,6 +27,7 @@ from core.formats import (
     detect,
 )
 from core.json_values import UnreadableJson, parse_json
+from core.storage import LocalStorage, ObjectStore
 from core.tasks import TASK_KEY, TaskTally
 
 MAX_PROBLEMS = 100
@@ -102,9 +103,22 @@ def _storable(message: str) -> str:
 class DataFile:
     """A validated dataset in storage: where its bytes are and how to read them."""
 
-    path: Path
+    store: ObjectStore
+    key: str
     file_type: FileType
     format: FormatName
+
+    @classmethod
+    def local(cls, path: Path, file_type: FileType, data_format: FormatName) -> DataFile:
+        """A file outside the service's storage (the recipe run on its own)."""
+        return cls(LocalStorage(path.parent), path.name, file_type, data_format)
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.key).name
+
+    def open(self) -> BinaryIO:
+        return self.store.open(self.key)
 
 
 @dataclass
@@ -288,5 +302,5 @@ def iter_examples(stream: BinaryIO, file_type: FileType, format_name: str) -> It
 def examples_of(data: DataFile) -> Generator[Example]:
     """The examples of a validated file in storage, in order (training, statistics and
     previews all read them this way)."""
-    with data.path.open("rb") as stream:
+    with data.open() as stream:
         yield from iter_examples(stream, data.file_type, data.format)

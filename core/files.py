@@ -15,7 +15,7 @@ from core.models import File, Job
 from core.paging import page
 from core.settings import get_settings
 from core.states import ACTIVE
-from core.storage import LocalStorage, StoredObject, get_storage
+from core.storage import ObjectStore, StoredObject, get_storage
 
 UPLOAD_PURPOSE, RESULTS_PURPOSE = "fine-tune", "fine-tune-results"
 PURPOSES = (UPLOAD_PURPOSE,)
@@ -44,7 +44,7 @@ def check_format(format_name: str | None) -> str:
 
 def register_upload(
     session: Session,
-    storage: LocalStorage,
+    storage: ObjectStore,
     org_id: str,
     file_id: str,
     filename: str,
@@ -111,7 +111,7 @@ def data_file(file: File) -> DataFile:
     file_type, data_format = as_file_type(file.file_type), as_format_name(file.format)
     if file.status != PROCESSED or file_type is None or data_format is None:
         raise InvalidRequest(f"File {file.id} holds no validated examples", param="file_id", code="invalid_file")
-    return DataFile(get_storage().path(file.storage_key), file_type, data_format)
+    return DataFile(get_storage(), file.storage_key, file_type, data_format)
 
 
 def list_files(
@@ -130,7 +130,7 @@ def expires_at(file: File) -> int | None:
     return file.created_at + int(get_settings().rejected_file_retention_seconds)
 
 
-def remove_expired_rejected(storage: LocalStorage, batch: int = 100) -> int:
+def remove_expired_rejected(storage: ObjectStore, batch: int = 100) -> int:
     """Delete rejected uploads older than the retention, rows first (committed), then
     their bytes; returns how many. A rejected file cannot train, so no job needs it.
     Batches keep each transaction short; all that expired goes in one call, so a backlog
@@ -151,7 +151,7 @@ def remove_expired_rejected(storage: LocalStorage, batch: int = 100) -> int:
             return removed
 
 
-def delete_file(storage: LocalStorage, org_id: str, file_id: str) -> None:
+def delete_file(storage: ObjectStore, org_id: str, file_id: str) -> None:
     """Delete the row and commit, then the bytes: a crash in between leaves at worst
     unreferenced bytes, never a row whose bytes are gone."""
     with session_scope() as session:
@@ -172,7 +172,7 @@ def active_job_using(session: Session, file_id: str) -> str | None:
 
 
 def ingest_upload(
-    storage: LocalStorage,
+    storage: ObjectStore,
     org_id: str,
     file_id: str,
     filename: str,

@@ -39,7 +39,7 @@ from core.jobs import fine_tuned_model_name, lock_job
 from core.merges import refuse_while_merging
 from core.models import Artifact, Checkpoint, File, Job
 from core.states import ACTIVE, TERMINAL
-from core.storage import LocalStorage
+from core.storage import ObjectStore
 
 
 def _refuse_while_used(session: Session, job: Job, checkpoint: Checkpoint | None, what: str) -> None:
@@ -51,7 +51,7 @@ def _refuse_while_used(session: Session, job: Job, checkpoint: Checkpoint | None
         )
 
 
-def delete_job(storage: LocalStorage, org_id: str, job_id: str) -> None:
+def delete_job(storage: ObjectStore, org_id: str, job_id: str) -> None:
     """Delete a finished job: its row and, with it (the database cascades), its events,
     metrics, attempts, checkpoints and artifacts; its result files; then their bytes
     (the job's artifact and checkpoint folders whole, so objects of replaced attempts
@@ -80,7 +80,7 @@ def delete_job(storage: LocalStorage, org_id: str, job_id: str) -> None:
         storage.delete(key)
 
 
-def delete_checkpoint(storage: LocalStorage, org_id: str, job_id: str, checkpoint_id: str) -> None:
+def delete_checkpoint(storage: ObjectStore, org_id: str, job_id: str, checkpoint_id: str) -> None:
     """Delete one checkpoint's row, then its objects (its folder). Commits."""
     with session_scope() as session:
         job = lock_job(session, org_id, job_id)
@@ -109,7 +109,7 @@ def delete_checkpoint(storage: LocalStorage, org_id: str, job_id: str, checkpoin
         storage.delete(str(PurePosixPath(key).parent))
 
 
-def delete_model(storage: LocalStorage, org_id: str, name: str, param: str) -> None:
+def delete_model(storage: ObjectStore, org_id: str, name: str, param: str) -> None:
     """Delete a fine-tuned model: its adapter and every checkpoint of its job (adapters
     and trainer states), the rows first (committed), then the bytes. The job stays, with
     its `fine_tuned_model` name (as OpenAI keeps it), events, metrics and result files.

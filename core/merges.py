@@ -22,7 +22,7 @@ from core.models import Job, Merge, MergeEvent
 from core.paging import page
 from core.specs import PROMPT_LEARNING, Quantization, ResolvedSpec
 from core.states import ACTIVE, MERGE_TERMINAL, MergeStatus
-from core.storage import LocalStorage, StoredObject
+from core.storage import ObjectStore, StoredObject
 from core.usage import check_room_for_outputs
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
@@ -252,7 +252,7 @@ def _refuse_while_used(session: Session, org_id: str, name: str) -> None:
         )
 
 
-def delete_merge(storage: LocalStorage, org_id: str, merge_id: str) -> None:
+def delete_merge(storage: ObjectStore, org_id: str, merge_id: str) -> None:
     """Delete a finished merge: its row and log, its merged model (a registered one is
     then no longer a base model of the organization), then its bytes. Commits."""
     with session_scope() as session:

@@ -36,7 +36,7 @@ class EncodedPair:
 
 def pairs_of(data: DataFile) -> Iterator[PreferencePair]:
     """The pairs of a validated preference file in storage, in order."""
-    with data.path.open("rb") as stream:
+    with data.open() as stream:
         for raw in read_rows(stream, data.file_type, REGISTRY["preference"]):
             yield to_pair(raw.data)
 

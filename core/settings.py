@@ -4,11 +4,12 @@ local directories for artifacts and models, all under one data directory."""
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,6 +23,10 @@ class Settings(BaseSettings):
     broker_url: str = ""
     models_root: Path = Path("var/models")
     storage_root: Path = Path("var/storage")
+    # `s3://bucket/prefix`: artifacts and uploads on an S3-compatible store instead of
+    # storage_root (core.s3_storage), the one thing hosts share besides the database and
+    # the broker. Credentials, endpoint and region: boto3's own environment (AWS_*).
+    storage_url: str = ""
     # Where a host keeps the organizations' registered models (merged models, stored as
     # archives in artifact storage), extracted on their first use on the host.
     model_cache_root: Path = Path("var/model-cache")
@@ -84,6 +89,14 @@ class Settings(BaseSettings):
     # progress under a key is presumed dead.
     idempotency_ttl_seconds: int = 86400
     idempotency_pending_seconds: int = 3600
+
+    @field_validator("storage_url")
+    @classmethod
+    def _check_storage_url(cls, url: str) -> str:
+        # Refused at start-up, not at the first upload. Bucket names: S3's rules.
+        if url and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^/].*)?/?", url):
+            raise ValueError(f"FTSVC_STORAGE_URL must be s3://bucket or s3://bucket/prefix (got {url!r})")
+        return url.rstrip("/")
 
     @model_validator(mode="before")
     @classmethod

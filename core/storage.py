@@ -1,6 +1,13 @@
-"""Artifact storage on a local directory. Objects are written under a temporary name
-while their size and sha256 are computed, then published with an atomic rename, so a
-reader never sees a partial object and a failed write leaves nothing behind."""
+"""Artifact storage: uploads, checkpoints, adapters, result files and merged models, by
+key (`files/file-...`, `checkpoints/ftjob-.../step-8-.../state.tar`). Two stores share
+one interface (`ObjectStore`): a local directory (`LocalStorage`, the default) and an
+S3-compatible object store (core.s3_storage, when FTSVC_STORAGE_URL names one). In both,
+an object is published whole or not at all: a reader never sees a partial object, and a
+failed write leaves nothing behind (beyond a temporary that the maintenance loop removes
+once its writer is gone).
+
+The local directory: objects are written under a temporary name while their size and
+sha256 are computed, then published with an atomic rename."""
 
 from __future__ import annotations
 
@@ -11,10 +18,10 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from typing_extensions import Buffer
 
@@ -28,11 +35,19 @@ class StoredObject:
     sha256: str
 
 
+class Sink(Protocol):
+    """Where an ObjectWriter's bytes go: a temporary file, or an upload's parts."""
+
+    def write(self, chunk: memoryview, /) -> object: ...
+
+    def flush(self) -> None: ...
+
+
 class ObjectWriter(io.RawIOBase):
     """A write-only binary stream (so gzip and tarfile can write into it) that knows the
     running size and digest of what it has written."""
 
-    def __init__(self, handle: BinaryIO) -> None:
+    def __init__(self, handle: Sink) -> None:
         super().__init__()
         self._handle = handle
         self._digest = hashlib.sha256()
@@ -54,6 +69,30 @@ class ObjectWriter(io.RawIOBase):
     @property
     def sha256(self) -> str:
         return self._digest.hexdigest()
+
+
+class ObjectStore(Protocol):
+    def writer(self, key: str) -> AbstractContextManager[ObjectWriter]:
+        """Write an object; it is published only if the block exits without error."""
+        ...
+
+    def open(self, key: str) -> BinaryIO:
+        """A seekable stream of the object (FileNotFoundError if there is none)."""
+        ...
+
+    def iter_chunks(self, key: str) -> Iterator[bytes]:
+        """The object's bytes, streamed (a download's body)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Delete the object `key` and every object under `key/` (a job's folder); no
+        error if there is none."""
+        ...
+
+    def remove_stale_temporaries(self, grace_seconds: float) -> int:
+        """Remove objects still being written that nobody has written to for
+        `grace_seconds`: their writer died (an API killed mid-upload). Returns how many."""
+        ...
 
 
 class LocalStorage:
@@ -117,7 +156,12 @@ class LocalStorage:
             target.unlink(missing_ok=True)
 
 
-def get_storage() -> LocalStorage:
+def get_storage() -> ObjectStore:
     from core.settings import get_settings
 
-    return LocalStorage(get_settings().storage_root)
+    settings = get_settings()
+    if settings.storage_url:
+        from core.s3_storage import s3_storage  # boto3 only where a store needs it
+
+        return s3_storage(settings.storage_url)
+    return LocalStorage(settings.storage_root)

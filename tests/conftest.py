@@ -13,7 +13,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -204,3 +206,58 @@ def no_tools_model(tiny_model: Path) -> Iterator[str]:
     target = without_chat_template(tiny_model, tiny_model.parent / "tiny-llama-no-tools")
     yield target.name
     shutil.rmtree(target)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """moto's standalone S3 server on 127.0.0.1 and its bucket; `env`: what a process
+    (or boto3 in this one) needs to reach it."""
+
+    bucket: str
+    env: dict[str, str]
+
+    def url(self, prefix: str) -> str:
+        return f"s3://{self.bucket}/{prefix}"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto_server as a process of its own (an S3-protocol server that runs on this
+    machine: what it does not cover is said in tests/integration/test_storage.py), with
+    one bucket; the AWS_* variables point this process's boto3 at it."""
+    from tests.helpers import free_port
+
+    port = free_port()
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }
+    log_path = DATA_DIR / "moto.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/moto-api/", timeout=1)
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                os.killpg(server.pid, signal.SIGKILL)
+                pytest.fail(f"moto_server did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        import boto3
+
+        boto3.session.Session().client("s3").create_bucket(Bucket="ftsvc-tests")
+        yield S3Server("ftsvc-tests", env)
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from core.model_cache import is_weights
-from core.storage import LocalStorage, ObjectWriter, StoredObject
+from core.storage import ObjectStore, ObjectWriter, StoredObject
 
 # gzip's fastest level: on an 8B LoRA adapter (84 MB of bf16 weights) level 9 took 8.1 s
 # on the H200 host for 22% smaller output, level 1 2.8 s for 21% (BENCHMARKS.md).
@@ -18,7 +18,7 @@ GZIP_LEVEL = 1
 
 
 def archive(
-    storage: LocalStorage, key: str, paths: Iterable[Path], compress: bool = True, folder: str | None = None
+    storage: ObjectStore, key: str, paths: Iterable[Path], compress: bool = True, folder: str | None = None
 ) -> StoredObject:
     """Store `paths` (files or folders, with all they hold, of one directory) under their
     names as one tar, gzip-compressed or not (large optimizer states and model weights
@@ -45,7 +45,7 @@ def _write_tar(target: gzip.GzipFile | ObjectWriter, paths: Iterable[Path], fold
             tar.add(path, arcname=f"{folder}/{path.name}" if folder else path.name)
 
 
-def extract(storage: LocalStorage, key: str, destination: Path) -> Path:
+def extract(storage: ObjectStore, key: str, destination: Path) -> Path:
     destination.mkdir(parents=True, exist_ok=True)
     with storage.open(key) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
         tar.extractall(destination, filter="data")

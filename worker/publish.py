@@ -18,14 +18,14 @@ from core.ids import new_id
 from core.jobs import fine_tuned_model_name
 from core.models import Job, JobMetric
 from core.states import JobStatus
-from core.storage import LocalStorage, StoredObject
+from core.storage import ObjectStore, StoredObject
 from worker.adapter_folder import adapter_folder
 from worker.archives import archive
 from worker.model_card import ModelCardFacts, latest_metrics
 from worker.result_files import RESULT_FILES
 
 
-def _result_files(storage: LocalStorage, points: Sequence[JobMetric]) -> list[tuple[str, str, StoredObject]]:
+def _result_files(storage: ObjectStore, points: Sequence[JobMetric]) -> list[tuple[str, str, StoredObject]]:
     """The job's result files from its metric points, stored: (file id, file name, object) each."""
     stored = []
     for filename, write in RESULT_FILES:
@@ -35,7 +35,7 @@ def _result_files(storage: LocalStorage, points: Sequence[JobMetric]) -> list[tu
 
 
 def publish_success(
-    storage: LocalStorage,
+    storage: ObjectStore,
     job: Job,
     owner: str,
     attempt: int,

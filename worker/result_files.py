@@ -25,7 +25,7 @@ from pathlib import Path
 from tensorboardX import SummaryWriter
 
 from core.models import JobMetric
-from core.storage import LocalStorage, StoredObject
+from core.storage import ObjectStore, StoredObject
 from worker.archives import archive
 
 STEP_METRICS_COLUMNS = ("step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")
@@ -56,7 +56,7 @@ def values(points: Sequence[JobMetric]) -> Iterator[tuple[str, float, int, int]]
                 yield f"{point.split}/{column}", float(value), point.step, point.created_at
 
 
-def _csv(storage: LocalStorage, key: str, header: Sequence[str], rows: Iterator[Sequence[object]]) -> StoredObject:
+def _csv(storage: ObjectStore, key: str, header: Sequence[str], rows: Iterator[Sequence[object]]) -> StoredObject:
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(header)
@@ -66,7 +66,7 @@ def _csv(storage: LocalStorage, key: str, header: Sequence[str], rows: Iterator[
     return StoredObject(key, out.bytes, out.sha256)
 
 
-def step_metrics(storage: LocalStorage, key: str, points: Sequence[JobMetric]) -> StoredObject:
+def step_metrics(storage: ObjectStore, key: str, points: Sequence[JobMetric]) -> StoredObject:
     rows: dict[int, dict[str, object]] = {}
     for m in points:
         row = rows.setdefault(m.step, {"step": m.step})
@@ -76,12 +76,12 @@ def step_metrics(storage: LocalStorage, key: str, points: Sequence[JobMetric]) -
     return _csv(storage, key, STEP_METRICS_COLUMNS, table)
 
 
-def mlflow_metrics(storage: LocalStorage, key: str, points: Sequence[JobMetric]) -> StoredObject:
+def mlflow_metrics(storage: ObjectStore, key: str, points: Sequence[JobMetric]) -> StoredObject:
     rows = ((name, value, seconds * 1000, step) for name, value, step, seconds in values(points))
     return _csv(storage, key, ("key", "value", "timestamp", "step"), rows)
 
 
-def tensorboard_events(storage: LocalStorage, key: str, points: Sequence[JobMetric]) -> StoredObject:
+def tensorboard_events(storage: ObjectStore, key: str, points: Sequence[JobMetric]) -> StoredObject:
     with tempfile.TemporaryDirectory(prefix="tensorboard-") as logdir:
         writer = SummaryWriter(logdir=logdir)
         try:
@@ -93,7 +93,7 @@ def tensorboard_events(storage: LocalStorage, key: str, points: Sequence[JobMetr
 
 
 # Each result file: its name and how it is written from the job's metrics points.
-RESULT_FILES: tuple[tuple[str, Callable[[LocalStorage, str, Sequence[JobMetric]], StoredObject]], ...] = (
+RESULT_FILES: tuple[tuple[str, Callable[[ObjectStore, str, Sequence[JobMetric]], StoredObject]], ...] = (
     ("step_metrics.csv", step_metrics),  # first: OpenAI's results file
     ("tensorboard.tar.gz", tensorboard_events),
     ("mlflow_metrics.csv", mlflow_metrics),

@@ -43,7 +43,7 @@ def test_each_shape_in_each_file_type_is_detected_and_read_as_pairs(shape: str, 
     assert (report.n_examples, report.format) == (3, "preference")
     path = tmp_path / "pairs"
     path.write_bytes(content)
-    pairs = list(pairs_of(DataFile(path, file_type, "preference")))  # type: ignore[arg-type]
+    pairs = list(pairs_of(DataFile.local(path, file_type, "preference")))  # type: ignore[arg-type]
     expected = PAIR if shape != "trl_text" else PreferencePair(PAIR.prompt[1:], PAIR.chosen, PAIR.rejected)
     assert pairs == [expected] * 3
 
@@ -55,7 +55,7 @@ def test_both_shapes_mix_in_one_file_and_tools_are_kept(tmp_path: Path) -> None:
     assert check(content, "jsonl").ok
     path = tmp_path / "pairs.jsonl"
     path.write_bytes(content)
-    first, second = pairs_of(DataFile(path, "jsonl", "preference"))
+    first, second = pairs_of(DataFile.local(path, "jsonl", "preference"))
     assert first.tools == tools and second.tools is None
 
 

@@ -69,7 +69,7 @@ def _data_file(path: Path, format_name: str) -> tuple[DataFile, ValidationReport
     data_format = as_format_name(report.format)
     if not report.ok or data_format is None:
         _fail(f"{path} is not a valid training file: {report.summary()}")
-    return DataFile(path, file_type, data_format), report
+    return DataFile.local(path, file_type, data_format), report
 
 
 def main(argv: list[str] | None = None) -> Path:

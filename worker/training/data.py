@@ -35,7 +35,7 @@ def _encoded(
 
 def _task_id(task_ids: dict[str, int], task: str | None, source: DataFile) -> int:
     if task not in task_ids:  # job creation refuses such data: a file changed under the job
-        raise DataError(f"An example of {source.path.name} has task {task!r}, which has no prompt", param="task")
+        raise DataError(f"An example of {source.name} has task {task!r}, which has no prompt", param="task")
     return task_ids[task]
 
 
@@ -75,7 +75,7 @@ def encoded_dataset(
             "task_ids": task_ids,
         },
         cache_dir,
-        f"no example of {source.path.name} has a trained token within max_seq_length={max_length}",
+        f"no example of {source.name} has a trained token within max_seq_length={max_length}",
     )
 
 

@@ -42,7 +42,7 @@ def pair_dataset(prepared: PreparedTokenizer, source: DataFile, max_length: int,
         _encoded_pairs,
         {"prepared": prepared, "source": source, "max_length": max_length},
         cache_dir,
-        f"no pair of {source.path.name} has a prompt shorter than max_seq_length={max_length}",
+        f"no pair of {source.name} has a prompt shorter than max_seq_length={max_length}",
     )
 
 
