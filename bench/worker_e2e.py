@@ -14,7 +14,6 @@ training interval that includes the save against the median interval without one
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
@@ -175,7 +174,7 @@ def main() -> None:
         print(f"wall time: {elapsed:.1f}s")
         if job.status == "succeeded":
             artifact = get_artifact(session, LOCAL_ORG, job_id, ADAPTER)
-            with tarfile.open(fileobj=io.BytesIO(storage.path(artifact.storage_key).read_bytes())) as tar:
+            with storage.open(artifact.storage_key) as stream, tarfile.open(fileobj=stream) as tar:
                 names = tar.getnames()
             print(f"adapter artifact: {artifact.bytes} bytes, sha256 {artifact.sha256}, files {names}")
     sys.exit(0 if job.status == "succeeded" else 1)

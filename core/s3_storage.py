@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -156,10 +157,17 @@ class _ObjectReader(io.RawIOBase):
         super().close()
 
 
+@dataclass(frozen=True)  # equal by bucket and prefix: a DataFile is a cache key (core.job_preflight)
 class S3Storage:
-    def __init__(self, bucket: str, prefix: str = "", part_bytes: int = PART_BYTES) -> None:
-        self.bucket, self.prefix, self.part_bytes = bucket, prefix.strip("/"), part_bytes
-        self._client = boto3.session.Session().client("s3")  # the default session is not thread-safe
+    bucket: str
+    prefix: str = ""
+    part_bytes: int = PART_BYTES
+    _client: S3Client = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prefix", self.prefix.strip("/"))
+        # A session of its own: boto3's default session is not thread-safe to create.
+        object.__setattr__(self, "_client", boto3.session.Session().client("s3"))
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Picklable (datasets fingerprints what its generators read): boto3 clients are not.

@@ -95,10 +95,13 @@ class ObjectStore(Protocol):
         ...
 
 
+@dataclass(frozen=True)  # equal by root: a DataFile is a cache key (core.job_preflight)
 class LocalStorage:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._tmp = root / ".tmp"
+    root: Path
+
+    @property
+    def _tmp(self) -> Path:
+        return self.root / ".tmp"
 
     def path(self, key: str) -> Path:
         resolved = (self.root / key).resolve()

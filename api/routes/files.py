@@ -79,7 +79,7 @@ async def upload_file(
         # What the upload asks for; the multipart boundary differs between retries.
         asked = fingerprint([upload.filename, upload.fields, upload.stored.sha256, upload.stored.bytes])
         if replaying:  # a retry: the first upload's file stands, this one's bytes go
-            storage.delete(upload.stored.key)
+            await run_in_threadpool(storage.delete, upload.stored.key)  # on S3, a request
             return asked, None
         return asked, await run_in_threadpool(_ingest, org, file_id, upload.filename, upload.fields, upload.stored)
 

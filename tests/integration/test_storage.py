@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import secrets
 import time
 import tracemalloc
@@ -176,3 +177,12 @@ def test_parts_grow_so_that_large_objects_fit_in_s3s_10000(
     assert read(store, "files/grown") == content
     head = store._client.head_object(Bucket=store.bucket, Key=store.object_key("files/grown"))
     assert head["ETag"].strip('"').endswith("-3")
+
+
+def test_stores_are_equal_by_where_they_keep_objects(tmp_path: Path, s3_server: S3Server) -> None:
+    # A DataFile names its store and is a cache key (the pre-flight's token statistics);
+    # datasets pickles it to fingerprint what it reads.
+    assert LocalStorage(tmp_path) == LocalStorage(tmp_path) != LocalStorage(tmp_path / "other")
+    store = S3Storage(s3_server.bucket, "/some/prefix/")
+    assert store == S3Storage(s3_server.bucket, "some/prefix") != S3Storage(s3_server.bucket, "other")
+    assert pickle.loads(pickle.dumps(store)) == store
