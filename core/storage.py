@@ -72,6 +72,9 @@ class ObjectWriter(io.RawIOBase):
 
 
 class ObjectStore(Protocol):
+    """What every store does (LocalStorage below, core.s3_storage.S3Storage), and all
+    that the service asks of one: keys are relative paths (`files/file-...`)."""
+
     def writer(self, key: str) -> AbstractContextManager[ObjectWriter]:
         """Write an object; it is published only if the block exits without error."""
         ...
