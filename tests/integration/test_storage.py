@@ -186,3 +186,14 @@ def test_stores_are_equal_by_where_they_keep_objects(tmp_path: Path, s3_server: 
     store = S3Storage(s3_server.bucket, "/some/prefix/")
     assert store == S3Storage(s3_server.bucket, "some/prefix") != S3Storage(s3_server.bucket, "other")
     assert pickle.loads(pickle.dumps(store)) == store
+
+
+@pytest.mark.parametrize("url", ["http://bucket/prefix", "s3://", "s3://Not_A_Bucket", "s3://bucket//x", "/var/data"])
+def test_a_storage_url_that_names_no_bucket_is_refused_at_start_up(url: str) -> None:
+    from pydantic import ValidationError
+
+    from core.settings import Settings
+
+    with pytest.raises(ValidationError, match="FTSVC_STORAGE_URL must be s3://bucket"):
+        Settings(storage_url=url)
+    assert Settings(storage_url="s3://my-bucket/ftsvc/").storage_url == "s3://my-bucket/ftsvc"
