@@ -16,6 +16,8 @@ import tarfile
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,25 @@ from fastapi.testclient import TestClient
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+@contextmanager
+def changed_settings(**values: str) -> Iterator[None]:
+    """This process's settings (an in-process API's) with `values` for a while."""
+    from core.settings import get_settings
+
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
 
 
 def file_rows() -> int:

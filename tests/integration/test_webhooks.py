@@ -8,7 +8,6 @@ maintenance loop's step, and the server-side request forgery guard."""
 from __future__ import annotations
 
 import json
-import os
 import queue
 import threading
 import time
@@ -26,7 +25,17 @@ from core.queue import get_celery
 from core.settings import get_settings
 from core.webhooks import resend_due
 from tests.conftest import ROOT, Workers, make_client
-from tests.helpers import assert_error, chat, fresh_org, jsonl, python_block, succeeded_job, upload_ok, wait_for
+from tests.helpers import (
+    assert_error,
+    changed_settings,
+    chat,
+    fresh_org,
+    jsonl,
+    python_block,
+    succeeded_job,
+    upload_ok,
+    wait_for,
+)
 
 LOOPBACK = "127.0.0.1/32"
 EVENTS = ["fine_tuning.job.cancelled", "fine_tuning.job.failed", "fine_tuning.job.succeeded"]
@@ -82,23 +91,6 @@ def readme_verify() -> Callable[[str, dict[str, str], bytes], bool]:
 verify = readme_verify()
 
 
-@contextmanager
-def settings(**values: str) -> Iterator[None]:
-    """This process's settings (the API's) with `values` for a while."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    get_settings.cache_clear()
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        get_settings.cache_clear()
-
-
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
     receiver = Receiver()
@@ -134,7 +126,7 @@ def training_file(org: TestClient) -> str:
 
 
 def register(client: TestClient, url: str, **body: Any) -> dict[str, Any]:
-    with settings(FTSVC_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK):
+    with changed_settings(FTSVC_WEBHOOK_ALLOWED_NETWORKS=LOOPBACK):
         response = client.post("/v1/organization/webhooks", json={"url": url} | body)
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
@@ -245,7 +237,7 @@ def test_urls_of_the_services_own_networks_are_refused_at_registration(org: Test
 
 
 def test_plain_http_only_when_allowed(org: TestClient) -> None:
-    with settings(FTSVC_WEBHOOK_ALLOW_HTTP="false"):
+    with changed_settings(FTSVC_WEBHOOK_ALLOW_HTTP="false"):
         response = org.post("/v1/organization/webhooks", json={"url": "http://8.8.8.8/hooks"})
     assert_error(response, 400, param="url", code="invalid_webhook_url")
 
