@@ -13,6 +13,7 @@ import base64
 import json
 import logging
 import secrets
+import threading
 import time
 from typing import Literal, get_args
 
@@ -206,9 +207,16 @@ def record_job_event(session: Session, job_id: str, status: JobStatus) -> None:
 
 
 def _publish_committed(session: Session) -> None:
-    """After a commit: publish the deliveries it recorded. A message that cannot be sent
-    (broker down) is sent again by the maintenance loop."""
-    for delivery_id in session.info.pop(_UNSENT, []):
+    """After a commit: publish the deliveries it recorded, from a thread of its own (the
+    API commits a request's session on its event loop, which a slow broker must not
+    hold; not a daemon, so a process that exits sends them first). A message that
+    cannot be sent (broker down) is sent again by the maintenance loop."""
+    if delivery_ids := session.info.pop(_UNSENT, []):
+        threading.Thread(target=_publish, args=(delivery_ids,), name="ftsvc-webhook-publish").start()
+
+
+def _publish(delivery_ids: list[str]) -> None:
+    for delivery_id in delivery_ids:
         send(DELIVER_WEBHOOK_TASK, delivery_id)
 
 

@@ -75,3 +75,14 @@ def test_allowed_networks_let_exactly_their_addresses_through() -> None:
     assert not is_allowed(ip_address("127.0.0.2"), allowed)
     assert not is_allowed(ip_address("10.2.0.1"), allowed)
     assert not is_allowed(ip_address("::1"), allowed)
+
+
+def test_webhooks_go_to_the_pre_flight_queue_unless_they_have_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.settings import Settings
+    from ftsvc.cli import preflight_worker_command
+
+    # The tests give webhooks their own queue: the pre-flight worker consumes both.
+    assert preflight_worker_command()[preflight_worker_command().index("-Q") + 1] == "preflight,webhooks"
+    monkeypatch.delenv("FTSVC_WEBHOOK_QUEUE")
+    assert Settings().webhook_queue == "preflight"
+    assert Settings(preflight_queue="cpu").webhook_queue == "cpu"
