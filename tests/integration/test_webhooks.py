@@ -8,13 +8,9 @@ maintenance loop's step, and the server-side request forgery guard."""
 from __future__ import annotations
 
 import json
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +20,16 @@ from fastapi.testclient import TestClient
 from core.queue import get_celery
 from core.settings import get_settings
 from core.webhooks import resend_due
-from tests.conftest import ROOT, Workers, make_client
+from tests.conftest import Workers, make_client
 from tests.helpers import (
+    Received,
+    Receiver,
     assert_error,
     changed_settings,
     chat,
     fresh_org,
     jsonl,
-    python_block,
+    readme_verify,
     succeeded_job,
     upload_ok,
     wait_for,
@@ -39,53 +37,6 @@ from tests.helpers import (
 
 LOOPBACK = "127.0.0.1/32"
 EVENTS = ["fine_tuning.job.cancelled", "fine_tuning.job.failed", "fine_tuning.job.succeeded"]
-
-
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-
-
-class Receiver:
-    """An HTTP server on 127.0.0.1 that records every request; it answers the statuses
-    put in `answers` first, in order, then 200."""
-
-    def __init__(self) -> None:
-        self.requests: queue.Queue[Received] = queue.Queue()
-        self.answers: list[int] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.put(Received({k.lower(): v for k, v in self.headers.items()}, body))
-                status = receiver.answers.pop(0) if receiver.answers else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/ftsvc"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def next(self, timeout: float = 30) -> Received:
-        return self.requests.get(timeout=timeout)
-
-    def assert_nothing(self, wait: float) -> None:
-        with pytest.raises(queue.Empty):
-            self.requests.get(timeout=wait)
-
-
-def readme_verify() -> Callable[[str, dict[str, str], bytes], bool]:
-    """The verification snippet of the README's Webhooks section, as a receiver runs it."""
-    namespace: dict[str, Any] = {}
-    exec(python_block((ROOT / "README.md").read_text(), "## Webhooks"), namespace)
-    return namespace["verify"]  # type: ignore[no-any-return]
 
 
 verify = readme_verify()
