@@ -39,9 +39,6 @@ JITTER = 0.25
 # A worker's claim on a delivery covers its attempt: connect, write and read may each
 # take the timeout.
 CLAIM_TIMEOUTS, CLAIM_SLACK_SECONDS = 4, 30.0
-# A delivery due this little later is attempted now: the clocks of the hosts that
-# schedule and attempt it differ a little.
-CLOCK_SLACK_SECONDS = 5.0
 GONE = 410
 # Of a refused answer's body, what the attempt's error keeps.
 EXCERPT_BYTES = 200
@@ -82,17 +79,20 @@ class Claim:
 
 def _claim(delivery_id: str) -> Claim | None:
     """The delivery, now held by this worker, if it is pending, due, and not held by
-    another (a duplicate message, or one for a delivery done since, claims nothing)."""
+    another (a duplicate message, or one for a delivery done since, claims nothing).
+    A message that came before the delivery is due (this host's clock is behind the
+    sender's) is forgotten: the maintenance loop sends another when it is due."""
     moment = time.time()
     hold = CLAIM_TIMEOUTS * get_settings().webhook_timeout_seconds + CLAIM_SLACK_SECONDS
+    pending = update(WebhookDelivery).where(
+        WebhookDelivery.id == delivery_id,
+        WebhookDelivery.status == PENDING,
+        or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < moment),
+    )
     with session_scope() as session:
-        claimed = update(WebhookDelivery).where(
-            WebhookDelivery.id == delivery_id,
-            WebhookDelivery.status == PENDING,
-            WebhookDelivery.next_attempt_at <= moment + CLOCK_SLACK_SECONDS,
-            or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < moment),
-        )
-        if not rows_matched(session, claimed.values(claimed_until=moment + hold)):
+        due = pending.where(WebhookDelivery.next_attempt_at <= moment)
+        if not rows_matched(session, due.values(claimed_until=moment + hold)):
+            session.execute(pending.where(WebhookDelivery.next_attempt_at > moment).values(sent_at=None))
             return None
         delivery = WebhookDelivery
         stmt = (
