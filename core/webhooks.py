@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import secrets
 import threading
 import time
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import delete, event, func, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -28,6 +27,7 @@ from core.ids import new_id, now
 from core.models import Job, Webhook, WebhookAttempt, WebhookDelivery
 from core.paging import page
 from core.queue import DELIVER_WEBHOOK_TASK, send
+from core.specs import no_nul
 from core.states import JobStatus
 from core.transitions import rows_matched
 
@@ -49,7 +49,6 @@ RESEND_AFTER_SECONDS = 300.0
 SECRET_PREFIX = "whsec_"
 # The session's info key under which deliveries wait for their transaction's commit.
 _UNSENT = "ftsvc.webhook_deliveries"
-log = logging.getLogger("ftsvc.webhooks")
 
 
 class WebhookRequest(BaseModel):
@@ -61,7 +60,7 @@ class WebhookRequest(BaseModel):
         max_length=2048,
         description="Where events are POSTed: an https URL whose host resolves to public addresses only",
     )
-    description: str | None = Field(default=None, max_length=512)
+    description: Annotated[str, StringConstraints(max_length=512), AfterValidator(no_nul)] | None = None
     events: list[EventType] = Field(
         default=list(EVENT_TYPES), min_length=1, description="The event types it receives; default: all"
     )

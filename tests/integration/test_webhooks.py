@@ -155,6 +155,8 @@ def test_registration_shows_the_secret_once(org: TestClient) -> None:
         ({"url": "https://8.8.8.8/", "events": []}, "events"),
         ({"url": "https://8.8.8.8/", "events": ["fine_tuning.job.created"]}, "events[0]"),
         ({"url": "https://8.8.8.8/", "description": "x" * 513}, "description"),
+        ({"url": "https://8.8.8.8/", "description": "a\x00b"}, "description"),  # Postgres text has no NUL
+        ({"url": "https://8.8.8.8/\x00"}, "url"),
         ({"url": "https://8.8.8.8/", "secret": "mine"}, "secret"),
         ({"url": "https://8.8.8.8/" + "a" * 2048}, "url"),
     ],
