@@ -109,13 +109,15 @@ def _milliseconds_since(start: float) -> int:
 
 
 def _excerpt(response: httpx.Response) -> str:
-    """The start of a response's body, without reading more of it."""
+    """The start of a response's body, without reading more of it, as one line of
+    printable text (Postgres text cannot hold the NUL a binary body may have)."""
     received = b""
     for chunk in response.iter_raw():
         received += chunk
         if len(received) >= EXCERPT_BYTES:
             break
-    return received[:EXCERPT_BYTES].decode(errors="replace").strip()
+    text = received[:EXCERPT_BYTES].decode(errors="replace")
+    return "".join(char if char.isprintable() else " " for char in text).strip()
 
 
 def attempt(url: str, secret: str, message_id: str, body: str) -> Outcome:

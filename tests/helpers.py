@@ -58,23 +58,23 @@ class Received:
 
 
 class Receiver:
-    """An HTTP server on 127.0.0.1 that records every request; it answers the statuses
-    put in `answers` first, in order, then 200."""
+    """An HTTP server on 127.0.0.1 that records every request; it answers what is put
+    in `answers` first, in order (a status and its body), then 200 "ok"."""
 
     def __init__(self) -> None:
         self.requests: queue.Queue[Received] = queue.Queue()
-        self.answers: list[int] = []
+        self.answers: list[tuple[int, bytes]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.requests.put(Received({k.lower(): v for k, v in self.headers.items()}, body))
-                status = receiver.answers.pop(0) if receiver.answers else 200
+                status, answer = receiver.answers.pop(0) if receiver.answers else (200, b"ok")
                 self.send_response(status)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(answer)
 
             def log_message(self, *_: Any) -> None:
                 pass

@@ -261,14 +261,15 @@ def test_a_job_failed_by_the_pre_flight_worker_and_a_succeeded_one_reach_the_end
 def test_failed_attempts_are_retried_with_backoff_and_recorded(
     org: TestClient, receiver: Receiver, delivering: str, training_file: str
 ) -> None:
-    receiver.answers = [500, 503]
+    receiver.answers = [(500, b"bad\x00gateway\n"), (503, b"ok")]
     with registered(org, receiver.url) as webhook:
         job_id = cancelled_job(org, training_file)
         [delivery] = settled(org, webhook["id"])
         requests = [receiver.next() for _ in range(3)]
     assert delivery["status"] == "delivered"
     assert [a["status_code"] for a in delivery["attempts"]] == [500, 503, 200]
-    assert [a["error"] for a in delivery["attempts"]] == ["HTTP 500: ok", "HTTP 503: ok", None]
+    # The start of a refusal's body, printable (Postgres text cannot hold its NUL).
+    assert [a["error"] for a in delivery["attempts"]] == ["HTTP 500: bad gateway", "HTTP 503: ok", None]
     assert [a["number"] for a in delivery["attempts"]] == [1, 2, 3]
     # The retries waited: about 0.3 s, then about 1.2 s (FTSVC_WEBHOOK_RETRY_BASE_SECONDS=0.3, x4, +-25%).
     times = [a["attempted_at"] for a in delivery["attempts"]]
@@ -282,7 +283,7 @@ def test_failed_attempts_are_retried_with_backoff_and_recorded(
 def test_gone_fails_the_delivery_at_once_and_redelivery_sends_the_same_event(
     org: TestClient, receiver: Receiver, delivering: str, training_file: str
 ) -> None:
-    receiver.answers = [410]
+    receiver.answers = [(410, b"")]
     with registered(org, receiver.url) as webhook:
         job_id = cancelled_job(org, training_file)
         first = receiver.next()
