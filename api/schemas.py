@@ -17,10 +17,22 @@ from core.files import expires_at
 from core.formats import FormatName
 from core.jobs import estimated_finish
 from core.merges import BaseWeights, Dtype
-from core.models import Checkpoint, File, Job, JobEvent, JobMetric, Merge, MergeEvent
+from core.models import (
+    Checkpoint,
+    File,
+    Job,
+    JobEvent,
+    JobMetric,
+    Merge,
+    MergeEvent,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from core.specs import Integration, ResolvedHyperparameters, ResolvedMethod, ResolvedQLoRA
 from core.states import JobStatus, Level, MergeStatus
 from core.usage import STORED, StorageUsage
+from core.webhooks import DeliveryStatus, EventType
 
 Item = TypeVar("Item", bound=BaseModel)
 
@@ -617,6 +629,104 @@ class OrganizationUsage(_Wire):
     organization_id: str
     storage: StorageUsageObject
     jobs: ActiveJobsUsage
+
+
+# -- webhooks -------------------------------------------------------------------------
+
+
+class WebhookObject(_Wire):
+    """An endpoint that receives the terminal events of the organization's jobs."""
+
+    id: str
+    object: Literal["webhook_endpoint"] = "webhook_endpoint"
+    url: str
+    description: str | None
+    events: list[EventType] = Field(description="The event types it receives")
+    created_at: int = Field(description="Unix seconds")
+
+    @classmethod
+    def from_row(cls, w: Webhook) -> Self:
+        return cls.model_validate(
+            {"id": w.id, "url": w.url, "description": w.description, "events": w.events, "created_at": w.created_at}
+        )
+
+
+class WebhookWithSecret(WebhookObject):
+    """An endpoint and its signing secret, which only its creation and a rotation show."""
+
+    secret: str = Field(
+        description="The signing secret (`whsec_` and the base64 key): store it now, it is not shown again"
+    )
+
+    @classmethod
+    def from_row(cls, w: Webhook) -> Self:
+        return cls.model_validate(WebhookObject.from_row(w).model_dump() | {"secret": w.secret})
+
+
+class DeletedWebhook(_Wire):
+    id: str
+    object: Literal["webhook_endpoint"] = "webhook_endpoint"
+    deleted: Literal[True] = True
+
+
+class WebhookEventData(_Wire):
+    id: str = Field(description="The fine-tuning job's id")
+
+
+class WebhookEvent(_Wire):
+    """The body POSTed to the endpoint (OpenAI's webhook event)."""
+
+    object: Literal["event"] = "event"
+    id: str = Field(description="Also the `webhook-id` header: the same on every attempt and redelivery")
+    type: EventType
+    created_at: int = Field(description="Unix seconds")
+    data: WebhookEventData
+
+
+class WebhookAttemptObject(_Wire):
+    number: int
+    attempted_at: float = Field(description="Unix seconds")
+    duration_ms: int
+    status_code: int | None = Field(description="The endpoint's answer; null when none came")
+    error: str | None = Field(description="Why the attempt failed (non-2xx answer, timeout, network, refused URL)")
+
+    @classmethod
+    def from_row(cls, a: WebhookAttempt) -> Self:
+        return cls(
+            number=a.number,
+            attempted_at=a.attempted_at,
+            duration_ms=a.duration_ms,
+            status_code=a.status_code,
+            error=a.error,
+        )
+
+
+class WebhookDeliveryObject(_Wire):
+    """One event sent to one endpoint, and its attempts so far."""
+
+    id: str
+    object: Literal["webhook_delivery"] = "webhook_delivery"
+    webhook_id: str
+    event: WebhookEvent
+    status: DeliveryStatus = Field(
+        description="`pending` (an attempt is due at `next_attempt_at`), `delivered` (2xx), or `failed` (attempts "
+        "ran out, 410 Gone, or the URL is no longer allowed)"
+    )
+    next_attempt_at: float | None = Field(description="Unix seconds; null unless pending")
+    created_at: int = Field(description="Unix seconds")
+    attempts: list[WebhookAttemptObject] = Field(description="Oldest first")
+
+    @classmethod
+    def from_row(cls, d: WebhookDelivery, attempts: list[WebhookAttempt]) -> Self:
+        return cls(
+            id=d.id,
+            webhook_id=d.webhook_id,
+            event=WebhookEvent.model_validate_json(d.body),
+            status=d.status,
+            next_attempt_at=d.next_attempt_at,
+            created_at=d.created_at,
+            attempts=[WebhookAttemptObject.from_row(a) for a in attempts],
+        )
 
 
 class Health(_Wire):

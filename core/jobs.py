@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from core import webhooks
 from core.db import session_scope
 from core.errors import Conflict, NotFound
 from core.events import add_event
@@ -38,11 +39,12 @@ def transition(
 
     One conditional UPDATE, so two racing writers (a cancel and a worker's claim, say)
     cannot both win; returns False when the job was not in a state that may move to
-    `to`. An event records every transition.
+    `to`. An event records every transition; a terminal one, its webhook deliveries too.
     """
     if not move(session, Job, TRANSITIONS, job_id, to, conditions, values):
         return False
     add_event(session, job_id, message or f"Job {to.value}", level=level, data=data)
+    webhooks.record_job_event(session, job_id, to)
     return True
 
 

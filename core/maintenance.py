@@ -8,7 +8,8 @@ Each round, in its own transactions:
   message for a job or merge that is not queued;
 - expired Idempotency-Keys and old previews are forgotten;
 - temporary objects left by a process that died mid-upload are removed;
-- rejected uploads past their retention are deleted, rows and bytes.
+- rejected uploads past their retention are deleted, rows and bytes;
+- webhook deliveries that are due (retries, messages lost) are sent to the broker again.
 
 Every step is a conditional UPDATE or idempotent, so any number of API processes (or
 `ftsvc maintain` processes) may run the loop at once.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from core import files, idempotency, jobs, leases, merge_runs, previews
+from core import files, idempotency, jobs, leases, merge_runs, previews, webhooks
 from core.db import session_scope
 from core.queue import broker_lost_messages, remember_broker
 from core.settings import get_settings
@@ -51,6 +52,8 @@ def run_once() -> None:
             log.warning("reaped %d jobs and merges with expired leases", reaped)
     if sent := reconcile_queue():
         log.info("sent %d queued jobs to the broker again", sent)
+    if sent := webhooks.resend_due():
+        log.info("sent %d due webhook deliveries to the broker", sent)
     with session_scope() as session:
         idempotency.forget_expired(session)
         previews.forget_old(session, PREVIEW_MAX_AGE_SECONDS)

@@ -328,6 +328,67 @@ class MergeEvent(Base):
     data: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
 
 
+class Webhook(Base):
+    """An endpoint of the organization that receives its jobs' terminal events
+    (core.webhooks), signed with `secret` (Standard Webhooks: "whsec_" and base64 of
+    the key). The secret is kept as is: signing needs it, not a hash of it."""
+
+    __tablename__ = "webhooks"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    organization_id: Mapped[str] = mapped_column(String(64), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    # The event types it receives (core.webhooks.EVENT_TYPES).
+    events: Mapped[list[Any]] = mapped_column()
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint: the outbox row, written in the transaction of the
+    job's transition, then sent by a worker (core.webhook_delivery) until it is delivered
+    or its attempts run out. `body` is the exact JSON sent (and signed) on every attempt."""
+
+    __tablename__ = "webhook_deliveries"
+    # The maintenance loop looks for pending deliveries that are due.
+    __table_args__ = (Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    # pending, then delivered, or failed (attempts ran out, or a permanent refusal).
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When the next attempt is due (Unix seconds); when its task message was last sent
+    # (None: not yet); until when a worker's attempt holds it.
+    next_attempt_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    sent_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    claimed_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
+class WebhookAttempt(Base):
+    """One HTTP request of a delivery and how it ended."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (UniqueConstraint("delivery_id", "number"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    attempted_at: Mapped[float] = mapped_column(Float)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    # The receiver's HTTP status; None when no response came (refused, network, timeout).
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
 __all__ = [
     "ApiKey",
     "Artifact",
@@ -343,4 +404,7 @@ __all__ = [
     "Merge",
     "MergeEvent",
     "Organization",
+    "Webhook",
+    "WebhookAttempt",
+    "WebhookDelivery",
 ]

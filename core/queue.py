@@ -19,6 +19,9 @@ RUN_MERGE_TASK = "ftsvc.run_merge"
 # process never loads (it imports neither torch nor transformers).
 PREFLIGHT_JOB_TASK = "ftsvc.preflight_job"
 PREVIEW_FILE_TASK = "ftsvc.preview_file"
+# A webhook delivery (core.webhook_delivery): an HTTP request, on the webhook queue (by
+# default the pre-flight queue, whose light worker runs everywhere the service does).
+DELIVER_WEBHOOK_TASK = "ftsvc.deliver_webhook"
 # A key the reconciler keeps in a Redis broker: when it is gone, so is everything the
 # broker held (FLUSHALL, a restart without persistence), queued messages included.
 BROKER_MARKER = "ftsvc:broker-marker"
@@ -41,6 +44,7 @@ def get_celery() -> Celery:
             RUN_MERGE_TASK: {"queue": settings.training_queue},
             PREFLIGHT_JOB_TASK: {"queue": settings.preflight_queue},
             PREVIEW_FILE_TASK: {"queue": settings.preflight_queue},
+            DELIVER_WEBHOOK_TASK: {"queue": settings.webhook_queue},
         },
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
@@ -89,9 +93,9 @@ def remember_broker() -> None:
 
 
 def send(task: str, row_id: str) -> bool:
-    """Publish a task for a row (a job, a merge or a preview) by its id; called only after the row
-    is committed. Returns False when the broker cannot be reached: the row is safe in the
-    database, and the maintenance loop sends it again."""
+    """Publish a task for a row (a job, a merge, a preview or a webhook delivery) by its
+    id; called only after the row is committed. Returns False when the broker cannot be
+    reached: the row is safe in the database, and the maintenance loop sends it again."""
     try:
         get_celery().send_task(task, args=[row_id], retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2})
     except Exception:  # broker down: the row is safe in the database

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -90,6 +91,21 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = 86400
     idempotency_pending_seconds: int = 3600
 
+    # Webhooks (core.webhooks): the Celery queue of their deliveries (empty: the pre-flight
+    # queue, whose light worker sends them); how long a receiver may take to answer; how
+    # many attempts a delivery gets, the first retry's delay (each next one 4 times longer,
+    # at most 6 hours, +-25% jitter).
+    webhook_queue: str = ""
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_attempts: int = 8
+    webhook_retry_base_seconds: float = 30.0
+    # Endpoints must be https and must not resolve to loopback, private, link-local,
+    # unique-local, multicast or reserved addresses (the service's own networks). For
+    # development and tests: allow http, and networks (comma-separated CIDRs such as
+    # "127.0.0.1/32") that endpoints may resolve to after all.
+    webhook_allow_http: bool = False
+    webhook_allowed_networks: Annotated[list[IPv4Network | IPv6Network], NoDecode] = []
+
     @field_validator("storage_url")
     @classmethod
     def _check_storage_url(cls, url: str) -> str:
@@ -110,7 +126,15 @@ class Settings(BaseSettings):
             "models_root": Path(values.get("models_root") or data_dir / "models").resolve(),
             "storage_root": Path(values.get("storage_root") or data_dir / "storage").resolve(),
             "model_cache_root": Path(values.get("model_cache_root") or data_dir / "model-cache").resolve(),
+            "webhook_queue": values.get("webhook_queue") or values.get("preflight_queue") or "preflight",
         }
+
+    @field_validator("webhook_allowed_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [ip_network(part.strip()) for part in value.split(",") if part.strip()]
+        return value
 
     @property
     def is_sqlite(self) -> bool:

@@ -36,7 +36,7 @@ MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
 
 
-def _no_nul(value: str) -> str:
+def no_nul(value: str) -> str:
     # Postgres text cannot hold NUL: an id containing one could only fail in the database.
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
@@ -44,11 +44,11 @@ def _no_nul(value: str) -> str:
 
 
 # The id of a stored object (a file).
-ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
+ObjectId = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(no_nul)]
 # A model's or checkpoint's name: a base model, `ft:<base>:<org>[:<suffix>]:<job id>`
 # (which a hub id as base, an organization id and a suffix make up to about 400
 # characters), that and `:ckpt-step-<step>`, or a checkpoint's id.
-ModelName = Annotated[str, StringConstraints(min_length=1, max_length=512), AfterValidator(_no_nul)]
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=512), AfterValidator(no_nul)]
 
 
 class SpecError(ValueError):
@@ -385,8 +385,8 @@ class QLoRA(_Strict):
 
 # W&B's limits on a run's tags; the names of projects, entities and runs are bounded
 # here only so that a request stays small (W&B itself refuses a bad name at run start).
-WandbName = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_no_nul)]
-WandbTag = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
+WandbName = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(no_nul)]
+WandbTag = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(no_nul)]
 
 
 class WandbIntegration(_Strict):

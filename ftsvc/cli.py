@@ -57,7 +57,10 @@ PREFLIGHT_CONCURRENCY = 2
 
 
 def preflight_worker_command() -> list[str]:
-    return worker_command([get_settings().preflight_queue], PREFLIGHT_CONCURRENCY)
+    """The pre-flight worker, which sends webhooks too (on their own queue, if one is set)."""
+    settings = get_settings()
+    queues = dict.fromkeys([settings.preflight_queue, settings.webhook_queue])
+    return worker_command(list(queues), PREFLIGHT_CONCURRENCY)
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:

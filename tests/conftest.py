@@ -38,6 +38,11 @@ os.environ.update(
     FTSVC_MAINTENANCE_INTERVAL_SECONDS="0",
     # Short leases so a killed worker's job is taken over within seconds.
     FTSVC_LEASE_SECONDS="6",
+    # Webhooks: their own queue, so that each webhook test starts the delivery worker with
+    # the settings it tests; retries within a second; receivers on plain http.
+    FTSVC_WEBHOOK_QUEUE="webhooks",
+    FTSVC_WEBHOOK_RETRY_BASE_SECONDS="0.3",
+    FTSVC_WEBHOOK_ALLOW_HTTP="true",
 )
 
 

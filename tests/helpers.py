@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -14,8 +15,13 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,75 @@ from fastapi.testclient import TestClient
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+@contextmanager
+def changed_settings(**values: str) -> Iterator[None]:
+    """This process's settings (an in-process API's) with `values` for a while."""
+    from core.settings import get_settings
+
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records every request; it answers what is put
+    in `answers` first, in order (a status and its body), then 200 "ok"."""
+
+    def __init__(self) -> None:
+        self.requests: queue.Queue[Received] = queue.Queue()
+        self.answers: list[tuple[int, bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.put(Received({k.lower(): v for k, v in self.headers.items()}, body))
+                status, answer = receiver.answers.pop(0) if receiver.answers else (200, b"ok")
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/ftsvc"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def next(self, timeout: float = 30) -> Received:
+        return self.requests.get(timeout=timeout)
+
+    def assert_nothing(self, wait: float) -> None:
+        try:
+            unexpected = self.requests.get(timeout=wait)
+        except queue.Empty:
+            return
+        raise AssertionError(f"the receiver got a request: {unexpected}")
+
+
+def readme_verify() -> Callable[[str, dict[str, str], bytes], bool]:
+    """The verification snippet of the README's Webhooks section, as a receiver runs it."""
+    namespace: dict[str, Any] = {}
+    exec(python_block((ROOT / "README.md").read_text(), "## Webhooks"), namespace)
+    return namespace["verify"]  # type: ignore[no-any-return]
 
 
 def file_rows() -> int:

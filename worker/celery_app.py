@@ -1,5 +1,6 @@
 """Celery entry point: `celery -A worker.celery_app worker -Q training --pool threads`
-(or `-Q preflight`)."""
+(or `-Q preflight`, which carries webhook deliveries too unless FTSVC_WEBHOOK_QUEUE
+names a queue of their own)."""
 
 from typing import Any
 
@@ -13,6 +14,7 @@ app = get_celery()
 
 import worker.preflight  # noqa: E402,F401  (registers the tasks on the app)
 import worker.tasks  # noqa: E402,F401
+import worker.webhooks  # noqa: E402,F401
 
 
 @signals.worker_shutting_down.connect

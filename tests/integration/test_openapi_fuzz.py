@@ -26,7 +26,7 @@ from core.db import session_scope
 from core.ids import new_id
 from core.storage import StoredObject, get_storage
 from tests.conftest import TEST_ORG
-from tests.helpers import EXAMPLES, assert_error, succeeded_job, unsent_merge, upload_ok
+from tests.helpers import EXAMPLES, assert_error, changed_settings, succeeded_job, unsent_merge, upload_ok
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
 FUZZ_SEED = int(os.environ.get("FUZZ_SEED", "1"))
@@ -37,14 +37,23 @@ def real_ids(client_module, chat_file) -> Iterator[dict[str, str]]:  # type: ign
     """Objects that exist, so that generated requests get past the 404 of an unknown id."""
     job = client_module.post("/v1/fine_tuning/jobs", json={"model": "tiny-llama", "training_file": chat_file})
     assert job.status_code == 200, job.text
+    # A webhook, with a delivery: the succeeded job's (no worker in these tests sends it).
+    with changed_settings(FTSVC_WEBHOOK_ALLOWED_NETWORKS="192.0.2.1/32"):  # TEST-NET-1: goes nowhere
+        webhook = client_module.post("/v1/organization/webhooks", json={"url": "https://192.0.2.1/hooks"})
     model = succeeded_job(TEST_ORG, chat_file)
+    webhook_id = webhook.json()["id"]
     yield {
         "file_id": chat_file,
         "fine_tuning_job_id": job.json()["id"],
         "kind": "adapter",
         "model": model,
         "merge_id": unsent_merge(TEST_ORG, model),
+        "webhook_id": webhook_id,
+        "delivery_id": client_module.get(f"/v1/organization/webhooks/{webhook_id}/deliveries").json()["data"][0]["id"],
     }
+    # Webhooks the fuzzer registered would be sent later tests' events.
+    for created in client_module.get("/v1/organization/webhooks", params={"limit": 100}).json()["data"]:
+        client_module.delete(f"/v1/organization/webhooks/{created['id']}")
     # The merges the fuzzer made were sent to the training queue: a later test's worker
     # drops the messages of cancelled ones at the cost of one query.
     for merge in client_module.get("/v1/merges", params={"limit": 100}).json()["data"]:
