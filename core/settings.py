@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -84,6 +84,15 @@ class Settings(BaseSettings):
     # progress under a key is presumed dead.
     idempotency_ttl_seconds: int = 86400
     idempotency_pending_seconds: int = 3600
+
+    # Log lines as plain text or as one JSON object each (for a log collector); either
+    # way a job's (or merge's) lines carry its id (core.logs).
+    log_format: Literal["text", "json"] = "text"
+    # GET /metrics (Prometheus) asks for `Authorization: Bearer <metrics_token>` when
+    # this is set, and is open when it is empty (the embedded mode listens on localhost).
+    metrics_token: str = ""
+    # GET /readyz: how long each dependency (database, broker, store) may take to answer.
+    readiness_timeout_seconds: float = 2.0
 
     @model_validator(mode="before")
     @classmethod

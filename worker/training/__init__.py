@@ -7,3 +7,13 @@ import logging
 # CPU path, which is what this service wants (no code is fetched from the hub), so the
 # warning is noise on every run (and broke the one-line error of the standalone CLI).
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
+def log_through_root() -> None:
+    """transformers logs through a plain-text handler of its own and never passes its lines
+    on: send them through the process's handler (core.logs) instead, in the service's
+    format and with the job's id. Called once the training stack is imported."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_default_handler()
+    transformers_logging.enable_propagation()
