@@ -9,12 +9,14 @@ a stretch of work with `bound`, a context variable, so concurrent tasks keep the
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Literal
+from typing import Literal, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -76,6 +78,47 @@ def configure(level: int = logging.INFO, **fixed: str) -> None:
     root.setLevel(level)
     # Libraries' warnings.warn (transformers', torch's) become log lines with the ids too.
     logging.captureWarnings(True)
+
+
+class LineLogger(io.TextIOBase):
+    """A text stream whose every line becomes a log record: what libraries print (the
+    Trainer's step summaries, a thread's traceback) reaches the log in its format, with
+    the ids, instead of as stray text between the records."""
+
+    def __init__(self, logger: logging.Logger, level: int, fallback: TextIO | None = None) -> None:
+        super().__init__()
+        self._logger, self._level = logger, level
+        self._pending = ""
+        self._lock = threading.RLock()
+        self._writing = threading.local()
+        self._fallback = fallback
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if getattr(self._writing, "active", False):  # the logging machinery itself printing
+            if self._fallback is not None:
+                self._fallback.write(text)
+            return len(text)
+        with self._lock:
+            *lines, self._pending = (self._pending + text).split("\n")
+        self._writing.active = True
+        try:
+            for line in lines:
+                # A progress bar's carriage returns: only what it drew last is kept.
+                if line := line.rsplit("\r", 1)[-1].rstrip():
+                    self._logger.log(self._level, line)
+        finally:
+            self._writing.active = False
+        return len(text)
+
+
+def capture_output() -> None:
+    """Turn this process's prints into log lines (stdout at INFO, stderr at WARNING)."""
+    original = sys.__stderr__
+    sys.stdout = LineLogger(logging.getLogger("ftsvc.stdout"), logging.INFO, original)
+    sys.stderr = LineLogger(logging.getLogger("ftsvc.stderr"), logging.WARNING, original)
 
 
 @contextmanager

@@ -31,6 +31,7 @@ def main(argv: list[str]) -> int:
 
     [job_id] = argv
     logs.configure(job_id=job_id)  # every line of this process is the job's
+    logs.capture_output()
     execute_job(job_id, stop)
     return 0
 

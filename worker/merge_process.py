@@ -18,6 +18,7 @@ def main(argv: list[str]) -> int:
 
     [merge_id] = argv
     logs.configure(merge_id=merge_id)  # every line of this process is the merge's
+    logs.capture_output()
     execute_merge(merge_id, stop)
     return 0
 
