@@ -85,6 +85,8 @@ class LineLogger(io.TextIOBase):
     Trainer's step summaries, a thread's traceback) reaches the log in its format, with
     the ids, instead of as stray text between the records."""
 
+    encoding = "utf-8"  # read by libraries that print (TextIOBase's is None)
+
     def __init__(self, logger: logging.Logger, level: int, fallback: TextIO | None = None) -> None:
         super().__init__()
         self._logger, self._level = logger, level
@@ -95,6 +97,16 @@ class LineLogger(io.TextIOBase):
 
     def writable(self) -> bool:
         return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        """The real stream's descriptor, for libraries that want one (faulthandler); what
+        they write to it directly bypasses the log."""
+        if self._fallback is None:
+            raise io.UnsupportedOperation("fileno")
+        return self._fallback.fileno()
 
     def write(self, text: str) -> int:
         if getattr(self._writing, "active", False):  # the logging machinery itself printing
