@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Response
 
-from api import dashboard
+from api import dashboard, metrics
 from api.deps import refuse_nul_characters, refuse_unknown_query_parameters
 from api.docs import install_offline_docs
 from api.error_responses import error_responses, install_error_handlers
 from api.openapi import DocumentedApp, ModelRoute
 from api.routes import files, jobs, merges, models, organization, webhooks
-from api.schemas import Health
+from api.schemas import Health, Readiness, ReadinessCheck
+from core import readiness
 from core.maintenance import start_thread
 from core.settings import get_settings
 
@@ -63,8 +64,30 @@ def create_app() -> FastAPI:
 
     @health_router.get("/healthz")
     def health() -> Health:
+        """The process is up (liveness); /readyz says whether it can serve."""
         return Health()
 
+    @health_router.get(
+        "/readyz",
+        response_model=None,
+        responses={
+            200: {"model": Readiness, "description": "The database, the broker and the store all answered"},
+            503: {"model": Readiness, "description": "At least one part did not answer: `checks` says which"},
+        },
+    )
+    def ready() -> Response:
+        """Whether this process can serve requests: the database, the broker and the
+        artifact store each answer within FTSVC_READINESS_TIMEOUT_SECONDS. For load
+        balancers and orchestrators; no API key."""
+        results = readiness.check_all()
+        body = Readiness(
+            status="ready" if all(r.ok for r in results) else "not_ready",
+            checks={r.name: ReadinessCheck(ok=r.ok, seconds=round(r.seconds, 4), error=r.error) for r in results},
+        )
+        status = 200 if body.status == "ready" else 503
+        return Response(body.model_dump_json(), status_code=status, media_type="application/json")
+
     app.include_router(health_router)
+    metrics.install(app)
     dashboard.install(app)
     return app

@@ -731,3 +731,16 @@ class WebhookDeliveryObject(_Wire):
 
 class Health(_Wire):
     status: Literal["ok"] = "ok"
+
+
+class ReadinessCheck(_Wire):
+    ok: bool
+    seconds: float = Field(description="How long the part took to answer (the timeout, if it did not)")
+    error: str | None = Field(description="Why the part failed; null when it answered")
+
+
+class Readiness(_Wire):
+    """GET /readyz: 200 when every part answered, else 503 with the same body."""
+
+    status: Literal["ready", "not_ready"]
+    checks: dict[Literal["database", "broker", "store"], ReadinessCheck]

@@ -5,10 +5,16 @@ Postgres is the source of truth."""
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Iterable
 from functools import lru_cache
+from typing import cast
 
 import redis
+from amqp.exceptions import ChannelError
 from celery import Celery
+from kombu import Connection
+from kombu.transport import virtual
 
 from core.settings import get_settings
 
@@ -102,3 +108,36 @@ def send(task: str, row_id: str) -> bool:
         log.exception("could not publish %s for %s", task, row_id)
         return False
     return True
+
+
+def queue_names() -> tuple[str, ...]:
+    """The Celery queues this service sends tasks to (get_celery's task_routes)."""
+    settings = get_settings()
+    return (settings.training_queue, settings.preflight_queue)
+
+
+def _connection(timeout: float) -> Connection:
+    """A broker connection that tries once and gives up after `timeout` seconds."""
+    connection = get_celery().connection_for_read(connect_timeout=timeout)
+    connection.ensure_connection(max_retries=0, timeout=math.ceil(timeout))
+    return connection
+
+
+def check_broker(timeout: float) -> None:
+    """Raises when the broker cannot be reached within `timeout` seconds."""
+    _connection(timeout).release()
+
+
+def queue_depths(queues: Iterable[str], timeout: float) -> dict[str, int]:
+    """Messages waiting in each queue, as the transport counts them: the length of its
+    Redis lists (every priority), or the visible rows of the embedded broker's table."""
+    depths = {}
+    with _connection(timeout) as connection:
+        # Both transports this service runs on (Redis, SQLAlchemy) are kombu's virtual ones.
+        channel = cast(virtual.Channel, connection.default_channel)
+        for queue in queues:
+            try:
+                depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
+            except ChannelError:  # Redis drops an empty queue's list: nothing waits in it
+                depths[queue] = 0
+    return depths

@@ -8,7 +8,7 @@ import re
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -113,6 +113,15 @@ class Settings(BaseSettings):
         if url and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^/].*)?/?", url):
             raise ValueError(f"FTSVC_STORAGE_URL must be s3://bucket or s3://bucket/prefix (got {url!r})")
         return url.rstrip("/")
+
+    # Log lines as plain text or as one JSON object each (for a log collector); either
+    # way a job's (or merge's) lines carry its id (core.logs).
+    log_format: Literal["text", "json"] = "text"
+    # GET /metrics (Prometheus) asks for `Authorization: Bearer <metrics_token>` when
+    # this is set, and is open when it is empty (the embedded mode listens on localhost).
+    metrics_token: str = ""
+    # GET /readyz: how long each dependency (database, broker, store) may take to answer.
+    readiness_timeout_seconds: float = 2.0
 
     @model_validator(mode="before")
     @classmethod

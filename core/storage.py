@@ -154,6 +154,14 @@ class LocalStorage:
                 continue
         return removed
 
+    def check(self) -> None:
+        """Raises unless objects can be written here (GET /readyz): the directory for
+        objects in progress exists, or can be made, and is writable (a read-only mount
+        fails too)."""
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        if not os.access(self._tmp, os.W_OK):
+            raise PermissionError(f"the storage directory {self._tmp} is not writable")
+
     def delete(self, key: str) -> None:
         target = self.path(key)
         if target.is_dir():

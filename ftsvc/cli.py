@@ -129,12 +129,13 @@ def cmd_maintain(args: argparse.Namespace) -> None:
     import logging
     import threading
 
+    from core import logs
     from core.maintenance import run_forever
     from ftsvc.preflight import require_database
 
     require_database()
     interval = args.interval or get_settings().maintenance_interval_seconds or 5.0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure()
     logging.getLogger("ftsvc").info("maintenance loop: a round every %.1f s", interval)
     run_forever(threading.Event(), interval)
 
@@ -151,11 +152,17 @@ def cmd_api(args: argparse.Namespace) -> None:
 def run_api(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from core import logs
+
+    # uvicorn's loggers propagate to the root's handler (log_config=None: it installs
+    # none of its own), so its lines come in the service's format too.
+    logs.configure()
     uvicorn.run(
         "api.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
+        log_config=None,
         log_level="info",
         timeout_graceful_shutdown=API_STOP_SECONDS,
     )

@@ -85,9 +85,12 @@ class Workers:
     own process group, so `kill` takes the worker and its job's process down at once,
     like a lost machine."""
 
+    # One numbering for every instance: two workers of one name would share a log file
+    # and answer each other's pings.
+    _numbers = itertools.count(1)
+
     def __init__(self) -> None:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self._numbers = itertools.count(1)
 
     def start(self, queues: Sequence[str] = (), **env: str) -> str:
         """A worker on `queues` (default: the training queue), with extra settings `env`."""

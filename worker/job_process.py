@@ -26,12 +26,12 @@ def stop_on_signals() -> threading.Event:
 
 def main(argv: list[str]) -> int:
     stop = stop_on_signals()
-    import logging
-
+    from core import logs
     from worker.runner import execute_job
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     [job_id] = argv
+    logs.configure(job_id=job_id)  # every line of this process is the job's
+    logs.capture_output()
     execute_job(job_id, stop)
     return 0
 

@@ -13,12 +13,12 @@ from worker.job_process import stop_on_signals
 
 def main(argv: list[str]) -> int:
     stop = stop_on_signals()
-    import logging
-
+    from core import logs
     from worker.merge_runner import execute_merge
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     [merge_id] = argv
+    logs.configure(merge_id=merge_id)  # every line of this process is the merge's
+    logs.capture_output()
     execute_merge(merge_id, stop)
     return 0
 

@@ -122,6 +122,9 @@ def _run(merge: Merge, owner: str, heartbeat: Heartbeat, workdir: Path, shutdown
         # Imported here so that a failure to import the stack also ends the merge cleanly.
         from worker.merging import default_device, merge_adapter
         from worker.model_download import fetch_model
+        from worker.training import log_through_root
+
+        log_through_root()
 
         with session_scope() as session:
             base = merges.base_of(session, merge.organization_id, merge.model, merge.base_model)

@@ -8,7 +8,7 @@ import logging
 
 from celery import Task
 
-from core import job_preflight, previews
+from core import job_preflight, logs, previews
 from core.outages import outage
 from core.queue import PREFLIGHT_JOB_TASK, PREVIEW_FILE_TASK, get_celery
 
@@ -23,15 +23,16 @@ OUTAGE_RETRY_SECONDS = 10
 
 @app.task(name=PREFLIGHT_JOB_TASK, acks_late=True, bind=True, max_retries=None)
 def preflight_job(self: Task[[str], None], job_id: str) -> None:
-    try:
-        job_preflight.run_preflight(job_id)
-    except Exception as exc:
-        if outage(exc) is not None:
-            log.warning("pre-flight of job %s waits for an outage to end: %s", job_id, exc)
-            raise self.retry(exc=exc, countdown=OUTAGE_RETRY_SECONDS) from exc
-        log.exception("pre-flight of job %s failed", job_id)
-        message = f"The pre-flight failed unexpectedly ({type(exc).__name__}: {exc})"
-        job_preflight.fail(job_id, "preflight_failed", message, None)
+    with logs.bound(job_id=job_id):
+        try:
+            job_preflight.run_preflight(job_id)
+        except Exception as exc:
+            if outage(exc) is not None:
+                log.warning("pre-flight of job %s waits for an outage to end: %s", job_id, exc)
+                raise self.retry(exc=exc, countdown=OUTAGE_RETRY_SECONDS) from exc
+            log.exception("pre-flight of job %s failed", job_id)
+            message = f"The pre-flight failed unexpectedly ({type(exc).__name__}: {exc})"
+            job_preflight.fail(job_id, "preflight_failed", message, None)
 
 
 @app.task(name=PREVIEW_FILE_TASK, acks_late=True)

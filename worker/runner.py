@@ -73,9 +73,12 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
         from worker.checkpoint_storage import fetch_adapter, restore_state
         from worker.model_download import fetch_model
         from worker.publish import publish_success
+        from worker.training import log_through_root
         from worker.training.recipe import JobData, Recipe
         from worker.training.runtime import pick_runtime
         from worker.training.tracking import tracking_callbacks
+
+        log_through_root()
 
         quantization = spec.qlora.quantization
         runtime = pick_runtime(quantization.compute_dtype if quantization else "auto")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from core import leases, merge_runs
+from core import leases, logs, merge_runs
 from core.db import session_scope
 from core.queue import RUN_JOB_TASK, RUN_MERGE_TASK, get_celery
 from worker.job_processes import job_processes
@@ -18,6 +18,11 @@ log = logging.getLogger("ftsvc.worker")
 
 @app.task(name=RUN_JOB_TASK, acks_late=True)
 def run_job(job_id: str) -> None:
+    with logs.bound(job_id=job_id):
+        _run_job(job_id)
+
+
+def _run_job(job_id: str) -> None:
     with session_scope() as session:
         claimable = leases.is_claimable(session, job_id)
         if not claimable:
@@ -32,6 +37,11 @@ def run_job(job_id: str) -> None:
 
 @app.task(name=RUN_MERGE_TASK, acks_late=True)
 def run_merge(merge_id: str) -> None:
+    with logs.bound(merge_id=merge_id):
+        _run_merge(merge_id)
+
+
+def _run_merge(merge_id: str) -> None:
     with session_scope() as session:
         claimable = merge_runs.is_claimable(session, merge_id)
     if not claimable:

@@ -73,6 +73,8 @@ def serve_every_route(key: str) -> None:
     call("GET", f"{job}/artifacts/{{kind}}", f"{jobs}/{job_id}/artifacts/adapter")
     call("GET", "/v1/models", "/v1/models")
     call("GET", "/healthz", "/healthz")
+    call("GET", "/readyz", "/readyz")
+    call("GET", "/metrics", "/metrics")
     for page in ("/openapi.json", "/docs", "/redoc", "/", "/dashboard/js/main.js"):
         call("GET", page, page)
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 import re
 import tomllib
 
+import yaml
+
 from ftsvc.cli import worker_command
 from tests.helpers import ROOT
 
 DOCKERFILE = (ROOT / "Dockerfile.gpu").read_text()
 SLIM_DOCKERFILE = (ROOT / "Dockerfile").read_text()
-COMPOSE = (ROOT / "docker-compose.yml").read_text()
+SERVICES = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
 LOCKS = ROOT / "requirements"
 LAYERS = ("runtime", "preflight", "worker", "dev")
 PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==(?P<version>[^\s;]+)\s*(;.*)?$")
@@ -107,9 +109,11 @@ def test_pyproject_groups_pin_what_their_locks_pin() -> None:
 
 
 def test_compose_gives_workers_a_gpu_postgres_and_redis() -> None:
-    worker = COMPOSE.split("  worker:")[1]
-    assert 'command: ["worker", "--queues", "training"]' in worker and "capabilities: [gpu]" in worker
-    assert "FTSVC_DATABASE_URL: postgresql+psycopg://" in COMPOSE and "FTSVC_BROKER_URL: redis://" in COMPOSE
+    worker = SERVICES["worker-gpu0"]
+    assert worker["command"] == ["worker", "--queues", "training"]
+    assert worker["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert worker["environment"]["FTSVC_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert worker["environment"]["FTSVC_BROKER_URL"].startswith("redis://")
 
 
 def test_the_slim_image_serves_the_api_from_the_runtime_and_preflight_locks_alone() -> None:
@@ -122,8 +126,7 @@ def test_the_slim_image_serves_the_api_from_the_runtime_and_preflight_locks_alon
 
 
 def test_compose_runs_the_api_and_the_pre_flight_worker_from_the_slim_image() -> None:
-    services = {name: COMPOSE.split(f"  {name}:")[1].split("\n\n")[0] for name in ("api", "preflight", "migrate")}
-    for name, service in services.items():
-        assert "dockerfile: Dockerfile}" in service, name
-    assert 'command: ["worker", "--queues", "preflight", "--concurrency", "2"]' in services["preflight"]
-    assert "dockerfile: Dockerfile.gpu}" in COMPOSE.split("  worker:")[1]
+    for name in ("api", "preflight", "migrate"):
+        assert SERVICES[name]["build"]["dockerfile"] == "Dockerfile", name
+    assert SERVICES["preflight"]["command"] == ["worker", "--queues", "preflight", "--concurrency", "2"]
+    assert SERVICES["worker-gpu0"]["build"]["dockerfile"] == "Dockerfile.gpu"
