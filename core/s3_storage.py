@@ -216,6 +216,11 @@ class S3Storage:
                 if errors := answer.get("Errors"):
                     raise OSError(f"could not delete {len(errors)} objects under {key!r}: {errors[0]}")
 
+    def check(self) -> None:
+        """Raises unless the bucket answers with our credentials (GET /readyz): a HEAD,
+        which needs no object and writes nothing."""
+        self._client.head_bucket(Bucket=self.bucket)
+
     def remove_stale_temporaries(self, grace_seconds: float) -> int:
         """Abort the multipart uploads under the prefix that nobody has sent a part to
         for `grace_seconds` (their writer died). A live writer sends a part with every

@@ -92,6 +92,10 @@ class ObjectStore(Protocol):
         error if there is none."""
         ...
 
+    def check(self) -> None:
+        """Raise unless objects can be written here (GET /readyz)."""
+        ...
+
     def remove_stale_temporaries(self, grace_seconds: float) -> int:
         """Remove objects still being written that nobody has written to for
         `grace_seconds`: their writer died (an API killed mid-upload). Returns how many."""

@@ -188,6 +188,14 @@ def test_stores_are_equal_by_where_they_keep_objects(tmp_path: Path, s3_server: 
     assert pickle.loads(pickle.dumps(store)) == store
 
 
+def test_the_readiness_check_passes_on_a_reachable_bucket_only(s3_server: S3Server) -> None:
+    from botocore.exceptions import ClientError
+
+    S3Storage(s3_server.bucket, "ready").check()
+    with pytest.raises(ClientError):
+        S3Storage("no-such-bucket-here", "ready").check()
+
+
 @pytest.mark.parametrize("url", ["http://bucket/prefix", "s3://", "s3://Not_A_Bucket", "s3://bucket//x", "/var/data"])
 def test_a_storage_url_that_names_no_bucket_is_refused_at_start_up(url: str) -> None:
     from pydantic import ValidationError
