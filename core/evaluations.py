@@ -23,7 +23,9 @@ from core.leased_runs import LeasedRuns
 from core.models import Evaluation, File
 from core.paging import page
 from core.queue import RUN_EVALUATION_TASK
+from core.specs import ResolvedSpec
 from core.states import EVALUATION_TRANSITIONS, EvaluationStatus, JobStatus, Level
+from core.tasks import MULTITASK
 from core.usage import check_room_for_outputs
 
 ACTIVE_EVALUATIONS = [EvaluationStatus.QUEUED.value, EvaluationStatus.RUNNING.value]
@@ -107,8 +109,9 @@ def _examples_file(session: Session, org_id: str, file_id: str | None, validatio
 
 def create_evaluation(session: Session, org_id: str, job_id: str, request: EvaluationRequest) -> Evaluation:
     """Check the evaluation and store it `queued` (the caller commits, then publishes it).
-    404: no such job of the organization; 409: its job has not succeeded, or its
-    fine-tuned model was deleted; 400: no examples to evaluate on."""
+    404: no such job of the organization; 409: its job has not succeeded, its adapter is
+    a multitask prompt tuning one, or its fine-tuned model was deleted; 400: no examples
+    to evaluate on."""
     job = jobs.get_job(session, org_id, job_id)
     if job.status != JobStatus.SUCCEEDED:
         raise Conflict(
@@ -125,6 +128,13 @@ def create_evaluation(session: Session, org_id: str, job_id: str, request: Evalu
             param="fine_tuning_job_id",
             code="model_deleted",
         ) from None
+    if ResolvedSpec.model_validate(job.spec).qlora.adapter.type == MULTITASK:
+        raise Conflict(
+            f"Job {job_id} trained a {MULTITASK} adapter, whose prompts are chosen per example by its task: "
+            "evaluations do not run it yet",
+            param="fine_tuning_job_id",
+            code="adapter_not_supported",
+        )
     file = _examples_file(session, org_id, request.file, job.validation_file)
     check_room_for_outputs(session, org_id, "An evaluation's result file")
     evaluation = Evaluation(

@@ -127,6 +127,10 @@ def test_only_a_succeeded_job_of_the_organization_is_evaluated(
     with make_client(api_keys[OTHER_ORG]) as other:
         assert_error(other.get(f"{JOBS}/{job_id}/evaluations/{evaluation_id}"), 404, param="evaluation_id")
     assert_error(client_module.get(f"{JOBS}/{job_id}/evaluations/fteval-missing"), 404, param="evaluation_id")
+    tasks = upload_ok(client_module, (EXAMPLES / "multitask.jsonl").read_bytes(), "multitask.jsonl")
+    multitask = succeeded_job(TEST_ORG, tasks, qlora={"adapter": {"type": "multitask_prompt_tuning"}})
+    error = assert_error(evaluate(client_module, multitask.rsplit(":", 1)[1]), 409, code="adapter_not_supported")
+    assert "multitask_prompt_tuning" in error["message"]
     queued = unsent_queued_job(TEST_ORG, chat_file)
     error = assert_error(evaluate(client_module, queued), 409, code="job_not_succeeded")
     assert "queued" in error["message"]
