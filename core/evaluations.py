@@ -70,11 +70,10 @@ RUNS = LeasedRuns(Evaluation, EVALUATION_TRANSITIONS, RUN_EVALUATION_TASK, "eval
 
 
 def get_evaluation(session: Session, org_id: str, job_id: str, evaluation_id: str) -> Evaluation:
-    evaluation = session.scalar(
-        select(Evaluation).where(
-            Evaluation.id == evaluation_id, Evaluation.job_id == job_id, Evaluation.organization_id == org_id
-        )
-    )
+    """One of the job's evaluations; 404 for a job that is not the organization's (as
+    for its checkpoints), then for an evaluation that is not the job's."""
+    job = jobs.get_job(session, org_id, job_id)
+    evaluation = session.scalar(select(Evaluation).where(Evaluation.id == evaluation_id, Evaluation.job_id == job.id))
     if evaluation is None:
         raise NotFound(f"Job {job_id} has no evaluation with id {evaluation_id!r}", param="evaluation_id")
     return evaluation

@@ -125,7 +125,7 @@ def test_only_a_succeeded_job_of_the_organization_is_evaluated(
         assert_error(other.get(f"{JOBS}/{job_id}/evaluations"), 404, param="fine_tuning_job_id")
     evaluation_id = evaluate(client_module, job_id).json()["id"]
     with make_client(api_keys[OTHER_ORG]) as other:
-        assert_error(other.get(f"{JOBS}/{job_id}/evaluations/{evaluation_id}"), 404, param="evaluation_id")
+        assert_error(other.get(f"{JOBS}/{job_id}/evaluations/{evaluation_id}"), 404, param="fine_tuning_job_id")
     assert_error(client_module.get(f"{JOBS}/{job_id}/evaluations/fteval-missing"), 404, param="evaluation_id")
     tasks = upload_ok(client_module, (EXAMPLES / "multitask.jsonl").read_bytes(), "multitask.jsonl")
     multitask = succeeded_job(TEST_ORG, tasks, qlora={"adapter": {"type": "multitask_prompt_tuning"}})
