@@ -8,22 +8,21 @@ organization."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import files, fine_tuned_models, jobs
 from core.db import session_scope
-from core.errors import Conflict, InvalidRequest, NotFound
+from core.errors import Conflict, InvalidRequest, NotFound, ServiceError
 from core.events import add_event
 from core.ids import new_id
 from core.leased_runs import LeasedRuns
 from core.models import Evaluation, File
 from core.paging import page
 from core.queue import RUN_EVALUATION_TASK
-from core.specs import ResolvedSpec
+from core.specs import EvaluationRequest, ResolvedSpec
 from core.states import EVALUATION_TRANSITIONS, EvaluationStatus, JobStatus, Level
 from core.tasks import MULTITASK
 from core.usage import check_room_for_outputs
@@ -31,29 +30,6 @@ from core.usage import check_room_for_outputs
 ACTIVE_EVALUATIONS = [EvaluationStatus.QUEUED.value, EvaluationStatus.RUNNING.value]
 # Formats whose examples end with no reference answer to compare a generated one with.
 NO_REFERENCE_FORMATS = ("text",)
-MAX_EXAMPLES = 10_000
-
-
-class EvaluationRequest(BaseModel):
-    """The body of `POST /v1/fine_tuning/jobs/{id}/evaluations` (every field optional)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    file: str | None = Field(
-        default=None,
-        description="The id of a file of examples in any training format but `text` (uploaded with purpose "
-        "`fine-tune`); the reference answer of each is its last assistant turn. Default: the job's "
-        "`validation_file`",
-    )
-    max_examples: Annotated[int, Field(ge=1, le=MAX_EXAMPLES)] | None = Field(
-        default=None, description=f"Evaluate the first this many examples (at most {MAX_EXAMPLES}); default: all"
-    )
-    max_tokens: Annotated[int, Field(ge=1, le=4096)] = Field(
-        default=64, description="The longest answer each model generates, in tokens"
-    )
-    sample_size: Annotated[int, Field(ge=0, le=100)] = Field(
-        default=5, description="How many examples (the first ones) the evaluation shows side by side"
-    )
 
 
 def add_evaluation_event(
@@ -87,23 +63,37 @@ def list_evaluations(
     return page(session, select(Evaluation).where(Evaluation.job_id == job.id), Evaluation, after, limit)
 
 
-def _examples_file(session: Session, org_id: str, file_id: str | None, validation_file: str | None) -> File:
-    """The file to evaluate on: the one asked for, else the job's validation file."""
+def examples_file(
+    session: Session, org_id: str, file_id: str | None, validation_file: str | None, param: str = "file"
+) -> File:
+    """The file to evaluate on: the one asked for, else the job's validation file; 400
+    (naming `param`) when there is none or it holds no reference answers."""
     if file_id is None and validation_file is None:
         raise InvalidRequest(
-            "The job has no validation_file: name the examples to evaluate on in `file` (a file id)",
-            param="file",
+            f"The job has no validation_file: name the examples to evaluate on in `{param}` (a file id)",
+            param=param,
             code="missing_file",
         )
-    file = files.usable_for_training(session, org_id, file_id or str(validation_file), "file")
+    file = files.usable_for_training(session, org_id, file_id or str(validation_file), param)
     if file.format in NO_REFERENCE_FORMATS:
         raise InvalidRequest(
             f"File {file.id} is in format {file.format!r}: its examples have no reference answer to compare the "
             "models' answers with; use a file of conversations (chat, prompt_completion, qa, ...)",
-            param="file",
+            param=param,
             code="invalid_file",
         )
     return file
+
+
+def refuse_multitask(adapter_type: str, error: type[ServiceError], param: str) -> None:
+    """A multitask prompt tuning adapter chooses its prompt per example by its task,
+    which evaluations do not pass yet."""
+    if adapter_type == MULTITASK:
+        raise error(
+            f"A {MULTITASK} adapter chooses its prompt per example by its task: evaluations do not run it yet",
+            param=param,
+            code="adapter_not_supported",
+        )
 
 
 def create_evaluation(session: Session, org_id: str, job_id: str, request: EvaluationRequest) -> Evaluation:
@@ -127,14 +117,8 @@ def create_evaluation(session: Session, org_id: str, job_id: str, request: Evalu
             param="fine_tuning_job_id",
             code="model_deleted",
         ) from None
-    if ResolvedSpec.model_validate(job.spec).qlora.adapter.type == MULTITASK:
-        raise Conflict(
-            f"Job {job_id} trained a {MULTITASK} adapter, whose prompts are chosen per example by its task: "
-            "evaluations do not run it yet",
-            param="fine_tuning_job_id",
-            code="adapter_not_supported",
-        )
-    file = _examples_file(session, org_id, request.file, job.validation_file)
+    refuse_multitask(ResolvedSpec.model_validate(job.spec).qlora.adapter.type, Conflict, "fine_tuning_job_id")
+    file = examples_file(session, org_id, request.file, job.validation_file)
     check_room_for_outputs(session, org_id, "An evaluation's result file")
     evaluation = Evaluation(
         id=new_id("fteval"),

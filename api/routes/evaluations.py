@@ -14,8 +14,8 @@ from api.deps import Limit, OrgDep, ReadSessionDep, SessionDep
 from api.openapi import ModelRoute
 from api.schemas import EvaluationObject, ListPage
 from core import evaluations
-from core.evaluations import EvaluationRequest
 from core.idempotency import fingerprint
+from core.specs import EvaluationRequest
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["evaluations"], route_class=ModelRoute)
 

@@ -1,14 +1,17 @@
 """An evaluation with a real Celery worker: a tiny QLoRA job trained on a small QA set
 (examples/short_answers.jsonl, questions in English and Persian with one short answer:
 what a random-weight tiny model can learn in a few CPU steps), then evaluated on it
-against its base model: the fine-tuned model answers exactly, the base does not; the
-figures, the sample, the CSV result file and the job's log agree."""
+against its base model, by itself (`qlora.evaluation`) and when asked: the fine-tuned
+model answers exactly, the base does not; the figures, the sample, the CSV result file
+and the job's log agree."""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
+import time
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -22,11 +25,25 @@ JOBS = "/v1/fine_tuning/jobs"
 TRAINING = {"qlora": {"training": {"learning_rate": 0.01, "max_steps": 20}}, "hyperparameters": {"batch_size": 4}}
 
 
+def own_evaluation(client: TestClient, job_id: str) -> dict[str, Any]:
+    """The evaluation a job starts once it succeeded (just after its status says so)."""
+    deadline = time.monotonic() + 30
+    while not (listed := client.get(f"{JOBS}/{job_id}/evaluations").json()["data"]):
+        assert time.monotonic() < deadline, "the job started no evaluation"
+        time.sleep(0.2)
+    [evaluation] = listed
+    return dict(evaluation)
+
+
 def test_the_fine_tuned_model_beats_its_base_model(client: TestClient, worker) -> None:  # type: ignore[no-untyped-def]
     qa = upload_ok(client, (EXAMPLES / "short_answers.jsonl").read_bytes(), "short_answers.jsonl")
-    created = client.post(JOBS, json={"model": "tiny-llama", "training_file": qa, **TRAINING})
+    # The job evaluates itself once it succeeded: the whole file, Persian questions included.
+    own = {"file": qa, "max_tokens": 4}
+    spec = {"model": "tiny-llama", "training_file": qa, **TRAINING}
+    created = client.post(JOBS, json=spec | {"qlora": TRAINING["qlora"] | {"evaluation": own}})
     assert created.status_code == 200, created.text
     job = wait_for(client, created.json()["id"], {"succeeded"})
+    whole = own_evaluation(client, job["id"])
 
     asked = client.post(
         f"{JOBS}/{job['id']}/evaluations", json={"file": qa, "max_examples": 6, "sample_size": 2, "max_tokens": 4}
@@ -63,8 +80,6 @@ def test_the_fine_tuned_model_beats_its_base_model(client: TestClient, worker) -
     assert f"on 6 examples of {qa}: exact match {base['exact_match']:.3g} -> 1, F1 " in summary
     assert "(base -> fine-tuned)" in summary
 
-    # The whole file, Persian questions included.
-    whole = client.post(f"{JOBS}/{job['id']}/evaluations", json={"file": qa, "max_tokens": 4}).json()
     whole = wait_for(client, whole["id"], {"succeeded"}, collection=f"{JOBS}/{job['id']}/evaluations")
     assert whole["results"]["fine_tuned"]["n"] == 12 and whole["results"]["fine_tuned"]["exact_match"] == 1.0
-    assert len(whole["sample"]) == 5
+    assert len(whole["sample"]) == 5 and (whole["max_tokens"], whole["file"]) == (4, qa)

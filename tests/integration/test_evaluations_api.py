@@ -174,3 +174,26 @@ def test_a_lost_workers_evaluation_runs_again_and_only_the_lease_holder_publishe
     log = client_module.get(f"{JOBS}/{job_id}/events", params={"limit": 5}).json()["data"]
     lost = f"Evaluation {evaluation_id}: Worker lease presumed-dead expired (attempt 1); queued to run again"
     assert lost in [e["message"] for e in log]
+
+
+def test_a_jobs_own_evaluation_is_checked_when_the_job_is_created(client_module: TestClient, chat_file: str) -> None:
+    def create(training_file: str, **qlora: Any) -> Any:
+        return client_module.post(JOBS, json={"model": "tiny-llama", "training_file": training_file, "qlora": qlora})
+
+    error = assert_error(create(chat_file, evaluation={}), 400, param="qlora.evaluation.file", code="missing_file")
+    assert "validation_file" in error["message"]
+    text = upload_ok(client_module, jsonl({"text": "Raw text to continue."}), "text.jsonl")
+    assert_error(create(chat_file, evaluation={"file": text}), 400, param="qlora.evaluation.file", code="invalid_file")
+    assert_error(create(chat_file, evaluation={"max_tokens": 0}), 400, param="qlora.evaluation.max_tokens")
+    tasks = upload_ok(client_module, (EXAMPLES / "multitask.jsonl").read_bytes(), "multitask.jsonl")
+    multitask = create(tasks, adapter={"type": "multitask_prompt_tuning"}, evaluation={"file": chat_file})
+    assert_error(multitask, 400, param="qlora.evaluation", code="adapter_not_supported")
+    created = create(chat_file, evaluation={"file": chat_file, "max_tokens": 8})
+    assert created.status_code == 200, created.text
+    assert created.json()["qlora"]["evaluation"] == {
+        "file": chat_file,
+        "max_examples": None,
+        "max_tokens": 8,
+        "sample_size": 5,
+    }
+    client_module.post(f"{JOBS}/{created.json()['id']}/cancel")
