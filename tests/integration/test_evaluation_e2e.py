@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import EXAMPLES, all_events, upload_ok, wait_for
+from core import evaluations
+from tests.conftest import TEST_ORG
+from tests.helpers import EXAMPLES, all_events, succeeded_job, unsent_evaluation, upload_ok, wait_for
 from worker.evaluation_runner import CSV_COLUMNS
 
 pytestmark = pytest.mark.slow
@@ -83,3 +85,22 @@ def test_the_fine_tuned_model_beats_its_base_model(client: TestClient, worker) -
     whole = wait_for(client, whole["id"], {"succeeded"}, collection=f"{JOBS}/{job['id']}/evaluations")
     assert whole["results"]["fine_tuned"]["n"] == 12 and whole["results"]["fine_tuned"]["exact_match"] == 1.0
     assert len(whole["sample"]) == 5 and (whole["max_tokens"], whole["file"]) == (4, qa)
+
+
+def test_an_evaluation_whose_file_was_deleted_fails_naming_it(client: TestClient, worker, chat_file: str) -> None:  # type: ignore[no-untyped-def]
+    job_id = succeeded_job(TEST_ORG, chat_file).rsplit(":", 1)[1]
+    doomed = upload_ok(client, (EXAMPLES / "short_answers.jsonl").read_bytes(), "short_answers.jsonl")
+    evaluation_id = unsent_evaluation(TEST_ORG, job_id, doomed)  # not sent yet: the file goes first
+    assert client.delete(f"/v1/files/{doomed}").status_code == 200
+    assert evaluations.RUNS.publish(evaluation_id)
+    failed = wait_for(client, evaluation_id, {"failed"}, collection=f"{JOBS}/{job_id}/evaluations")
+    assert failed["error"] == {
+        "code": "file_not_found",
+        "message": f"File {doomed} was deleted before the evaluation ran",
+        "param": "file",
+    }
+    assert failed["results"] is None and failed["result_files"] == [] and failed["finished_at"] is not None
+    messages = [e["message"] for e in all_events(client, job_id)]
+    assert f"Evaluation {evaluation_id}: Evaluation failed (file_not_found): File {doomed} was deleted" in "\n".join(
+        messages
+    )
