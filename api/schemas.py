@@ -19,6 +19,7 @@ from core.jobs import estimated_finish
 from core.merges import BaseWeights, Dtype
 from core.models import (
     Checkpoint,
+    Evaluation,
     File,
     Job,
     JobEvent,
@@ -30,7 +31,7 @@ from core.models import (
     WebhookDelivery,
 )
 from core.specs import Integration, ResolvedHyperparameters, ResolvedMethod, ResolvedQLoRA
-from core.states import JobStatus, Level, MergeStatus
+from core.states import EvaluationStatus, JobStatus, Level, MergeStatus
 from core.usage import STORED, StorageUsage
 from core.webhooks import DeliveryStatus, EventType
 
@@ -587,6 +588,116 @@ class MergeEventObject(_Wire):
     @classmethod
     def from_row(cls, e: MergeEvent) -> Self:
         return cls.model_validate(e, from_attributes=True)  # the row's columns bear the fields' names
+
+
+# -- evaluations ------------------------------------------------------------------------
+
+
+class EvaluationError(_Wire):
+    """Why an evaluation failed; the failure's event in the job's log has the details."""
+
+    code: str = Field(
+        description="e.g. `base_model_not_found`, `adapter_not_found`, `file_not_found`, `out_of_memory`, "
+        "`evaluation_failed`, `worker_lost`"
+    )
+    message: str
+    param: str | None
+
+
+class ModelScores(_Wire):
+    """One model's figures on the evaluated examples."""
+
+    loss: float | None = Field(
+        description="Mean cross-entropy per trained token (the tokens training computes its loss on: the "
+        "assistant turns, unless the job trained on inputs); null when no example has one"
+    )
+    perplexity: float | None = Field(description="exp(loss)")
+    exact_match: float = Field(
+        description="Share of examples whose greedy answer equals the reference after normalization (0 to 1)"
+    )
+    f1: float = Field(description="Mean token F1 of the greedy answers against the references (0 to 1)")
+    n: int = Field(description="Examples evaluated")
+
+
+class EvaluationResults(_Wire):
+    base: ModelScores = Field(description="The base model prompted directly")
+    fine_tuned: ModelScores = Field(description="The base model with the job's adapter")
+    tokens: int = Field(description="Trained tokens the losses are computed over")
+
+
+class EvaluationSample(_Wire):
+    """One example, side by side."""
+
+    prompt: str = Field(description="The conversation up to the answer, rendered by the chat template")
+    reference: str
+    base_answer: str
+    fine_tuned_answer: str
+    base_exact_match: float
+    base_f1: float
+    fine_tuned_exact_match: float
+    fine_tuned_f1: float
+
+
+class EvaluationRuntime(_Wire):
+    """What the worker evaluated with, recorded once the models are loaded."""
+
+    # Open: a newer worker may report more.
+    model_config = ConfigDict(extra="allow")
+
+    device: str = Field(description="e.g. `cuda:0`, `cpu`")
+    compute_dtype: Literal["bfloat16", "float16", "float32"]
+
+
+class EvaluationObject(_Wire):
+    """A job's fine-tuned model judged against its base model on a set of examples."""
+
+    id: str
+    object: Literal["fine_tuning.job.evaluation"] = "fine_tuning.job.evaluation"
+    created_at: int = Field(description="Unix seconds")
+    started_at: int | None = Field(description="Unix seconds: when a worker first started it")
+    finished_at: int | None = Field(description="Unix seconds; null until it ends")
+    fine_tuning_job_id: str
+    model: str = Field(description="The fine-tuned model evaluated")
+    base_model: str = Field(description="The base model it is compared with")
+    file: str = Field(description="The file of examples evaluated on")
+    max_examples: int | None = Field(description="At most this many examples (the first ones); null: all")
+    max_tokens: int = Field(description="The longest answer generated, in tokens")
+    sample_size: int = Field(description="How many examples `sample` shows")
+    status: EvaluationStatus
+    error: EvaluationError | None = Field(description="Why the evaluation failed; null unless it did")
+    runtime: EvaluationRuntime | None = Field(description="Null until a worker has loaded the models")
+    results: EvaluationResults | None = Field(description="Null until the evaluation succeeded")
+    sample: list[EvaluationSample] = Field(description="The first `sample_size` examples, side by side")
+    result_files: list[str] = Field(
+        description="Once it succeeded: the id of `evaluation.csv`, every example with both answers and scores "
+        "(GET /v1/files/{id}/content)"
+    )
+    attempts: int = Field(description="How many times a worker started it (a lost worker's evaluation runs again)")
+
+    @classmethod
+    def from_row(cls, e: Evaluation) -> Self:
+        return cls.model_validate(
+            {
+                "id": e.id,
+                "created_at": e.created_at,
+                "started_at": e.started_at,
+                "finished_at": e.finished_at,
+                "fine_tuning_job_id": e.job_id,
+                "model": e.model,
+                "base_model": e.base_model,
+                "file": e.file_id,
+                "max_examples": e.max_examples,
+                "max_tokens": e.max_tokens,
+                "sample_size": e.sample_size,
+                "status": e.status,
+                "error": e.error,
+                "runtime": e.runtime,
+                "results": e.results,
+                "sample": e.sample or [],
+                "result_files": e.result_files,
+                "attempts": e.attempt,
+            }
+        )
 
 
 # -- organization ---------------------------------------------------------------------

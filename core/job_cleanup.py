@@ -12,7 +12,7 @@ What is refused, and why:
   adapter), and so a job or fine-tuned model with such a checkpoint
   (core.fine_tuned_models.users);
 - a job, a fine-tuned model or a checkpoint whose adapter a queued or running merge is
-  to read;
+  to read; a job or fine-tuned model that a queued or running evaluation is to evaluate;
 - a succeeded job's final checkpoint alone: it is its fine-tuned model's adapter, which
   goes with the model (`delete_model`, with the job's other checkpoints);
 - the newest checkpoint of an active job: a paused, stopped or lost run resumes from its
@@ -34,6 +34,7 @@ from core.artifacts import ADAPTER
 from core.checkpoints import delete_rows
 from core.db import session_scope
 from core.errors import Conflict, NotFound
+from core.evaluations import refuse_while_evaluating, result_file_ids
 from core.fine_tuned_models import get_model, users
 from core.jobs import fine_tuned_model_name, lock_job
 from core.merges import refuse_while_merging
@@ -53,7 +54,8 @@ def _refuse_while_used(session: Session, job: Job, checkpoint: Checkpoint | None
 
 def delete_job(storage: ObjectStore, org_id: str, job_id: str) -> None:
     """Delete a finished job: its row and, with it (the database cascades), its events,
-    metrics, attempts, checkpoints and artifacts; its result files; then their bytes
+    metrics, attempts, checkpoints, artifacts and evaluations; its result files and its
+    evaluations'; then their bytes
     (the job's artifact and checkpoint folders whole, so objects of replaced attempts
     go too). Commits."""
     with session_scope() as session:
@@ -72,7 +74,8 @@ def delete_job(storage: ObjectStore, org_id: str, job_id: str) -> None:
             )
         _refuse_while_used(session, job, None, f"Job {job_id} cannot be deleted")
         refuse_while_merging(session, job.id, f"Job {job_id} cannot be deleted")
-        results = [File.organization_id == org_id, File.id.in_(job.result_files)]
+        refuse_while_evaluating(session, job.id, f"Job {job_id} cannot be deleted")
+        results = [File.organization_id == org_id, File.id.in_(job.result_files + result_file_ids(session, job.id))]
         result_keys = session.scalars(select(File.storage_key).where(*results)).all()
         session.execute(delete(File).where(*results))
         session.execute(delete(Job).where(Job.id == job.id))
@@ -130,6 +133,7 @@ def delete_model(storage: ObjectStore, org_id: str, name: str, param: str) -> No
                 code="model_in_use",
             )
         refuse_while_merging(session, job.id, f"Fine-tuned model {name} cannot be deleted")
+        refuse_while_evaluating(session, job.id, f"Fine-tuned model {name} cannot be deleted")
         artifact = session.scalar(select(Artifact).where(Artifact.job_id == job.id, Artifact.kind == ADAPTER))
         if artifact is None:  # deleted by a concurrent request meanwhile
             raise NotFound(f"Fine-tuned model {name!r} was deleted", param=param, code="model_not_found")

@@ -15,6 +15,7 @@ from core.auth import take_turn
 from core.continued_training import starting_adapter, trained_settings
 from core.db import session_scope
 from core.errors import ActiveJobsQuotaExceeded, Conflict, InvalidRequest
+from core.evaluations import examples_file, refuse_multitask
 from core.events import add_event
 from core.fine_tuned_models import TrainedAdapter
 from core.ids import new_id
@@ -90,6 +91,9 @@ def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
     if spec.validation_file:
         validation = files.usable_for_training(session, org_id, spec.validation_file, "validation_file")
         _check_format(spec, validation, "validation_file")
+    if (evaluation := spec.qlora.evaluation) is not None:
+        refuse_multitask((trained or spec.qlora).adapter.type, InvalidRequest, "qlora.evaluation")
+        examples_file(session, org_id, evaluation.file, spec.validation_file, "qlora.evaluation.file")
     tasks = job_tasks(
         (trained or spec.qlora).adapter.type,
         _file_tasks(training, "training_file"),

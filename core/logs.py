@@ -23,7 +23,7 @@ from pythonjsonlogger.json import JsonFormatter
 from core.settings import get_settings
 
 # The ids a log line can carry, under these names (JSON keys, `name=value` in text).
-CONTEXT_FIELDS = ("job_id", "merge_id")
+CONTEXT_FIELDS = ("job_id", "merge_id", "evaluation_id")
 LogFormat = Literal["text", "json"]
 
 _bound: ContextVar[dict[str, str] | None] = ContextVar("ftsvc_log_context", default=None)

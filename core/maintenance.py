@@ -1,9 +1,10 @@
 """The maintenance loop: what keeps jobs and storage consistent when processes die.
 
 Each round, in its own transactions:
-- the reaper requeues (or fails) jobs and merges whose worker stopped renewing its lease;
+- the reaper requeues (or fails) jobs, merges and evaluations whose worker stopped
+  renewing its lease;
 - the reconciler sends again every waiting job (pre-flight or training) and queued merge
-  whose message never reached the broker (broker down at submission, a requeue by the
+  or evaluation whose message never reached the broker (broker down at submission, a requeue by the
   reaper) or was lost with the broker's data; duplicates are harmless, a worker drops a
   message for a job or merge that is not queued;
 - expired Idempotency-Keys and old previews are forgotten;
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from core import files, idempotency, jobs, leases, merge_runs, previews, webhooks
+from core import evaluations, files, idempotency, jobs, leases, merge_runs, previews, webhooks
 from core.db import session_scope
 from core.queue import broker_lost_messages, remember_broker
 from core.settings import get_settings
@@ -32,24 +33,30 @@ PREVIEW_MAX_AGE_SECONDS = 3600.0
 
 
 def reconcile_queue() -> int:
-    """Publish the waiting jobs (pre-flight or training) and queued merges that have no
-    message in the broker; returns how many."""
+    """Publish the waiting jobs (pre-flight or training) and queued merges and evaluations
+    that have no message in the broker; returns how many."""
     if broker_lost_messages():
         with session_scope() as session:
             jobs.forget_sent_messages(session)
             merge_runs.forget_sent_messages(session)
+            evaluations.RUNS.forget_sent_messages(session)
         remember_broker()  # only once committed: a crash before this line repeats the marking
     with session_scope() as session:
         pending = jobs.unsent_jobs(session)
         merges = merge_runs.unsent_merges(session)
-    return sum(jobs.publish(job_id, status) for job_id, status in pending) + sum(map(merge_runs.publish, merges))
+        unsent_evaluations = evaluations.RUNS.unsent(session)
+    return (
+        sum(jobs.publish(job_id, status) for job_id, status in pending)
+        + sum(map(merge_runs.publish, merges))
+        + sum(map(evaluations.RUNS.publish, unsent_evaluations))
+    )
 
 
 def run_once() -> None:
     settings = get_settings()
     with session_scope() as session:
-        if reaped := leases.reap(session) + merge_runs.reap(session):
-            log.warning("reaped %d jobs and merges with expired leases", reaped)
+        if reaped := leases.reap(session) + merge_runs.reap(session) + evaluations.RUNS.reap(session):
+            log.warning("reaped %d jobs, merges and evaluations with expired leases", reaped)
     if sent := reconcile_queue():
         log.info("sent %d queued jobs to the broker again", sent)
     if sent := webhooks.resend_due():

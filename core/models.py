@@ -389,11 +389,53 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class Evaluation(Base):
+    """A fine-tuned model judged against its base model on a set of examples (a file of
+    the organization, by default its job's validation file), run by a training worker
+    under a lease as a merge is: loss and perplexity on the trained tokens, exact match
+    and token F1 of greedy answers against the reference answers (core.evaluations)."""
+
+    __tablename__ = "evaluations"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    organization_id: Mapped[str] = mapped_column(String(64), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    # The job's fine-tuned model and its adapter's stored archive, as resolved at
+    # creation, and the base model it is compared with.
+    model: Mapped[str] = mapped_column(String(512))
+    adapter_key: Mapped[str] = mapped_column(String(255))
+    base_model: Mapped[str] = mapped_column(String(512))
+    file_id: Mapped[str] = mapped_column(String(64))
+    # What was asked: at most this many examples (None: all), answers of at most
+    # `max_tokens` tokens, the first `sample_size` examples shown side by side.
+    max_examples: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_tokens: Mapped[int] = mapped_column(Integer)
+    sample_size: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    runtime: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    # Once it succeeded: the figures of each model, the side-by-side sample, and the
+    # ids of its result files (the per-example CSV).
+    results: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    sample: Mapped[list[Any] | None] = mapped_column(nullable=True)
+    result_files: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The lease of the worker that runs it (as a merge's, core.leased_runs).
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    enqueued_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
 __all__ = [
     "ApiKey",
     "Artifact",
     "Base",
     "Checkpoint",
+    "Evaluation",
     "File",
     "IdempotencyKey",
     "Job",

@@ -21,6 +21,8 @@ from core.settings import get_settings
 RUN_JOB_TASK = "ftsvc.run_job"
 # A merge (core.merges) loads a full-precision model: the training queue's GPU workers run it.
 RUN_MERGE_TASK = "ftsvc.run_merge"
+# So does an evaluation (core.evaluations): the base model with and without an adapter.
+RUN_EVALUATION_TASK = "ftsvc.run_evaluation"
 # The pre-flight queue's tasks: CPU work with the base model's tokenizer, which the API
 # process never loads (it imports neither torch nor transformers).
 PREFLIGHT_JOB_TASK = "ftsvc.preflight_job"
@@ -48,6 +50,7 @@ def get_celery() -> Celery:
         task_routes={
             RUN_JOB_TASK: {"queue": settings.training_queue},
             RUN_MERGE_TASK: {"queue": settings.training_queue},
+            RUN_EVALUATION_TASK: {"queue": settings.training_queue},
             PREFLIGHT_JOB_TASK: {"queue": settings.preflight_queue},
             PREVIEW_FILE_TASK: {"queue": settings.preflight_queue},
             DELIVER_WEBHOOK_TASK: {"queue": settings.webhook_queue},
@@ -99,9 +102,10 @@ def remember_broker() -> None:
 
 
 def send(task: str, row_id: str) -> bool:
-    """Publish a task for a row (a job, a merge, a preview or a webhook delivery) by its
-    id; called only after the row is committed. Returns False when the broker cannot be
-    reached: the row is safe in the database, and the maintenance loop sends it again."""
+    """Publish a task for a row (a job, a merge, an evaluation, a preview or a webhook
+    delivery) by its id; called only after the row is committed. Returns False when the
+    broker cannot be reached: the row is safe in the database, and the maintenance loop
+    sends it again."""
     try:
         get_celery().send_task(task, args=[row_id], retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2})
     except Exception:  # broker down: the row is safe in the database

@@ -342,6 +342,31 @@ class Performance(_Strict):
     upcast_unquantized: bool | Literal["auto"] = "auto"
 
 
+MAX_EVALUATION_EXAMPLES = 10_000
+
+
+class EvaluationRequest(_Strict):
+    """The body of `POST /v1/fine_tuning/jobs/{id}/evaluations` (every field optional),
+    and a job's `qlora.evaluation`: one that starts once the job succeeded."""
+
+    file: str | None = Field(
+        default=None,
+        description="The id of a file of examples in any training format but `text` (uploaded with purpose "
+        "`fine-tune`); the reference answer of each is its last assistant turn. Default: the job's "
+        "`validation_file`",
+    )
+    max_examples: Annotated[int, Field(ge=1, le=MAX_EVALUATION_EXAMPLES)] | None = Field(
+        default=None,
+        description=f"Evaluate the first this many examples (at most {MAX_EVALUATION_EXAMPLES}); default: all",
+    )
+    max_tokens: Annotated[int, Field(ge=1, le=4096)] = Field(
+        default=64, description="The longest answer each model generates, in tokens"
+    )
+    sample_size: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=5, description="How many examples (the first ones) the evaluation shows side by side"
+    )
+
+
 class QLoRA(_Strict):
     # null: no quantization (the base in the compute dtype), for adapters that need it.
     quantization: Quantization | None = Quantization()
@@ -349,6 +374,8 @@ class QLoRA(_Strict):
     training: Training = Training()
     data: Data = Data()
     performance: Performance = Performance()
+    # Evaluate the fine-tuned model against its base once the job succeeded.
+    evaluation: EvaluationRequest | None = None
 
     @model_validator(mode="after")
     def _performance_fits(self) -> QLoRA:
@@ -556,6 +583,8 @@ class ResolvedQLoRA(_Strict):
     data: ResolvedData
     # Resolved by the worker for its device (worker.training.speed), reported on the job.
     performance: Performance
+    # Jobs created before evaluations existed have none in their stored spec.
+    evaluation: EvaluationRequest | None = None
 
 
 class ResolvedSpec(_Strict):
@@ -617,6 +646,7 @@ def resolve(
             training=qlora.training,
             data=data,
             performance=qlora.performance,
+            evaluation=qlora.evaluation,
         ),
         from_checkpoint=spec.from_checkpoint,
         integrations=spec.integrations,

@@ -61,3 +61,10 @@ MERGE_TRANSITIONS: dict[MergeStatus, frozenset[MergeStatus]] = {
     M.CANCELLED: frozenset(),
 }
 MERGE_TERMINAL = frozenset(s for s, targets in MERGE_TRANSITIONS.items() if not targets)
+
+
+# An evaluation (core.evaluations) runs as a merge does, on a training worker under a
+# lease: the same states and moves.
+EvaluationStatus = MergeStatus
+EVALUATION_TRANSITIONS = MERGE_TRANSITIONS
+EVALUATION_TERMINAL = MERGE_TERMINAL

@@ -208,6 +208,16 @@ class PreparedTokenizer:
             mask = [1] * len(ids)
         return Encoded(ids[:max_length], mask[:max_length], len(ids))
 
+    def last_reply(self, example: Example) -> tuple[str, str] | None:
+        """The conversation up to its last assistant turn, rendered as training renders it
+        with the generation prompt (what a model answers), and that turn's text (the
+        reference answer); None for raw text or a conversation without an assistant turn."""
+        replies = [i for i, m in enumerate(example.messages) if m.role == "assistant"]
+        if example.text is not None or not replies:
+            return None
+        self._check_renders(example)
+        return self._render(example, replies[-1], add_generation_prompt=True), example.messages[replies[-1]].content
+
     def segments(self, encoded: Encoded) -> list[dict[str, Any]]:
         """Consecutive tokens grouped by whether they are trained, as text."""
         groups: list[tuple[int, list[int]]] = []

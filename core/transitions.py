@@ -1,5 +1,5 @@
-"""The one way a row with a status (a job, a merge) changes state: a conditional UPDATE
-from the states that may move to the target, so two racing writers (a cancel and a
+"""The one way a row with a status (a job, a merge, an evaluation) changes state: a
+conditional UPDATE from the states that may move to the target, so two racing writers (a cancel and a
 worker's claim, say) cannot both win."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, CursorResult, update
 from sqlalchemy.orm import Session
 
 from core.ids import now
-from core.models import Job, Merge
+from core.models import Evaluation, Job, Merge
 
 
 def rows_matched(session: Session, statement: Any) -> int:
@@ -25,7 +25,7 @@ def rows_matched(session: Session, statement: Any) -> int:
 
 def move(
     session: Session,
-    table: type[Job] | type[Merge],
+    table: type[Job] | type[Merge] | type[Evaluation],
     transitions: Mapping[Any, frozenset[Any]],
     row_id: str,
     to: StrEnum,

@@ -249,6 +249,16 @@ def unsent_merge(org_id: str, model: str, register_as: str | None = None) -> str
         return create_merge(session, org_id, model, MergeRequest(register_as=register_as)).id
 
 
+def unsent_evaluation(org_id: str, job_id: str, file_id: str) -> str:
+    """A queued evaluation of the organization's succeeded job that no broker message
+    names (so no worker takes it); returns its id."""
+    from core.db import session_scope
+    from core.evaluations import EvaluationRequest, create_evaluation
+
+    with session_scope() as session:
+        return create_evaluation(session, org_id, job_id, EvaluationRequest(file=file_id)).id
+
+
 def without_chat_template(model: Path, target: Path) -> Path:
     """A copy of the model without its chat template: it gets the default (ChatML),
     which renders no tools."""

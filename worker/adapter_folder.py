@@ -10,6 +10,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from core.errors import Conflict
+from core.storage import get_storage
+from worker.archives import extract
 from worker.model_card import CARD_NAME, ModelCardFacts, write_model_card
 
 CONFIG_NAME = "adapter_config.json"  # peft's
@@ -38,3 +41,17 @@ def find_adapter(extracted: Path) -> Path:
     """The adapter in an extracted adapter archive: its one folder (archives stored before
     adapters had one hold the files at the top)."""
     return extracted if (extracted / CONFIG_NAME).is_file() else next(extracted.iterdir())
+
+
+def stored_adapter(key: str, name: str, workdir: Path) -> Path:
+    """The adapter of the fine-tuned model or checkpoint `name`, stored as `key`,
+    extracted under `workdir` (a merge's, an evaluation's); 409 when it is gone."""
+    try:
+        extracted = extract(get_storage(), key, workdir / "adapter")
+    except FileNotFoundError:
+        raise Conflict(
+            f"The adapter of {name} is no longer stored (its checkpoint was pruned or its model deleted)",
+            param="model",
+            code="adapter_not_found",
+        ) from None
+    return find_adapter(extracted)

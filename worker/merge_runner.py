@@ -9,73 +9,27 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 from core import checkpoints, events, jobs, merge_runs, merges
 from core.db import session_scope
-from core.errors import Conflict, ServiceError
 from core.models import Merge
 from core.settings import get_settings
-from core.states import Level
 from core.storage import get_storage
-from worker.adapter_folder import find_adapter
-from worker.archives import archive, extract
-from worker.heartbeat import Heartbeat, new_owner
+from worker import leased_work
+from worker.adapter_folder import stored_adapter
+from worker.archives import archive
+from worker.leased_work import Run, Stopped
 from worker.model_card import ModelCardFacts, latest_metrics, write_model_card
 
 log = logging.getLogger("ftsvc.worker")
 
 
-class MergeLog:
-    """The merge's events, each in its own transaction (an EventLog: what model
-    downloads report to)."""
-
-    def __init__(self, merge_id: str) -> None:
-        self.merge_id = merge_id
-
-    def event(self, message: str, level: Level = "info", data: dict[str, Any] | None = None) -> None:
-        with session_scope() as session:
-            merge_runs.add_merge_event(session, self.merge_id, message, level=level, data=data)
-
-
-class _Stopped(Exception):
-    """The run must stop between phases: its worker is stopping, or its lease is gone."""
-
-    def __init__(self, shutdown: bool) -> None:
-        super().__init__("shutdown" if shutdown else "lease lost")
-        self.shutdown = shutdown
-
-
 def execute_merge(merge_id: str, shutdown: threading.Event) -> None:
-    owner = new_owner()
-    with session_scope() as session:
-        merge = merge_runs.claim(session, merge_id, owner, socket.gethostname())
-    if merge is None:
-        log.info("merge %s is not queued; message dropped", merge_id)
-        return
-    workdir = Path(tempfile.mkdtemp(prefix=f"{merge_id}-"))
-    try:
-        with Heartbeat(merge_id, owner, renew=merge_runs.renew) as heartbeat:
-            _run(merge, owner, heartbeat, workdir, shutdown)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _fetch_adapter(merge: Merge, workdir: Path) -> Path:
-    try:
-        extracted = extract(get_storage(), merge.adapter_key, workdir / "adapter")
-    except FileNotFoundError:
-        raise Conflict(
-            f"The adapter of {merge.model} is no longer stored (its checkpoint was pruned or its model deleted)",
-            param="model",
-            code="adapter_not_found",
-        ) from None
-    return find_adapter(extracted)
+    leased_work.execute(merge_runs.RUNS, merge_id, shutdown, _run)
 
 
 def _card(merge: Merge) -> ModelCardFacts:
@@ -94,27 +48,14 @@ def _failure(exc: BaseException) -> dict[str, Any]:
     """The merge's error: code, message and param."""
     from worker.merging import AdapterNotMergeable
 
-    if isinstance(exc, ServiceError):
-        return {"code": exc.code, "message": exc.message, "param": exc.param}
     if isinstance(exc, AdapterNotMergeable):
         return {"code": "adapter_not_mergeable", "message": f"Cannot merge: {exc}", "param": "model"}
-    import torch
-
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-        message = "Out of memory: the full-precision model does not fit on this worker's device"
-        return {"code": "out_of_memory", "message": message, "param": None}
-    return {"code": "merge_failed", "message": f"Merging failed ({type(exc).__name__}: {exc})", "param": None}
+    return leased_work.failure(exc, "merge", "the full-precision model does not fit on this worker's device")
 
 
-def _run(merge: Merge, owner: str, heartbeat: Heartbeat, workdir: Path, shutdown: threading.Event) -> None:
-    events = MergeLog(merge.id)
-
-    def between_phases() -> None:
-        if heartbeat.lost.is_set():
-            raise _Stopped(shutdown=False)
-        if shutdown.is_set():
-            raise _Stopped(shutdown=True)
-
+def _run(run: Run[Merge], workdir: Path) -> None:
+    merge, owner, between_phases = run.row, run.owner, run.between_phases
+    events = run.log
     storage, stored = get_storage(), None
     try:
         between_phases()
@@ -130,7 +71,7 @@ def _run(merge: Merge, owner: str, heartbeat: Heartbeat, workdir: Path, shutdown
             base = merges.base_of(session, merge.organization_id, merge.model, merge.base_model)
             quantization = merges.dequantize_from(session, merge)
         base = fetch_model(base, events)
-        adapter = _fetch_adapter(merge, workdir)
+        adapter = stored_adapter(merge.adapter_key, merge.model, workdir)
         between_phases()
         device = default_device()
         weights = "its 4-bit weights, dequantized" if quantization else "its own weights"
@@ -173,19 +114,11 @@ def _run(merge: Merge, owner: str, heartbeat: Heartbeat, workdir: Path, shutdown
         if not published:
             storage.delete(stored.key)
             events.event("The merge changed state while it was published; its archive was discarded", level="warn")
-    except _Stopped as stop:
-        with session_scope() as session:
-            given_back = stop.shutdown and merge_runs.give_back(session, merge.id, owner)
-            if not given_back:
-                merge_runs.release(session, merge.id, owner)
-        if given_back:
-            merge_runs.publish(merge.id)
-        else:
+    except Stopped as stop:
+        if not run.stopped(stop):
             events.event(f"The merge stopped without publishing: {stop} (cancelled, or run by another worker)")
     except Exception as exc:
         log.exception("merge %s failed", merge.id)
-        error = _failure(exc)
-        with session_scope() as session:
-            merge_runs.fail(session, merge.id, owner, error, error | {"exception": f"{type(exc).__name__}: {exc}"})
+        run.failed(_failure(exc), exc)
         if stored is not None:
             storage.delete(stored.key)

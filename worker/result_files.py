@@ -56,7 +56,7 @@ def values(points: Sequence[JobMetric]) -> Iterator[tuple[str, float, int, int]]
                 yield f"{point.split}/{column}", float(value), point.step, point.created_at
 
 
-def _csv(storage: ObjectStore, key: str, header: Sequence[str], rows: Iterator[Sequence[object]]) -> StoredObject:
+def write_csv(storage: ObjectStore, key: str, header: Sequence[str], rows: Iterator[Sequence[object]]) -> StoredObject:
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(header)
@@ -73,12 +73,12 @@ def step_metrics(storage: ObjectStore, key: str, points: Sequence[JobMetric]) ->
         row[f"{m.split}_loss"] = m.loss
         row[f"{m.split}_mean_token_accuracy"] = m.mean_token_accuracy
     table = ([rows[step].get(column) for column in STEP_METRICS_COLUMNS] for step in sorted(rows))
-    return _csv(storage, key, STEP_METRICS_COLUMNS, table)
+    return write_csv(storage, key, STEP_METRICS_COLUMNS, table)
 
 
 def mlflow_metrics(storage: ObjectStore, key: str, points: Sequence[JobMetric]) -> StoredObject:
     rows = ((name, value, seconds * 1000, step) for name, value, step, seconds in values(points))
-    return _csv(storage, key, ("key", "value", "timestamp", "step"), rows)
+    return write_csv(storage, key, ("key", "value", "timestamp", "step"), rows)
 
 
 def tensorboard_events(storage: ObjectStore, key: str, points: Sequence[JobMetric]) -> StoredObject:

@@ -1,8 +1,9 @@
 """Running one job (in its own process, worker.job_process): claim it under a lease,
 train (resuming from its newest checkpoint if an earlier attempt got that far),
-publish, and always end the attempt with the job in a state that says what happened,
-never a hung `running`: a failure names its phase, and a worker that is stopping gives
-the job back to the queue after a checkpoint."""
+publish (then start the evaluation its spec asks for, if any), and always end the
+attempt with the job in a state that says what happened, never a hung `running`: a
+failure names its phase, and a worker that is stopping gives the job back to the queue
+after a checkpoint."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ import tempfile
 import threading
 from pathlib import Path
 
-from core import files, fine_tuned_models, jobs, leases, registered_models
+from core import evaluations, files, fine_tuned_models, jobs, leases, registered_models
 from core.datasets import DataFile
 from core.db import session_scope
-from core.errors import NotFound
+from core.errors import NotFound, ServiceError
 from core.models import Job
 from core.settings import get_settings
-from core.specs import ResolvedSpec
+from core.specs import EvaluationRequest, ResolvedSpec
 from core.states import JobStatus
 from core.storage import get_storage
 from worker.failure_reports import Phase, classify
@@ -122,6 +123,8 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
             )
             if not published:
                 reporter.event("The job changed state during publishing; its outputs were discarded", level="warn")
+            elif spec.qlora.evaluation is not None:
+                _start_evaluation(job, spec.qlora.evaluation, reporter)
             return
     except Exception as exc:
         progress = recipe.progress if recipe else None
@@ -167,6 +170,15 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
                 f"Attempt {attempt} lost its lease at step {result.steps} and stopped without publishing",
                 level="warn",
             )
+
+
+def _start_evaluation(job: Job, request: EvaluationRequest, reporter: JobReporter) -> None:
+    """The evaluation the job's spec asks for, once it succeeded (its examples' file may
+    have been deleted meanwhile: the job stays succeeded and its log says so)."""
+    try:
+        evaluations.submit_evaluation(job.organization_id, job.id, request)
+    except ServiceError as exc:
+        reporter.event(f"The evaluation asked for in qlora.evaluation could not start: {exc.message}", level="warn")
 
 
 def _give_back(job_id: str, owner: str, attempt: int, steps: int) -> None:

@@ -1,15 +1,17 @@
-"""Celery tasks. A message carries only a job's (or a merge's) id; the row itself is read
+"""Celery tasks. A message carries only a job's (or a merge's, or an evaluation's) id; the row itself is read
 from the database, which is the source of truth. The worker process stays light: a
-message for a job or merge that is not queued (a duplicate, a stale one) is dropped here
+message for a job, merge or evaluation that is not queued (a duplicate, a stale one) is dropped here
 at the cost of one query, and a real one runs in a process of its own."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from core import leases, logs, merge_runs
+from core import evaluations, leases, logs, merge_runs
 from core.db import session_scope
-from core.queue import RUN_JOB_TASK, RUN_MERGE_TASK, get_celery
+from core.leased_runs import LeasedRuns
+from core.queue import RUN_EVALUATION_TASK, RUN_JOB_TASK, RUN_MERGE_TASK, get_celery
 from worker.job_processes import job_processes
 
 app = get_celery()
@@ -35,18 +37,25 @@ def _run_job(job_id: str) -> None:
         log.warning("job %s: its process exited with status %d", job_id, status)
 
 
+def _run_leased(runs: LeasedRuns[Any], row_id: str, module: str) -> None:
+    """A merge's or an evaluation's message: its process, if it is queued. The task's
+    log lines carry the row's id (`merge_id`, `evaluation_id`)."""
+    with logs.bound(**{f"{runs.noun}_id": row_id}):
+        with session_scope() as session:
+            claimable = runs.is_claimable(session, row_id)
+        if not claimable:
+            log.info("%s %s is not queued; message dropped", runs.noun, row_id)
+            return
+        status = job_processes.run(row_id, module=module)
+        if status != 0:
+            log.warning("%s %s: its process exited with status %d", runs.noun, row_id, status)
+
+
 @app.task(name=RUN_MERGE_TASK, acks_late=True)
 def run_merge(merge_id: str) -> None:
-    with logs.bound(merge_id=merge_id):
-        _run_merge(merge_id)
+    _run_leased(merge_runs.RUNS, merge_id, "worker.merge_process")
 
 
-def _run_merge(merge_id: str) -> None:
-    with session_scope() as session:
-        claimable = merge_runs.is_claimable(session, merge_id)
-    if not claimable:
-        log.info("merge %s is not queued; message dropped", merge_id)
-        return
-    status = job_processes.run(merge_id, module="worker.merge_process")
-    if status != 0:
-        log.warning("merge %s: its process exited with status %d", merge_id, status)
+@app.task(name=RUN_EVALUATION_TASK, acks_late=True)
+def run_evaluation(evaluation_id: str) -> None:
+    _run_leased(evaluations.RUNS, evaluation_id, "worker.evaluation_process")

@@ -27,12 +27,13 @@ from tests.helpers import (
     jsonl,
     stored_checkpoint,
     succeeded_job,
+    unsent_evaluation,
     unsent_merge,
     upload,
     upload_ok,
 )
 
-PATH_PARAMS = {"file_id", "fine_tuning_job_id", "kind", "checkpoint_id", "merge_id", "model"}
+PATH_PARAMS = {"file_id", "fine_tuning_job_id", "kind", "checkpoint_id", "merge_id", "model", "evaluation_id"}
 
 
 def routes_with_ids() -> list[tuple[str, str, list[str]]]:
@@ -63,6 +64,7 @@ def test_every_endpoint_that_takes_an_id_hides_other_organizations_objects(clien
         "checkpoint_id": stored_checkpoint(job["id"]),
         "merge_id": unsent_merge(TEST_ORG, model),
         "model": model,
+        "evaluation_id": unsent_evaluation(TEST_ORG, model.rsplit(":", 1)[1], chat_file),
     }
     routes = routes_with_ids()
     assert len(routes) >= 10  # a new route with an id joins this matrix by itself
@@ -92,6 +94,8 @@ def test_every_endpoint_that_takes_an_id_hides_other_organizations_objects(clien
     assert client_module.get(f"/v1/fine_tuning/jobs/{job['id']}").json()["status"] == "cancelled"
     assert client_module.get(f"/v1/models/{ids['model']}").status_code == 200
     assert client_module.get(f"/v1/merges/{ids['merge_id']}").json()["status"] == "queued"
+    evaluation = f"/v1/fine_tuning/jobs/{ids['model'].rsplit(':', 1)[1]}/evaluations/{ids['evaluation_id']}"
+    assert client_module.post(f"{evaluation}/cancel").json()["status"] == "cancelled"  # was queued; no worker runs it
 
 
 def test_key_lifecycle_and_hashing(tiny_model: Path) -> None:

@@ -88,6 +88,39 @@ class JobData:
     validation: DataFile | None
 
 
+def load_base_model(spec: ResolvedSpec, model_ref: ModelRef, runtime: Runtime, attn: str) -> PreTrainedModel:
+    """The base model as a job trains on it: in 4 bits as its spec quantizes it (or
+    unquantized), computing in the runtime's dtype, on its device. Evaluations load it
+    this way too, so that the adapter applies to the weights it was trained against."""
+    q = spec.qlora.quantization
+    quantization = (
+        None
+        if q is None
+        else BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=q.quant_type,
+            bnb_4bit_use_double_quant=q.double_quant,
+            bnb_4bit_compute_dtype=runtime.torch_dtype,
+        )
+    )
+    try:
+        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
+            model_ref.source,
+            quantization_config=quantization,
+            dtype=runtime.torch_dtype,
+            device_map={"": runtime.device},
+            attn_implementation=attn,
+            use_safetensors=True,
+            trust_remote_code=False,
+        )
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as exc:
+        how = "in 4 bits" if q else f"in {runtime.compute_dtype}"
+        raise ModelLoadError(f"Cannot load {model_ref.name} {how}: {exc}", param="model") from exc
+    return model
+
+
 class Recipe:
     """`resume_from`: a trainer checkpoint directory to continue from (same job);
     `initial_adapter`: adapter weights to start from (another job's checkpoint);
@@ -141,32 +174,9 @@ class Recipe:
         return train, valid
 
     def load_model(self, speed: Speed) -> PreTrainedModel:
+        attn = attention.register() if speed.attention == attention.NAME else speed.attention
+        model = load_base_model(self.spec, self.model_ref, self.runtime, attn)
         q = self.spec.qlora.quantization
-        quantization = (
-            None
-            if q is None
-            else BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type=q.quant_type,
-                bnb_4bit_use_double_quant=q.double_quant,
-                bnb_4bit_compute_dtype=self.runtime.torch_dtype,
-            )
-        )
-        try:
-            model = AutoModelForCausalLM.from_pretrained(
-                self.model_ref.source,
-                quantization_config=quantization,
-                dtype=self.runtime.torch_dtype,
-                device_map={"": self.runtime.device},
-                attn_implementation=attention.register() if speed.attention == attention.NAME else speed.attention,
-                use_safetensors=True,
-                trust_remote_code=False,
-            )
-        except torch.OutOfMemoryError:
-            raise
-        except Exception as exc:
-            how = "in 4 bits" if q else f"in {self.runtime.compute_dtype}"
-            raise ModelLoadError(f"Cannot load {self.model_ref.name} {how}: {exc}", param="model") from exc
         checkpointing = speed.gradient_checkpointing
         if q is not None and speed.upcast_unquantized:
             # peft's QLoRA preparation: freezes the base, casts every unquantized weight
