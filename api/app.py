@@ -12,7 +12,7 @@ from api.deps import refuse_nul_characters, refuse_unknown_query_parameters
 from api.docs import install_offline_docs
 from api.error_responses import error_responses, install_error_handlers
 from api.openapi import DocumentedApp, ModelRoute
-from api.routes import files, jobs, merges, models, organization
+from api.routes import completions, files, jobs, merges, models, organization
 from api.schemas import Health
 from core.maintenance import start_thread
 from core.settings import get_settings
@@ -28,6 +28,7 @@ ROUTER_ERRORS = {
     models: error_responses(400, 401, 404, 409, 500, 503),
     merges: error_responses(400, 401, 403, 404, 409, 422, 500, 503),
     organization: error_responses(400, 401, 500, 503),
+    completions: error_responses(400, 401, 404, 409, 429, 500, 503),
 }
 
 
