@@ -16,7 +16,7 @@ import anyio
 import httpx
 from starlette.concurrency import run_in_threadpool
 
-from core import inference, inference_servers
+from core import inference_servers, inference_targets
 from core.db import read_scope
 from core.errors import InferenceUnavailable, ServiceError, ServiceUnavailable
 from core.inference import GenerateEvent, GenerateRequest, Target
@@ -28,7 +28,7 @@ CONNECT_SECONDS = 5.0
 
 def _resolve(org_id: str, model: str) -> tuple[Target, list[str]]:
     with read_scope() as session:
-        target = inference.resolve(session, org_id, model)
+        target = inference_targets.resolve(session, org_id, model)
         return target, inference_servers.candidates(session, target.base_key)
 
 

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     # How long the API waits for an inference server's next bytes (a base model's first
     # load counts: an 8B model takes a minute or two from disk).
     inference_read_timeout_seconds: float = 600.0
+    # Threads of an inference server on the CPU: a decoding step of a small model is too
+    # short to split, and a thread per core spin-waits against the API and the workers
+    # of the same host (measured: 20x slower for the tiny model on a busy 2-core host).
+    inference_cpu_threads: int = 1
 
     @model_validator(mode="before")
     @classmethod

@@ -89,7 +89,7 @@ def train(client: TestClient, answer: str, steps: int, **training: Any) -> dict[
 @pytest.fixture(scope="module")
 def tuned(client_module: TestClient, worker: Any) -> dict[str, Any]:
     """A job trained to answer every question with ANSWER (a checkpoint half way)."""
-    return train(client_module, ANSWER, 60, checkpoint_steps=30)
+    return train(client_module, ANSWER, 100, checkpoint_steps=50)
 
 
 def ask(ai: openai.OpenAI, model: str, question: str = "What is the capital of Iran?", **options: Any) -> Any:

@@ -89,6 +89,7 @@ class Generation:
     cancelled: bool = False
     finished: bool = False
     completion_tokens: int = 0
+    first_token_at: float | None = None  # time.monotonic() (what the benchmark reads)
     text: StreamText | None = None
     eos_ids: frozenset[int] = frozenset()
 
@@ -115,6 +116,7 @@ class Generation:
         if self.done or self.text is None:
             return
         self.completion_tokens += 1
+        self.first_token_at = self.first_token_at or time.monotonic()
         if token in self.eos_ids:
             self.end("stop")
             return
@@ -204,8 +206,12 @@ class Engine:
         max_batch: int = 8,
         max_queue: int = 64,
         max_adapters: int = 16,
+        cpu_threads: int = 0,
     ) -> None:
+        """`cpu_threads`: torch's threads for this process on CPU (0: torch's default)."""
         self.device = device
+        if cpu_threads and not device.startswith("cuda"):
+            torch.set_num_threads(cpu_threads)
         self.device_name, self.memory_bytes, compute = device_facts(device)
         self.dtype = DTYPES[compute]
         self.memory_budget = memory_budget_bytes or default_budget(device, self.memory_bytes)

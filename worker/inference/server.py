@@ -155,6 +155,7 @@ def serve(device: str, host: str, port: int, advertise_url: str | None) -> None:
         settings.inference_max_batch,
         settings.inference_max_queue,
         settings.inference_max_adapters,
+        settings.inference_cpu_threads,
     )
     url = advertise_url or f"http://{host}:{port}"
     log.info("inference server on %s (%s), reachable at %s", device, engine.device_name, url)
