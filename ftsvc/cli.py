@@ -168,8 +168,14 @@ def cmd_inference(args: argparse.Namespace) -> None:
     serve(args.device, args.host, args.port, args.advertise_url)
 
 
-# The embedded mode's inference server (on the CPU), beside the API's port.
-EMBEDDED_INFERENCE_PORT_OFFSET = 100
+def free_local_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on now (the embedded inference server's:
+    the API finds it through the database, so no fixed port is needed)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def inference_command(device: str, host: str, port: int) -> list[str]:
@@ -180,7 +186,7 @@ def inference_command(device: str, host: str, port: int) -> list[str]:
 def cmd_serve(args: argparse.Namespace) -> None:
     """The embedded single-machine service: migrate, make sure the tiny model exists,
     then the API, a training worker, a pre-flight worker and an inference server on the
-    CPU (on the API's port + 100), each a process of its own,
+    CPU (on a free local port), each a process of its own,
     until SIGTERM or SIGINT stops them all (or one of them dies)."""
     from core.auth import LOCAL_KEY_FILE, ensure_local_key
     from core.db import session_scope
@@ -200,8 +206,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     try:
         supervisor.start("training worker", worker_command([settings.training_queue]))
         supervisor.start("pre-flight worker", preflight_worker_command())
-        inference_port = args.port + EMBEDDED_INFERENCE_PORT_OFFSET
-        supervisor.start("inference server", inference_command("cpu", "127.0.0.1", inference_port))
+        supervisor.start("inference server", inference_command("cpu", "127.0.0.1", free_local_port()))
         api = ["--host", args.host, "--port", str(args.port)]
         supervisor.start("API", [sys.executable, "-m", "ftsvc.cli", "api", *api])
         print(f"ftsvc: API on http://{args.host}:{args.port}/v1  data in {settings.data_dir}", flush=True)

@@ -79,7 +79,8 @@ def train(client: TestClient, answer: str, steps: int, **training: Any) -> dict[
             "training_file": data,
             "seed": 1,
             "method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 8}}},
-            "qlora": {"training": {"learning_rate": 0.02, "max_steps": steps} | training},
+            # (higher rates make the tiny model repeat itself instead of learning the answer)
+            "qlora": {"training": {"learning_rate": 0.005, "max_steps": steps} | training},
         },
     )
     assert created.status_code == 200, created.text
@@ -89,7 +90,7 @@ def train(client: TestClient, answer: str, steps: int, **training: Any) -> dict[
 @pytest.fixture(scope="module")
 def tuned(client_module: TestClient, worker: Any) -> dict[str, Any]:
     """A job trained to answer every question with ANSWER (a checkpoint half way)."""
-    return train(client_module, ANSWER, 100, checkpoint_steps=50)
+    return train(client_module, ANSWER, 40, checkpoint_steps=20)
 
 
 def ask(ai: openai.OpenAI, model: str, question: str = "What is the capital of Iran?", **options: Any) -> Any:
