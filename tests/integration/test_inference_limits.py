@@ -29,7 +29,9 @@ def chat(max_tokens: int, **options: Any) -> dict[str, Any]:
     } | options
 
 
-def test_no_live_inference_server_is_503(api_keys: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_live_inference_server_is_503(
+    tiny_model: Any, api_keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Every server's heartbeat is older than the dead timeout (this process's API).
     monkeypatch.setattr(get_settings(), "inference_dead_seconds", -3600.0)
     with make_client(api_keys[TEST_ORG]) as client:
@@ -67,7 +69,8 @@ def test_a_full_queue_is_429_and_a_long_wait_503(
         waiting: list[httpx.Response] = []
         with http.stream("POST", CHAT, json=chat(2000, stream=True)) as running:
             assert running.status_code == 200
-            next(running.iter_lines())
+            lines = running.iter_lines()  # (kept: an iterator dropped closes the connection)
+            next(lines)
             # Two more wait for their turn behind it (batches of one): the queue is full.
             threads = [threading.Thread(target=lambda: waiting.append(http.post(CHAT, json=chat(3)))) for _ in "ab"]
             for thread in threads:

@@ -484,6 +484,9 @@ class Engine:
             )
         for generation in batch:  # (a row cut short by the batch's end: its max_tokens)
             generation.end("length")
+        tokens = [g.completion_tokens for g in batch]
+        gone = sum(g.cancelled and not g.finished for g in batch)
+        log.info("a batch of %d generated %s tokens (%d rows' clients left)", len(batch), tokens, gone)
 
     def _routing(self, base: LoadedBase, names: list[str]) -> tuple[dict[str, Any], AbstractContextManager[Any]]:
         """generate's arguments and context for the rows' adapters: one adapter for all
