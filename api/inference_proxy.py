@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +58,7 @@ class Generation:
     lines: AsyncIterator[str]
     prompt_tokens: int
 
-    async def events(self) -> AsyncIterator[GenerateEvent]:
+    async def events(self) -> AsyncGenerator[GenerateEvent]:
         try:
             async for line in self.lines:
                 if line:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
@@ -28,7 +29,7 @@ from api.completion_schemas import (
 )
 from api.deps import OrgDep
 from api.openapi import ModelRoute, streamed_chunks
-from core.errors import ServiceError
+from core.errors import InferenceUnavailable
 from core.ids import now
 from core.inference import BaseTarget, FinishReason, GenerateRequest, Target, Usage
 
@@ -49,14 +50,15 @@ def _generate_request(body: ChatCompletionRequest | CompletionRequest, max_token
 
 async def _collect(generation: inference_proxy.Generation) -> tuple[str, FinishReason, Usage]:
     text: list[str] = []
-    async for event in generation.events():
-        if event.type == "delta":
-            text.append(event.text)
-        elif event.type == "error" and event.error is not None:
-            raise inference_proxy.passed_through(event.status, event.error)
-        elif event.type == "end" and event.finish_reason is not None and event.usage is not None:
-            return "".join(text), event.finish_reason, event.usage
-    raise ServiceError("The inference server ended the generation without its end")
+    async with aclosing(generation.events()) as events:  # (closed on return: the connection with it)
+        async for event in events:
+            if event.type == "delta":
+                text.append(event.text)
+            elif event.type == "error" and event.error is not None:
+                raise inference_proxy.passed_through(event.status, event.error)
+            elif event.type == "end" and event.finish_reason is not None and event.usage is not None:
+                return "".join(text), event.finish_reason, event.usage
+    raise InferenceUnavailable("The inference server ended the generation without finishing it")
 
 
 def _sse(chunk: BaseModel) -> str:
