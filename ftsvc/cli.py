@@ -206,7 +206,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     try:
         supervisor.start("training worker", worker_command([settings.training_queue]))
         supervisor.start("pre-flight worker", preflight_worker_command())
-        supervisor.start("inference server", inference_command("cpu", "127.0.0.1", free_local_port()))
+        inference_port = free_local_port()
+        supervisor.start("inference server", inference_command("cpu", "127.0.0.1", inference_port))
+        # It registers itself before it answers: the API, once up, can send it chats.
+        supervisor.wait_until_answers("inference server", f"http://127.0.0.1:{inference_port}/healthz", 120)
         api = ["--host", args.host, "--port", str(args.port)]
         supervisor.start("API", [sys.executable, "-m", "ftsvc.cli", "api", *api])
         print(f"ftsvc: API on http://{args.host}:{args.port}/v1  data in {settings.data_dir}", flush=True)
