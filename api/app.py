@@ -12,7 +12,7 @@ from api.deps import refuse_nul_characters, refuse_unknown_query_parameters
 from api.docs import install_offline_docs
 from api.error_responses import error_responses, install_error_handlers
 from api.openapi import DocumentedApp, ModelRoute
-from api.routes import evaluations, files, jobs, merges, models, organization, webhooks
+from api.routes import completions, evaluations, files, jobs, merges, models, organization, webhooks
 from api.schemas import Health, Readiness, ReadinessCheck
 from core import readiness
 from core.maintenance import start_thread
@@ -31,6 +31,7 @@ ROUTER_ERRORS = {
     evaluations: error_responses(400, 401, 403, 404, 409, 422, 500, 503),
     organization: error_responses(400, 401, 500, 503),
     webhooks: error_responses(400, 401, 404, 500, 503),
+    completions: error_responses(400, 401, 404, 409, 429, 500, 503),
 }
 
 

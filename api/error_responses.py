@@ -51,10 +51,11 @@ ERROR_MEANINGS = {
     409: "The object's state does not allow this",
     413: "The upload is larger than the limit",
     422: "The Idempotency-Key was used before for a different request",
-    429: "The organization already has its limit of queued or running jobs",
+    429: "The organization already has its limit of queued or running jobs; for a completion, the inference "
+    "server's queue is full",
     500: "An unexpected failure; the message carries a reference id to find in the server log",
-    503: "The database or the job queue's broker cannot be reached (`code` says which); retry after "
-    "the `Retry-After` header's seconds",
+    503: "The database, the job queue's broker or (completions) an inference server cannot be reached or take "
+    "the request now (`code` says which); retry after the `Retry-After` header's seconds",
 }
 
 

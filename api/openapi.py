@@ -45,6 +45,25 @@ def streamed(media_type: str, description: str) -> dict[int | str, dict[str, Any
     return {200: {"description": description, "content": {media_type: body}}}
 
 
+# Models that only the items of event streams name: FastAPI puts in components/schemas
+# only the models of bodies, so DocumentedApp adds these.
+STREAM_ITEM_MODELS: dict[str, type[BaseModel]] = {}
+
+
+def streamed_chunks(chunk: type[BaseModel], description: str) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route that answers JSON (its return annotation) or, when asked,
+    Server-Sent Events whose data is each a `chunk` as JSON, the last `[DONE]`."""
+    STREAM_ITEM_MODELS[chunk.__name__] = chunk
+    data = {
+        "type": "string",
+        "contentMediaType": "application/json",
+        "contentSchema": {"$ref": f"#/components/schemas/{chunk.__name__}"},
+        "description": f"A {chunk.__name__} as JSON; the last event's data is `[DONE]`",
+    }
+    item = SSE_EVENT | {"properties": SSE_EVENT["properties"] | {"data": data}}  # type: ignore[operator]
+    return {200: {"description": description, "content": {"text/event-stream": {"itemSchema": item}}}}
+
+
 class DocumentedApp(FastAPI):
     """FastAPI whose /openapi.json leaves out FastAPI's own 422: it documents one with its
     own body on every route that has parameters, and this API never sends it
@@ -62,6 +81,12 @@ class DocumentedApp(FastAPI):
                     del operation["responses"]["422"]
         for name in ("HTTPValidationError", "ValidationError"):
             schema.get("components", {}).get("schemas", {}).pop(name, None)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in STREAM_ITEM_MODELS.values():
+            item = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+            for name, definition in item.pop("$defs", {}).items():
+                components.setdefault(name, definition)
+            components.setdefault(model.__name__, item)
         return schema
 
 

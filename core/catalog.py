@@ -62,16 +62,21 @@ def _no_such_model(model_id: str, param: str) -> NotFound:
     )
 
 
-def get_model(session: Session, org_id: str, model_id: str, param: str) -> ListedModel:
-    if fine_tuned_models.is_fine_tuned_name(model_id):
-        return _fine_tuned(fine_tuned_models.get_model(session, org_id, model_id, param))
+def base_model(session: Session, org_id: str, model_id: str, param: str) -> registry.ModelRef:
+    """A base model the organization sees at /v1/models (404 for any other name)."""
     base = next((model for model in registry.list_models() if model.name == model_id), None)
     if base is None:  # (the service's own first: reading one costs no query)
         registered = registered_models.registered_models(session, org_id)
         base = next((model for model in registered if model.name == model_id), None)
     if base is None:
         raise _no_such_model(model_id, param)
-    return _base(base)
+    return base
+
+
+def get_model(session: Session, org_id: str, model_id: str, param: str) -> ListedModel:
+    if fine_tuned_models.is_fine_tuned_name(model_id):
+        return _fine_tuned(fine_tuned_models.get_model(session, org_id, model_id, param))
+    return _base(base_model(session, org_id, model_id, param))
 
 
 def delete_model(storage: ObjectStore, session: Session, org_id: str, model_id: str, param: str) -> None:

@@ -82,3 +82,17 @@ class PreflightUnavailable(ServiceUnavailable):
     """No pre-flight worker answered in time (none running, or all busy)."""
 
     default_code = "preflight_unavailable"
+
+
+class InferenceBusy(ServiceError):
+    """An inference server's queue is full: retry later."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "inference_queue_full"
+
+
+class InferenceUnavailable(ServiceUnavailable):
+    """No live inference server, or none could take the request in time."""
+
+    default_code = "inference_unavailable"

@@ -430,6 +430,24 @@ class Evaluation(Base):
     enqueued_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+class InferenceServer(Base):
+    """A running inference server (worker.inference): where the API sends generations.
+    Rewritten by its heartbeat; one silent past `inference_dead_seconds` is ignored, and
+    removed when it stops (or the next one at its URL replaces it)."""
+
+    __tablename__ = "inference_servers"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    url: Mapped[str] = mapped_column(String(512), unique=True)
+    device: Mapped[str] = mapped_column(String(32))
+    device_name: Mapped[str] = mapped_column(String(255))
+    memory_bytes: Mapped[int] = mapped_column(BigInteger)
+    # The base models it holds now (their sources), so the API prefers it for them.
+    loaded_bases: Mapped[list[Any]] = mapped_column(default=list)
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float, index=True)
+
+
 __all__ = [
     "ApiKey",
     "Artifact",
@@ -438,6 +456,7 @@ __all__ = [
     "Evaluation",
     "File",
     "IdempotencyKey",
+    "InferenceServer",
     "Job",
     "JobAttempt",
     "JobEvent",

@@ -122,6 +122,27 @@ class Settings(BaseSettings):
     metrics_token: str = ""
     # GET /readyz: how long each dependency (database, broker, store) may take to answer.
     readiness_timeout_seconds: float = 2.0
+    # Inference servers (`ftsvc inference`, one per device): each records itself in the
+    # database every inference_heartbeat_seconds; the API ignores one silent for
+    # inference_dead_seconds. A server keeps base models loaded within its memory budget
+    # (bytes; 0: 80% of the GPU, half of the host's memory on CPU), evicting the least
+    # recently used; at most inference_max_adapters adapters stay loaded per base.
+    inference_heartbeat_seconds: float = 5.0
+    inference_dead_seconds: float = 30.0
+    inference_memory_budget_bytes: int = 0
+    inference_max_adapters: int = 16
+    # Requests generated together (one batch of a base model), requests waiting beyond
+    # them (more: 429), and how long one may wait for its turn (longer: 503).
+    inference_max_batch: int = 8
+    inference_max_queue: int = 64
+    inference_queue_timeout_seconds: float = 60.0
+    # How long the API waits for an inference server's next bytes (a base model's first
+    # load counts: an 8B model takes a minute or two from disk).
+    inference_read_timeout_seconds: float = 600.0
+    # Threads of an inference server on the CPU: a decoding step of a small model is too
+    # short to split, and a thread per core spin-waits against the API and the workers
+    # of the same host (measured: 20x slower for the tiny model on a busy 2-core host).
+    inference_cpu_threads: int = 1
 
     @model_validator(mode="before")
     @classmethod

@@ -135,6 +135,14 @@ class PreparedTokenizer:
             )
         )
 
+    def generation_prompt(self, example: Example) -> list[int]:
+        """The conversation as the model continues it (inference): rendered as training
+        renders it, then the template's generation prompt, tokenized as training
+        tokenizes a conversation."""
+        self._check_renders(example)
+        text = self._render(example, add_generation_prompt=True)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def _check_renders(self, example: Example) -> None:
         """Refuse an example that uses what the template cannot render."""
         for feature in sorted(_template_features(example)):

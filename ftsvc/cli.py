@@ -168,9 +168,35 @@ def run_api(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_inference(args: argparse.Namespace) -> None:
+    from ftsvc.preflight import require_database
+
+    # Checked here: once it serves, a missing database fails each heartbeat, not the command.
+    require_database()
+    from worker.inference.server import serve
+
+    serve(args.device, args.host, args.port, args.advertise_url)
+
+
+def free_local_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on now (the embedded inference server's:
+    the API finds it through the database, so no fixed port is needed)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def inference_command(device: str, host: str, port: int) -> list[str]:
+    where = ["--device", device, "--host", host, "--port", str(port)]
+    return [sys.executable, "-m", "ftsvc.cli", "inference", *where]
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     """The embedded single-machine service: migrate, make sure the tiny model exists,
-    then the API, a training worker and a pre-flight worker, each a process of its own,
+    then the API, a training worker, a pre-flight worker and an inference server on the
+    CPU (on a free local port), each a process of its own,
     until SIGTERM or SIGINT stops them all (or one of them dies)."""
     from core.auth import LOCAL_KEY_FILE, ensure_local_key
     from core.db import session_scope
@@ -190,6 +216,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     try:
         supervisor.start("training worker", worker_command([settings.training_queue]))
         supervisor.start("pre-flight worker", preflight_worker_command())
+        inference_port = free_local_port()
+        supervisor.start("inference server", inference_command("cpu", "127.0.0.1", inference_port))
+        # It registers itself before it answers: the API, once up, can send it chats.
+        supervisor.wait_until_answers("inference server", f"http://127.0.0.1:{inference_port}/healthz", 120)
         api = ["--host", args.host, "--port", str(args.port)]
         supervisor.start("API", [sys.executable, "-m", "ftsvc.cli", "api", *api])
         print(f"ftsvc: API on http://{args.host}:{args.port}/v1  data in {settings.data_dir}", flush=True)
@@ -211,8 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(required=True)
     commands: tuple[tuple[str, Command, str], ...] = (
-        ("serve", cmd_serve, "API, training and pre-flight workers (embedded default: SQLite, serverless broker)"),
+        ("serve", cmd_serve, "API, training and pre-flight workers, inference on the CPU (embedded default: SQLite)"),
         ("api", cmd_api, "the HTTP API only"),
+        ("inference", cmd_inference, "an inference server on one device (the API sends it chat completions)"),
         ("worker", cmd_worker, "a Celery worker only (the training queue unless --queues)"),
         ("maintain", cmd_maintain, "the reaper and queue reconciler only (the API also runs them)"),
         ("migrate", cmd_migrate, "upgrade the database schema"),
@@ -227,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("serve", "api"):
             p.add_argument("--host", default=os.environ.get("FTSVC_HOST", "127.0.0.1"))
             p.add_argument("--port", type=int, default=int(os.environ.get("FTSVC_PORT", "8000")))
+        if name == "inference":
+            p.add_argument("--device", default="cpu", help="cpu or cuda:N")
+            p.add_argument("--host", default="127.0.0.1")
+            p.add_argument("--port", type=int, default=8100)
+            p.add_argument("--advertise-url", default=None, help="where the API reaches it (default: http://HOST:PORT)")
         if name == "worker":
             p.add_argument("--queues", default="", help="comma-separated (default: the training queue)")
             p.add_argument("--concurrency", type=int, default=1, help="jobs at once")

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from types import FrameType
 
 
@@ -28,6 +29,23 @@ class Supervisor:
 
     def start(self, name: str, command: list[str]) -> None:
         self.processes[name] = subprocess.Popen(command, start_new_session=True)
+
+    def wait_until_answers(self, name: str, url: str, timeout: float) -> None:
+        """Until the process `name` answers `url` (a health check); an error if it exits
+        first or does not answer within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=1).close()
+                return
+            except OSError:
+                if self.processes[name].poll() is not None:
+                    raise RuntimeError(f"the {name} exited while starting") from None
+                if self._asked.is_set():  # stopping anyway: wait_for_stop says so
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the {name} did not answer {url} within {timeout:g} s") from None
+                time.sleep(0.2)
 
     def wait_for_stop(self) -> str | None:
         """Until SIGTERM or SIGINT arrives (None) or a process exits (its name)."""

@@ -432,3 +432,44 @@ def assert_mlflow_matches(text: str, metrics: list[dict[str, Any]]) -> None:
         points = [m for m in metrics if m["split"] == split]
         assert [(int(r["step"]), float(r["value"])) for r in losses] == [(m["step"], m["loss"]) for m in points]
         assert [int(r["timestamp"]) for r in losses] == [m["created_at"] * 1000 for m in points]
+
+
+class ServiceProcess:
+    """A service command (`ftsvc api`, `ftsvc inference`) as a process of its own on the
+    test database, once it answers /healthz; `stop` as a supervisor stops it (SIGTERM)."""
+
+    def __init__(self, command: list[str], port: int, log_path: Path, **settings: str) -> None:
+        self.port, self.url, self.log_path = port, f"http://127.0.0.1:{port}", log_path
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "ftsvc.cli", *command, "--port", str(port)],
+                cwd=ROOT,
+                env=os.environ | settings,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            wait_healthy(port, self.process, 120, log_path)
+        except BaseException:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            raise
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def start_inference_server(log_dir: Path, **settings: str) -> ServiceProcess:
+    """`ftsvc inference` on the CPU, registered in the test database."""
+    port = free_port()
+    return ServiceProcess(["inference", "--device", "cpu"], port, log_dir / f"inference-{port}.log", **settings)
+
+
+def start_api(log_dir: Path, **settings: str) -> ServiceProcess:
+    port = free_port()
+    return ServiceProcess(["api"], port, log_dir / f"api-{port}.log", **settings)

@@ -9,4 +9,5 @@ COMMANDS = {
     "files": "upload, list and show training files",
     "jobs": "create, list, show, watch, cancel, pause and resume fine-tuning jobs",
     "download": "a job's adapter or a checkpoint's, its sha256 checked",
+    "chat": "chat with a base or fine-tuned model (interactive, or one message with -m)",
 }

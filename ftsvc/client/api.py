@@ -53,9 +53,10 @@ class Api:
         return response.json()
 
     @contextmanager
-    def stream(self, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
-        """A GET whose body is read as it arrives (downloads); an error answer raises."""
-        with self.reaching(), self.http.stream("GET", path, **kwargs) as response:
+    def stream(self, path: str, method: str = "GET", **kwargs: Any) -> Iterator[httpx.Response]:
+        """A request whose answer is read as it arrives (downloads, event streams); an
+        error answer raises."""
+        with self.reaching(), self.http.stream(method, path, **kwargs) as response:
             if response.is_error:
                 response.read()
                 self.check(response)

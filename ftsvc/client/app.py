@@ -7,6 +7,7 @@ from __future__ import annotations
 import typer
 
 from ftsvc.client import files, jobs
+from ftsvc.client.chat import chat_command
 from ftsvc.client.download import download_command
 from ftsvc.client.errors import UsageError
 
@@ -17,6 +18,7 @@ app = typer.Typer(help="Client commands: talk HTTP to a running service.", add_c
 app.add_typer(files.app, name="files")
 app.add_typer(jobs.app, name="jobs")
 app.command("download")(download_command)
+app.command("chat")(chat_command)
 
 
 def run(argv: list[str]) -> int:

@@ -343,3 +343,38 @@ def test_train_pause_resume_watch_and_download(service: Service, tmp_path: Path)
     line = error_line(ftsvc("download", job_id, "-o", str(target), env=service.env()), 1)
     assert f"does not match its sha256: X-Artifact-SHA256 says {digest}" in line and "nothing was saved" in line
     assert not target.exists() and not list(tmp_path.glob("*.part"))
+
+
+# -- chat -------------------------------------------------------------------------------
+
+
+def test_chat_one_message_a_conversation_and_an_unknown_model(service: Service) -> None:
+    # One message: the reply as the API gives it (greedy: the same tokens), streamed.
+    body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 5}
+    answer = httpx.post(
+        f"{service.base_url}/chat/completions",
+        json=body | {"temperature": 0},
+        headers={"Authorization": f"Bearer {service.key}"},
+        timeout=120,
+    )
+    assert answer.status_code == 200, answer.text
+    expected = answer.json()["choices"][0]["message"]["content"]
+    options = ["--max-tokens", "5", "--temperature", "0"]
+    said = ok(ftsvc("chat", "tiny-llama", "-m", "Hello!", *options, env=service.env()))
+    assert said == expected + "\n"
+
+    # A conversation: each line a message, each reply printed after a prompt; an empty line ends it.
+    talked = subprocess.run(
+        [sys.executable, "-m", "ftsvc.cli", "chat", "tiny-llama", *options],
+        cwd=ROOT,
+        env=service.env(),
+        input="Hello!\nAnd then?\n\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert talked.returncode == 0, talked.stderr
+    assert talked.stdout.startswith(f"> {expected}\n> ") and talked.stdout.endswith("\n> ")
+
+    unknown = error_line(ftsvc("chat", "no-such-model", "-m", "Hi", env=service.env()), 1)
+    assert "no-such-model" in unknown and "404" in unknown

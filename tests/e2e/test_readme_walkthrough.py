@@ -61,6 +61,10 @@ def test_readme_walkthrough_on_the_embedded_service(tmp_path: Path) -> None:
         merged = re.findall(r"^(ft-tiny-llama-org-local-demo-ftjob-[\w-]+)/(\S+)$", out, re.M)
         assert len({folder for folder, _ in merged}) == 1
         assert {"model.safetensors", "config.json", "tokenizer.json"} <= {name for _, name in merged}
+        # The chat with the fine-tuned model ends it: a reply from the embedded inference server.
+        assert re.search(
+            r"^\{'index': 0, 'message': \{'role': 'assistant', 'content': .*'finish_reason': '(stop|length)'", out, re.M
+        ), out
     finally:
         stop_embedded_service(server)
     assert server.returncode == 0

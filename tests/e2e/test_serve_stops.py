@@ -42,7 +42,8 @@ def test_sigterm_to_serve_stops_every_process_it_started(tmp_path: Path) -> None
             time.sleep(0.2)
         started = psutil.Process(server.pid).children(recursive=True)
         groups = {os.getpgid(p.pid) for p in started}
-        assert len(groups) == 3 and any("worker.job_process" in " ".join(p.cmdline()) for p in started)
+        # The API, the training and pre-flight workers, the inference server.
+        assert len(groups) == 4 and any("worker.job_process" in " ".join(p.cmdline()) for p in started)
 
         stopping = time.monotonic()
         server.send_signal(signal.SIGTERM)
