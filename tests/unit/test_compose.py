@@ -134,6 +134,8 @@ def test_health_checks_say_whether_each_service_can_serve() -> None:
     assert "http://127.0.0.1:8000/readyz" in api_check
     for name in ("postgres", "redis", "minio", "preflight", "worker-gpu0", "worker-gpu1"):
         assert SERVICES[name]["healthcheck"]["test"], name
+    for name in ("inference-gpu0", "inference-gpu1"):
+        assert "http://127.0.0.1:8100/healthz" in " ".join(SERVICES[name]["healthcheck"]["test"]), name
     # The bucket exists before anything writes to it; the schema before anything reads it.
     for name, service in APP_SERVICES.items():
         if name != "migrate":
