@@ -70,9 +70,12 @@ def unsent_merges(session: Session) -> list[str]:
     return list(session.scalars(stmt.order_by(Merge.pk)))
 
 
-def forget_sent_messages(session: Session) -> None:
-    """The broker lost its messages: every queued merge must be sent again."""
-    session.execute(update(Merge).where(Merge.status == MergeStatus.QUEUED.value).values(enqueued_at=None))
+def forget_sent_messages(session: Session, merge_id: str | None = None) -> None:
+    """The broker lost its messages: every queued merge (or this one, whose message a
+    stopping worker consumed without running it) must be sent again."""
+    queued = Merge.status == MergeStatus.QUEUED.value
+    only = [Merge.id == merge_id] if merge_id is not None else []
+    session.execute(update(Merge).where(queued, *only).values(enqueued_at=None))
 
 
 # -- the worker's lease ----------------------------------------------------------------------

@@ -342,6 +342,12 @@ class Performance(_Strict):
     upcast_unquantized: bool | Literal["auto"] = "auto"
 
 
+class Resources(_Strict):
+    """What a job is given to run on: GPUs of one worker, each to the job alone."""
+
+    gpus: Annotated[int, Field(ge=1, le=8)] = 1
+
+
 class QLoRA(_Strict):
     # null: no quantization (the base in the compute dtype), for adapters that need it.
     quantization: Quantization | None = Quantization()
@@ -349,6 +355,7 @@ class QLoRA(_Strict):
     training: Training = Training()
     data: Data = Data()
     performance: Performance = Performance()
+    resources: Resources = Resources()
 
     @model_validator(mode="after")
     def _performance_fits(self) -> QLoRA:
@@ -556,6 +563,8 @@ class ResolvedQLoRA(_Strict):
     data: ResolvedData
     # Resolved by the worker for its device (worker.training.speed), reported on the job.
     performance: Performance
+    # Jobs created before resources existed have the default in their stored spec.
+    resources: Resources = Resources()
 
 
 class ResolvedSpec(_Strict):
@@ -617,6 +626,7 @@ def resolve(
             training=qlora.training,
             data=data,
             performance=qlora.performance,
+            resources=qlora.resources,
         ),
         from_checkpoint=spec.from_checkpoint,
         integrations=spec.integrations,

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 
-from core import leases, merge_runs
+from core import jobs, leases, merge_runs
 from core.db import session_scope
 from core.queue import RUN_JOB_TASK, RUN_MERGE_TASK, get_celery
-from worker.job_processes import job_processes
+from worker.job_processes import WorkerStopping, job_processes
 
 app = get_celery()
 log = logging.getLogger("ftsvc.worker")
@@ -22,10 +22,17 @@ def run_job(job_id: str) -> None:
         claimable = leases.is_claimable(session, job_id)
         if not claimable:
             leases.note_dropped_delivery(session, job_id)
+        gpus = jobs.requested_gpus(session, job_id)
     if not claimable:
         log.info("job %s is not queued; message dropped", job_id)
         return
-    status = job_processes.run(job_id)
+    try:
+        status = job_processes.run(job_id, gpus=gpus)
+    except WorkerStopping:
+        with session_scope() as session:
+            jobs.forget_sent_messages(session, job_id)
+        log.info("job %s: the worker stopped before it got its GPUs; it goes back to the queue", job_id)
+        return
     if status != 0:
         log.warning("job %s: its process exited with status %d", job_id, status)
 
@@ -37,6 +44,12 @@ def run_merge(merge_id: str) -> None:
     if not claimable:
         log.info("merge %s is not queued; message dropped", merge_id)
         return
-    status = job_processes.run(merge_id, module="worker.merge_process")
+    try:
+        status = job_processes.run(merge_id, module="worker.merge_process")
+    except WorkerStopping:
+        with session_scope() as session:
+            merge_runs.forget_sent_messages(session, merge_id)
+        log.info("merge %s: the worker stopped before it got a GPU; it goes back to the queue", merge_id)
+        return
     if status != 0:
         log.warning("merge %s: its process exited with status %d", merge_id, status)
