@@ -114,8 +114,8 @@ def check_servable(estimate: MemoryEstimate | None, gpus: int, live: Sequence[Li
         "largest_gpu_memory_bytes": max(w.inventory.gpu_memory_bytes for w in live),
         "most_gpus": max(len(w.inventory.gpus) for w in live),
     }
-    if not any(len(w.inventory.gpus) >= gpus for w in live) and placement.queue != get_settings().training_queue:
-        most = max(live, key=lambda w: len(w.inventory.gpus))
+    most = max(live, key=lambda w: len(w.inventory.gpus))
+    if 0 < len(most.inventory.gpus) < gpus:  # (with no GPU at all, the memory is what to say)
         raise InvalidRequest(
             f"This job asks for {gpus} GPUs (qlora.resources.gpus), but no live worker has that many: the most "
             f"is {len(most.inventory.gpus)} on {most.name}",

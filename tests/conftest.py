@@ -78,9 +78,12 @@ class Workers:
     own process group, so `kill` takes the worker and its job's process down at once,
     like a lost machine."""
 
+    # Numbered across all instances: two workers with one node name would answer each
+    # other's pings and share a row in the registry of workers.
+    _numbers = itertools.count(1)
+
     def __init__(self) -> None:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self._numbers = itertools.count(1)
 
     def start(self, queues: Sequence[str] = (), **env: str) -> str:
         """A worker on `queues` (default: the training queue), with extra settings `env`."""

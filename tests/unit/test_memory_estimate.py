@@ -84,14 +84,10 @@ def test_least_memory_follows_the_workers_auto_settings() -> None:
     long_rows = least_memory(LLAMA_8B, spec(training={"max_seq_length": 32768}))
     assert long_rows.tokens_per_step == 32768
     # Padded batches: batch_size rows of max_seq_length; DPO pairs count twice.
-    rows = least_memory(LLAMA_8B, spec(performance={"tokens_per_step": None}, training={"max_seq_length": 512}))
-    assert rows.tokens_per_step == rows_batch(spec(performance={"tokens_per_step": None}, training={"max_seq_length": 512}))
-    dpo = least_memory(LLAMA_8B, spec("dpo", training={"max_seq_length": 512}))
-    assert dpo.tokens_per_step == 2 * rows_batch(spec("dpo", training={"max_seq_length": 512}))
-
-
-def rows_batch(s: ResolvedSpec) -> int:
-    return s.hparams.batch_size * s.qlora.training.max_seq_length
+    padded = spec(performance={"tokens_per_step": None}, training={"max_seq_length": 512})
+    assert least_memory(LLAMA_8B, padded).tokens_per_step == padded.hparams.batch_size * 512
+    dpo = spec("dpo", training={"max_seq_length": 512})
+    assert least_memory(LLAMA_8B, dpo).tokens_per_step == 2 * dpo.hparams.batch_size * 512
 
 
 def test_other_adapters_count_their_own_parameters() -> None:
