@@ -71,3 +71,17 @@ def test_asking_for_more_gpus_than_any_live_worker_has_is_refused() -> None:
         check_servable(EIGHT_B, 8, [worker("small@a", 4, 44.4)])
     assert refused.value.code == "not_enough_gpus" and refused.value.param == "qlora.resources.gpus"
     assert "8 GPUs" in refused.value.message and "the most is 4 on small@a" in refused.value.message
+
+
+def test_an_estimate_beyond_every_memory_class_is_refused_even_with_no_live_worker() -> None:
+    asked = {"performance": {"tokens_per_step": 65536, "gradient_checkpointing": False}}
+    spec = resolve(
+        JobSpec.model_validate({"model": "m", "training_file": "f", "qlora": asked}),
+        n_examples=100,
+        seed=0,
+        data_format="chat",
+    )
+    huge = least_memory(ModelShape.from_config(model_shapes.LLAMA_8B), spec)
+    assert place(huge, 1) is None
+    with pytest.raises(InvalidRequest, match=r"more than the largest GPU memory class \(178 GiB"):
+        check_servable(huge, 1, [])
