@@ -22,7 +22,7 @@ def run_job(job_id: str) -> None:
         claimable = leases.is_claimable(session, job_id)
         if not claimable:
             leases.note_dropped_delivery(session, job_id)
-        gpus = jobs.requested_gpus(session, job_id)
+        gpus = jobs.requested_gpus(session, job_id) if claimable else 0
     if not claimable:
         log.info("job %s is not queued; message dropped", job_id)
         return
