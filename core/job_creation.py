@@ -1,6 +1,7 @@
 """Job creation: check what is cheap (the spec, what it refers to: model, files, the
 adapter it continues (core.continued_training); the quotas of active jobs and stored
-bytes), store the job in `validating_files` with a provisional resolved spec, and send
+bytes; whether a live worker can run it, when its base model's shape is known here:
+core.routing), store the job in `validating_files` with a provisional resolved spec, and send
 it to the pre-flight queue once committed. The tokenizer work runs in a pre-flight
 worker (core.job_preflight), so creation answers at once whatever the file's size."""
 
@@ -10,7 +11,7 @@ import secrets
 
 from sqlalchemy.orm import Session
 
-from core import files, fine_tuned_models, registered_models
+from core import files, fine_tuned_models, registered_models, registry, routing, worker_registry
 from core.auth import take_turn
 from core.continued_training import starting_adapter, trained_settings
 from core.db import session_scope
@@ -22,7 +23,7 @@ from core.ids import new_id
 from core.jobs import count_active, publish
 from core.models import File, Job
 from core.settings import get_settings
-from core.specs import JobSpec, check_data_fits_method, resolve, training_examples
+from core.specs import JobSpec, ResolvedSpec, check_data_fits_method, resolve, training_examples
 from core.states import JobStatus
 from core.tasks import FileTasks, job_tasks
 from core.usage import check_room_for_outputs
@@ -75,6 +76,17 @@ def _check_active_jobs_quota(session: Session, org_id: str) -> None:
         )
 
 
+def _placement(session: Session, base: str, spec: ResolvedSpec) -> routing.Placement | None:
+    """Where the job's training will go, refusing a job that no live worker can run,
+    when its base model is a local one (its config.json is read here; no torch). Other
+    models, and the final placement, are the pre-flight's (its batch size may change)."""
+    config = registry.local_config(base)
+    if config is None:
+        return None
+    estimate = routing.estimate_job(config, spec)
+    return routing.check_servable(estimate, spec.qlora.resources.gpus, worker_registry.live_workers(session))
+
+
 def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
     """Validate the references of a spec and store the job in `validating_files`.
 
@@ -112,6 +124,7 @@ def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
         trained=trained,
         tasks=tasks,
     )
+    placement = _placement(session, base, resolved)
     check_room_for_outputs(session, org_id)
     # Last before the insert: creations of one organization take turns from here to
     # their commit, so the turn is kept short.
@@ -132,6 +145,7 @@ def create_job(session: Session, org_id: str, spec: JobSpec) -> Job:
         suffix=spec.suffix,
         metadata_=spec.metadata,
         result_files=[],
+        placement=placement.as_json() if placement else None,
     )
     session.add(job)
     session.flush()

@@ -1,24 +1,28 @@
 """A job's pre-flight, run by a pre-flight worker (never the API process): load the base
 model's tokenizer, check its chat template and EOS, count the training data's tokens,
-resolve the hyperparameters that depend on the number of trainable examples, and move
-the job from `validating_files` to `queued`, or to `failed` with an error that says what
-to fix. Preference pairs (DPO) are counted as their trainer tokenizes them
+resolve the hyperparameters that depend on the number of trainable examples, estimate
+its GPU memory and choose its queue (core.routing), and move the job from
+`validating_files` to `queued`, or to `failed` with an error that says what to
+fix. Preference pairs (DPO) are counted as their trainer tokenizes them
 (core.preferences). transformers is imported (lazily, by core.tokenization) only on
 this path."""
 
 from __future__ import annotations
 
+import json
 import socket
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from core import files, registered_models, registry
+from core import files, registered_models, registry, routing, worker_registry
 from core.datasets import DataFile, examples_of
 from core.db import session_scope
 from core.errors import InvalidRequest, ServiceError
 from core.events import add_event
 from core.jobs import publish, transition, waiting_job
+from core.model_cache import materialize
 from core.preferences import check_tools_render, pairs_of, preference_statistics
 from core.specs import JobSpec, ResolvedSpec, resolve_method, training_examples
 from core.states import JobStatus
@@ -125,7 +129,33 @@ def _with_counted_examples(p: _Pending, stats: dict[str, Any]) -> ResolvedSpec:
     return p.spec.model_copy(update={"method": method})
 
 
-def _queue(p: _Pending, stats: dict[str, Any], notes: list[str]) -> bool:
+@lru_cache(maxsize=64)
+def _model_config(model_ref: registry.ModelRef, model_version: float) -> dict[str, Any] | None:
+    """The base model's config.json: on this host (a local model, a registered one's
+    extracted files), else through transformers (a hub model); None when unreadable."""
+    path = Path(materialize(model_ref, weights=False).source) / "config.json"
+    if path.is_file():
+        return dict(json.loads(path.read_text()))
+    from transformers import AutoConfig
+
+    try:
+        return dict(AutoConfig.from_pretrained(model_ref.source, trust_remote_code=False).to_dict())
+    except Exception:  # the tokenizer loaded, so the model exists: route it as an unknown shape
+        return None
+
+
+def _place(p: _Pending, spec: ResolvedSpec) -> tuple[routing.Placement, bool]:
+    """The job's placement (a refusal when no live worker can run it), and whether no
+    training worker is live at all."""
+    estimate = routing.estimate_job(_model_config(p.model_ref, registry.modified_at(p.model_ref)), spec)
+    with session_scope() as session:
+        live = worker_registry.live_workers(session)
+    return routing.check_servable(estimate, spec.qlora.resources.gpus, live), not live
+
+
+def _queue(
+    p: _Pending, stats: dict[str, Any], notes: list[str], spec: ResolvedSpec, placement: routing.Placement, alone: bool
+) -> bool:
     with session_scope() as session:
         add_event(
             session,
@@ -137,19 +167,27 @@ def _queue(p: _Pending, stats: dict[str, Any], notes: list[str]) -> bool:
         )
         for note in notes:
             add_event(session, p.job_id, note, level="warn")
+        add_event(
+            session, p.job_id, f"Routed to queue {placement.queue}: {placement.describe()}", data=placement.as_json()
+        )
+        if alone:
+            message = routing.NO_LIVE_WORKER.format(queue=placement.queue, need=placement.describe())
+            add_event(session, p.job_id, message, level="warn")
         return transition(
             session,
             p.job_id,
             JobStatus.QUEUED,
             message="Validated training files; job queued",
             statistics=stats,
-            spec=_with_counted_examples(p, stats).model_dump(mode="json"),
+            spec=spec.model_dump(mode="json"),
+            placement=placement.as_json(),
             enqueued_at=None,
         )
 
 
-def fail(job_id: str, code: str, message: str, param: str | None) -> None:
-    """End a job whose pre-flight failed, with the error a user reads on the job."""
+def fail(job_id: str, code: str, message: str, param: str | None, data: dict[str, Any] | None = None) -> None:
+    """End a job whose pre-flight failed, with the error a user reads on the job (and
+    the refusal's figures, if any, on its event)."""
     with session_scope() as session:
         transition(
             session,
@@ -157,6 +195,7 @@ def fail(job_id: str, code: str, message: str, param: str | None) -> None:
             JobStatus.FAILED,
             level="error",
             message=f"Pre-flight failed ({code}): {message}",
+            data=data or None,
             error={"code": code, "message": message, "param": param},
         )
 
@@ -171,8 +210,10 @@ def run_preflight(job_id: str) -> None:
         if pending is None:
             return
         stats, notes = _measure(pending)
+        spec = _with_counted_examples(pending, stats)
+        placement, alone = _place(pending, spec)
     except ServiceError as refusal:
-        fail(job_id, refusal.code, refusal.message, refusal.param)
+        fail(job_id, refusal.code, refusal.message, refusal.param, refusal.extra)
         return
-    if _queue(pending, stats, notes):
+    if _queue(pending, stats, notes, spec, placement, alone):
         publish(job_id)

@@ -19,6 +19,7 @@ from core.events import add_event
 from core.models import Job
 from core.paging import page
 from core.queue import PREFLIGHT_JOB_TASK, RUN_JOB_TASK, send
+from core.settings import get_settings
 from core.states import ACTIVE, TRANSITIONS, JobStatus, Level
 from core.transitions import move, rows_matched
 
@@ -183,17 +184,33 @@ WAITING = [s.value for s in MESSAGE_FOR]
 def publish(job_id: str, status: JobStatus = JobStatus.QUEUED) -> bool:
     """Send a committed job's id to the queue of the state it waits in, then note when
     (committing it). A job whose message could not be sent keeps `enqueued_at` empty,
-    and the maintenance loop sends it again."""
-    if not send(MESSAGE_FOR[status], job_id):
+    and the maintenance loop sends it again. Training goes to the queue of the job's
+    placement (core.routing); a job without one, to the training queue."""
+    settings = get_settings()
+    queue = settings.preflight_queue
+    if status == JobStatus.QUEUED:
+        with session_scope() as session:
+            placement = session.scalar(select(Job.placement).where(Job.id == job_id))
+        queue = placement["queue"] if placement else settings.training_queue
+    if not send(MESSAGE_FOR[status], job_id, queue):
         return False
     with session_scope() as session:
         session.execute(update(Job).where(Job.id == job_id, Job.status == status.value).values(enqueued_at=time.time()))
     return True
 
 
-def forget_sent_messages(session: Session) -> None:
-    """The broker lost its messages: every waiting job must be sent again."""
-    session.execute(update(Job).where(Job.status.in_(WAITING)).values(enqueued_at=None))
+def requested_gpus(session: Session, job_id: str) -> int:
+    """The GPUs the job runs on, as it was placed (qlora.resources.gpus; 1 for a job
+    never placed)."""
+    placement = session.scalar(select(Job.placement).where(Job.id == job_id))
+    return int(placement["gpus"]) if placement else 1
+
+
+def forget_sent_messages(session: Session, job_id: str | None = None) -> None:
+    """The broker lost its messages: every waiting job (or this one, whose message a
+    stopping worker consumed without running it) must be sent again."""
+    only = [Job.id == job_id] if job_id is not None else []
+    session.execute(update(Job).where(Job.status.in_(WAITING), *only).values(enqueued_at=None))
 
 
 def unsent_jobs(session: Session) -> list[tuple[str, JobStatus]]:

@@ -88,10 +88,12 @@ class LeasedRuns(Generic[Row]):
         stmt = select(self.table.id).where(self.table.status == Status.QUEUED.value, self.table.enqueued_at.is_(None))
         return list(session.scalars(stmt.order_by(self.table.pk)))
 
-    def forget_sent_messages(self, session: Session) -> None:
-        """The broker lost its messages: every queued operation must be sent again."""
+    def forget_sent_messages(self, session: Session, row_id: str | None = None) -> None:
+        """The broker lost its messages: every queued operation (or this one, whose
+        message a stopping worker consumed without running it) must be sent again."""
         queued = self.table.status == Status.QUEUED.value
-        session.execute(update(self.table).where(queued).values(enqueued_at=None))
+        only = [self.table.id == row_id] if row_id is not None else []
+        session.execute(update(self.table).where(queued, *only).values(enqueued_at=None))
 
     # -- the worker's lease ----------------------------------------------------------------
     def is_claimable(self, session: Session, row_id: str) -> bool:

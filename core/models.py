@@ -135,6 +135,31 @@ class Job(Base):
     enqueued_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     # Set by POST .../pause on a running job; the worker checkpoints and stops.
     pause_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Where its training message goes (core.routing): {"queue", "gpus", "estimate"}; None
+    # until routed (then the training queue every training worker consumes).
+    placement: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+
+
+class Worker(Base):
+    """A training worker (a Celery worker process on the training queues) and its devices,
+    advertised when it starts and renewed by its heartbeat (core.worker_registry). A
+    service's row, of no organization."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)  # the Celery node name
+    hostname: Mapped[str] = mapped_column(String(255))
+    # The service's training queue it serves (the routed queues are named after it).
+    training_queue: Mapped[str] = mapped_column(String(255))
+    queues: Mapped[list[Any]] = mapped_column()
+    # [{"index", "name", "memory_bytes"}] per GPU; [] for a CPU worker.
+    devices: Mapped[list[Any]] = mapped_column()
+    gpus: Mapped[int] = mapped_column(Integer)
+    # The smallest of its GPUs' memory (what each job's GPU is sure to have); 0 without GPUs.
+    gpu_memory_bytes: Mapped[int] = mapped_column(BigInteger)
+    host_memory_bytes: Mapped[int] = mapped_column(BigInteger)
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float, index=True)
 
 
 class JobAttempt(Base):

@@ -101,13 +101,16 @@ def remember_broker() -> None:
             client.set(BROKER_MARKER, "1")
 
 
-def send(task: str, row_id: str) -> bool:
+def send(task: str, row_id: str, queue: str | None = None) -> bool:
     """Publish a task for a row (a job, a merge, an evaluation, a preview or a webhook
-    delivery) by its id; called only after the row is committed. Returns False when the
-    broker cannot be reached: the row is safe in the database, and the maintenance loop
-    sends it again."""
+    delivery) by its id, to `queue` or the task's own (a job's training goes to the queue
+    routing chose: core.routing); called only after the row is committed. Returns False
+    when the broker cannot be reached: the row is safe in the database, and the
+    maintenance loop sends it again."""
     try:
-        get_celery().send_task(task, args=[row_id], retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2})
+        get_celery().send_task(
+            task, args=[row_id], queue=queue, retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2}
+        )
     except Exception:  # broker down: the row is safe in the database
         log.exception("could not publish %s for %s", task, row_id)
         return False

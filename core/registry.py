@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.errors import InvalidRequest
 from core.settings import get_settings
@@ -37,6 +38,13 @@ def _local_dir(name: str) -> Path | None:
         return None
     path = get_settings().models_root / name
     return path if (path / "config.json").is_file() else None
+
+
+def local_config(name: str) -> dict[str, Any] | None:
+    """The config.json of a base model under the models root; None for any other model
+    (a hub id, a registered model: their configuration is read by a pre-flight worker)."""
+    path = _local_dir(name)
+    return dict(json.loads((path / "config.json").read_text())) if path is not None else None
 
 
 def list_models() -> list[ModelRef]:

@@ -10,8 +10,15 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class WorkerDevice(BaseModel):
+    """A GPU as FTSVC_WORKER_DEVICES describes it, in place of the ones nvidia-smi finds."""
+
+    name: str
+    memory_gib: float = Field(gt=0)
 
 
 class Settings(BaseSettings):
@@ -56,6 +63,25 @@ class Settings(BaseSettings):
     # so most requests authenticate without a query; it is also how long a revoked key
     # may still be accepted by a process that saw it just before. 0: no cache.
     auth_cache_seconds: float = 5.0
+
+    # GPU-aware routing (core.routing, core.worker_registry). A training worker advertises
+    # its devices and renews its row every worker_heartbeat_seconds; one not heard from
+    # for worker_liveness_seconds is not live.
+    worker_heartbeat_seconds: float = 10.0
+    worker_liveness_seconds: float = 30.0
+    # The GPUs this worker advertises and hands out, instead of those it finds: a JSON
+    # list of {"name", "memory_gib"}; [] for a CPU worker on a GPU host. For operators
+    # (a share of a host) and tests (GPU inventories on a CPU machine).
+    worker_devices: list[WorkerDevice] | None = None
+    # Memory classes of the routed queues, in GiB per GPU: a job goes to the smallest
+    # class that holds its estimate, a worker serves every class its GPUs hold. Just
+    # under what common cards report (T4 14.7, L4/A10 22.0, 4090 23.6, A100-40 39.4,
+    # L40S 44.4, A6000 47.5, A100-80/H100 79.1, H100 NVL 93.0, H200 139.8, B200 178.4).
+    gpu_memory_classes_gib: list[int] = [14, 22, 23, 39, 44, 47, 79, 93, 139, 178]
+    # A job whose estimate, besides the fixed CUDA overhead, is at most this on one GPU is
+    # tiny: it goes to the training queue itself, which every training worker serves,
+    # CPU workers (the embedded mode, the tests) included.
+    tiny_job_gib: float = 1.0
 
     # A worker holds a lease on its job and renews it every lease_seconds / 4; a lease
     # not renewed in time means the worker is gone, and the job resumes elsewhere from

@@ -367,6 +367,12 @@ class EvaluationRequest(_Strict):
     )
 
 
+class Resources(_Strict):
+    """What a job is given to run on: GPUs of one worker, each to the job alone."""
+
+    gpus: Annotated[int, Field(ge=1, le=8)] = 1
+
+
 class QLoRA(_Strict):
     # null: no quantization (the base in the compute dtype), for adapters that need it.
     quantization: Quantization | None = Quantization()
@@ -376,6 +382,7 @@ class QLoRA(_Strict):
     performance: Performance = Performance()
     # Evaluate the fine-tuned model against its base once the job succeeded.
     evaluation: EvaluationRequest | None = None
+    resources: Resources = Resources()
 
     @model_validator(mode="after")
     def _performance_fits(self) -> QLoRA:
@@ -585,6 +592,8 @@ class ResolvedQLoRA(_Strict):
     performance: Performance
     # Jobs created before evaluations existed have none in their stored spec.
     evaluation: EvaluationRequest | None = None
+    # Jobs created before resources existed have the default in their stored spec.
+    resources: Resources = Resources()
 
 
 class ResolvedSpec(_Strict):
@@ -647,6 +656,7 @@ def resolve(
             data=data,
             performance=qlora.performance,
             evaluation=qlora.evaluation,
+            resources=qlora.resources,
         ),
         from_checkpoint=spec.from_checkpoint,
         integrations=spec.integrations,

@@ -85,8 +85,8 @@ class Workers:
     own process group, so `kill` takes the worker and its job's process down at once,
     like a lost machine."""
 
-    # One numbering for every instance: two workers of one name would share a log file
-    # and answer each other's pings.
+    # Numbered across all instances: two workers with one node name would share a log
+    # file, answer each other's pings and share a row in the registry of workers.
     _numbers = itertools.count(1)
 
     def __init__(self) -> None:

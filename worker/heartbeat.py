@@ -1,5 +1,7 @@
-"""The worker's side of a job's lease: a heartbeat thread that renews it while the job
-runs, and notices at once when it is no longer ours."""
+"""Heartbeats: the worker's side of a job's lease, a thread that renews it while the job
+runs and notices at once when it is no longer ours; and the training worker's own row
+in the registry of workers and their devices (core.worker_registry), renewed while the
+worker process lives."""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ from types import TracebackType
 
 from sqlalchemy.orm import Session
 
-from core import leases
+from core import leases, worker_registry
 from core.db import session_scope
 from core.settings import get_settings
+from core.worker_registry import Inventory
 
 log = logging.getLogger("ftsvc.worker")
 
@@ -66,3 +69,46 @@ class Heartbeat:
     ) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class WorkerHeartbeat:
+    """Advertises a training worker (its name, queues and devices) and renews its row
+    every FTSVC_WORKER_HEARTBEAT_SECONDS from a daemon thread, advertising it again if
+    the row went (a worker taken for dead that was only cut off). `stop` withdraws it."""
+
+    def __init__(self, name: str, queues: list[str], inventory: Inventory) -> None:
+        self.name, self.queues, self.inventory = name, queues, inventory
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="worker-heartbeat", daemon=True)
+
+    def _advertise(self) -> None:
+        with session_scope() as session:
+            worker_registry.advertise(session, self.name, socket.gethostname(), self.queues, self.inventory)
+
+    def _run(self) -> None:
+        advertised = False
+        interval = get_settings().worker_heartbeat_seconds
+        while True:
+            try:
+                if advertised:
+                    with session_scope() as session:
+                        advertised = worker_registry.beat(session, self.name)
+                if not advertised:
+                    self._advertise()
+                    advertised = True
+            except Exception:  # a database outage: the row ages, and the next beat renews it
+                log.exception("could not renew worker %s in the registry; retrying", self.name)
+            if self._stop.wait(interval):
+                return
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)  # no renewal after the withdrawal
+        try:
+            with session_scope() as session:
+                worker_registry.withdraw(session, self.name)
+        except Exception:  # then it stops being live when its heartbeat times out
+            log.exception("could not withdraw worker %s from the registry", self.name)

@@ -1,34 +1,101 @@
 """The Celery worker's side of running jobs: each job in a new process of its own
 (`python -m worker.job_process`), so the worker itself never imports torch and every
-job's GPU and host memory is returned in full when its process exits; and the stop of
-those processes when the worker shuts down."""
+job's GPU and host memory is returned in full when its process exits; the GPUs each
+process is given, to it alone; and the stop of those processes when the worker shuts
+down."""
 
 from __future__ import annotations
 
+import collections
 import logging
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 log = logging.getLogger("ftsvc.worker")
 
 
-class JobProcesses:
-    """The job processes this worker runs (one per pool thread). `stop` asks each to
-    checkpoint and give its job back; one still running `grace` seconds later is
-    killed, and its job is left to the lease reaper."""
+class WorkerStopping(Exception):
+    """The worker began to stop before the job got its GPUs: it was not started."""
+
+
+class GpuPool:
+    """The worker's GPUs, each held by one job process at a time. A job asking for N
+    takes N at once when N are free; requests are served in their order, so a job
+    waiting for several GPUs is not overtaken forever by single-GPU ones."""
 
     def __init__(self) -> None:
+        self._free: list[int] = []
+        self._size = 0
+        self._turns: collections.deque[object] = collections.deque()
+        self._changed = threading.Condition()
+
+    def configure(self, indices: Sequence[int]) -> None:
+        with self._changed:
+            self._free, self._size = list(indices), len(indices)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @contextmanager
+    def held(self, count: int, stopping: Callable[[], bool] = lambda: False) -> Iterator[list[int]]:
+        """`count` free GPUs, held until the block ends; none on a worker without GPUs.
+        Raises WorkerStopping if `stopping()` turns true while it waits."""
+        if not self._size:
+            yield []
+            return
+        if count > self._size:
+            raise ValueError(f"asked for {count} GPUs; this worker has {self._size}")
+        turn = object()
+        with self._changed:
+            self._turns.append(turn)
+            while not (self._turns[0] is turn and len(self._free) >= count):
+                if stopping():
+                    self._turns.remove(turn)
+                    self._changed.notify_all()
+                    raise WorkerStopping
+                self._changed.wait(timeout=0.5)
+            self._turns.popleft()
+            taken, self._free = self._free[:count], self._free[count:]
+            self._changed.notify_all()
+        try:
+            yield taken
+        finally:
+            with self._changed:
+                self._free = sorted(self._free + taken)
+                self._changed.notify_all()
+
+
+class JobProcesses:
+    """The job processes this worker runs (one per pool thread; a GPU worker has a
+    thread per GPU). `stop` asks each to checkpoint and give its job back; one still
+    running `grace` seconds later is killed, and its job is left to the lease reaper."""
+
+    def __init__(self) -> None:
+        self.gpus = GpuPool()
         self._running: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
         self._deadline: float | None = None
 
-    def run(self, job_id: str, module: str = "worker.job_process") -> int:
+    def run(self, job_id: str, module: str = "worker.job_process", gpus: int = 1) -> int:
         """Run the job's process (`python -m <module> <job_id>`; a merge's is
-        worker.merge_process) to its end; returns its exit status."""
-        process = subprocess.Popen([sys.executable, "-m", module, job_id])
+        worker.merge_process) to its end on `gpus` GPUs of its own (CUDA_VISIBLE_DEVICES,
+        numbered as nvidia-smi does; waiting for them if other jobs hold them); returns
+        its exit status. Raises WorkerStopping if the worker stops while the job waits."""
+        with self.gpus.held(gpus, stopping=lambda: self._deadline is not None) as indices:
+            env = os.environ.copy()
+            if indices:
+                env |= {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(map(str, indices))}
+            return self._run(job_id, [sys.executable, "-m", module, job_id], env)
+
+    def _run(self, job_id: str, command: list[str], env: dict[str, str]) -> int:
+        process = subprocess.Popen(command, env=env)
         with self._lock:
             self._running.add(process)
             stopping = self._deadline is not None

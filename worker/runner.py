@@ -68,7 +68,13 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
         return
     phase: Phase = "loading"
     recipe = None
-    reporter.event(f"Job process {os.getpid()} started on {socket.gethostname()}; loading the training stack")
+    gpus = os.environ.get("CUDA_VISIBLE_DEVICES")  # set by the worker: the GPUs given to this job alone
+    reporter.event(
+        f"Job process {os.getpid()} started on {socket.gethostname()}"
+        + (f" with GPU(s) {gpus}" if gpus is not None else "")
+        + "; loading the training stack",
+        data={"host": socket.gethostname(), "cuda_visible_devices": gpus},
+    )
     try:
         # Imported here so that a failure to import the stack also ends the job cleanly.
         from worker.checkpoint_storage import fetch_adapter, restore_state

@@ -8,11 +8,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from core import evaluations, leases, logs, merge_runs
+from core import evaluations, jobs, leases, logs, merge_runs
 from core.db import session_scope
 from core.leased_runs import LeasedRuns
 from core.queue import RUN_EVALUATION_TASK, RUN_JOB_TASK, RUN_MERGE_TASK, get_celery
-from worker.job_processes import job_processes
+from worker.job_processes import WorkerStopping, job_processes
 
 app = get_celery()
 log = logging.getLogger("ftsvc.worker")
@@ -29,10 +29,17 @@ def _run_job(job_id: str) -> None:
         claimable = leases.is_claimable(session, job_id)
         if not claimable:
             leases.note_dropped_delivery(session, job_id)
+        gpus = jobs.requested_gpus(session, job_id) if claimable else 0
     if not claimable:
         log.info("job %s is not queued; message dropped", job_id)
         return
-    status = job_processes.run(job_id)
+    try:
+        status = job_processes.run(job_id, gpus=gpus)
+    except WorkerStopping:
+        with session_scope() as session:
+            jobs.forget_sent_messages(session, job_id)
+        log.info("job %s: the worker stopped before it got its GPUs; it goes back to the queue", job_id)
+        return
     if status != 0:
         log.warning("job %s: its process exited with status %d", job_id, status)
 
@@ -46,7 +53,13 @@ def _run_leased(runs: LeasedRuns[Any], row_id: str, module: str) -> None:
         if not claimable:
             log.info("%s %s is not queued; message dropped", runs.noun, row_id)
             return
-        status = job_processes.run(row_id, module=module)
+        try:
+            status = job_processes.run(row_id, module=module)
+        except WorkerStopping:
+            with session_scope() as session:
+                runs.forget_sent_messages(session, row_id)
+            log.info("%s %s: the worker stopped before it got a GPU; it goes back to the queue", runs.noun, row_id)
+            return
         if status != 0:
             log.warning("%s %s: its process exited with status %d", runs.noun, row_id, status)
 

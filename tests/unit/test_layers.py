@@ -19,11 +19,13 @@ OUTSIDE_CORE = ("api", "worker", "ftsvc", "bench")
 SQL = re.compile(r"(?<![.\w])(select|update|delete|insert)\(|\bsession\.(execute|scalar|scalars|query|get)\(")
 # What worker/training/ may import from the project: the spec (and its validation errors
 # in the user's terms), data reading and tokenization (of examples and of preference
-# pairs), the examples' tasks, the vocabulary of states, the domain's errors, and itself.
+# pairs), the examples' tasks, the vocabulary of states, the domain's errors, the memory
+# estimate its speed settings share with routing, and itself.
 RECIPE_MAY_IMPORT = {
     "core.datasets",
     "core.errors",
     "core.formats",
+    "core.memory_estimate",
     "core.preference_format",
     "core.preferences",
     "core.registry",

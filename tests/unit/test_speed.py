@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
+from core.memory_estimate import GIB, ModelShape, estimate
 from core.specs import JobSpec, ResolvedSpec, resolve
 from worker import model_shapes
 from worker.training.runtime import Runtime, pick_runtime
-from worker.training.speed import activation_bytes, fits_without_checkpointing, resolve_speed
+from worker.training.speed import fits_without_checkpointing, resolve_speed
 
-LLAMA_8B = SimpleNamespace(**model_shapes.LLAMA_8B)
+LLAMA_8B = ModelShape.from_config(model_shapes.LLAMA_8B)
 H200 = Runtime("cuda:0", "NVIDIA H200", "bfloat16", 150_109_880_320)
 A100_40GB = Runtime("cuda:0", "NVIDIA A100-SXM4-40GB", "bfloat16", 42_949_672_960)
 
@@ -43,7 +42,7 @@ def test_memory_estimate_matches_what_the_h200_showed() -> None:
     # 60.6 GiB; 16,384 did not fit without it.
     assert fits_without_checkpointing(LLAMA_8B, 8192, spec(), H200.memory_bytes)
     assert not fits_without_checkpointing(LLAMA_8B, 16384, spec(), H200.memory_bytes)
-    assert 40 < activation_bytes(LLAMA_8B, 8192, lora_dropout=True) / 2**30 < 80
+    assert 50 < estimate(LLAMA_8B, spec(), 8192, recompute=False).activations / GIB < 70
 
 
 def test_long_examples_raise_the_budget_and_prompt_methods_keep_rows() -> None:

@@ -28,6 +28,7 @@ from trl.trainer.sft_trainer import SFTTrainer
 
 from core.datasets import DataFile
 from core.errors import ServiceError
+from core.memory_estimate import ModelShape
 from core.registry import ModelRef
 from core.specs import ResolvedDpoHyperparameters, ResolvedSpec
 from core.states import StopReason
@@ -266,7 +267,7 @@ class Recipe:
 
     def resolve_speed(self) -> Speed:
         config = AutoConfig.from_pretrained(self.model_ref.source, trust_remote_code=False)
-        speed = resolve_speed(self.spec, self.runtime, config)
+        speed = resolve_speed(self.spec, self.runtime, ModelShape.from_config(config.to_dict()))
         self.reporter.runtime(self.runtime.describe() | {"speed": speed.describe()})
         return speed
 
