@@ -17,6 +17,7 @@ set; then it asks for `Authorization: Bearer <that token>`."""
 
 from __future__ import annotations
 
+import collections
 import hmac
 import logging
 import time
@@ -29,7 +30,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core import queue, service_stats
+from core import inference_servers, queue, service_stats, worker_registry
 from core.auth import bearer_key
 from core.db import read_scope
 from core.errors import Unauthorized
@@ -89,13 +90,35 @@ def _queue_depths() -> Iterator[Metric]:
     yield family
 
 
+def _live_workers() -> Iterator[Metric]:
+    """What can run work now: live training workers, their GPUs by model, and live
+    inference servers by device (their registries' liveness timeouts)."""
+    with read_scope() as session:
+        workers = worker_registry.live_workers(session)
+        servers = inference_servers.live(session)
+    yield GaugeMetricFamily(
+        "ftsvc_live_workers", "Training workers heard from within their liveness timeout", len(workers)
+    )
+    gpus = GaugeMetricFamily("ftsvc_live_gpus", "GPUs of the live training workers, by model", labels=["gpu"])
+    for name, count in sorted(collections.Counter(d.name for w in workers for d in w.inventory.gpus).items()):
+        gpus.add_metric([name], count)
+    yield gpus
+    inference = GaugeMetricFamily(
+        "ftsvc_live_inference_servers", "Inference servers heard from within their liveness timeout", labels=["device"]
+    )
+    for device, count in sorted(collections.Counter(s.device_name for s in servers).items()):
+        inference.add_metric([device], count)
+    yield inference
+
+
 # The sources of the service's state, by name (the `source` label of
-# ftsvc_metrics_source_up). The worker registry's live workers and GPUs join here.
+# ftsvc_metrics_source_up).
 STATE_SOURCES: dict[str, Callable[[], Iterable[Metric]]] = {
     "jobs": _jobs_by_status,
     "gpu_hours": _gpu_hours,
     "training_speed": _training_speed,
     "queues": _queue_depths,
+    "workers": _live_workers,
 }
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,39 @@ def test_metrics_report_jobs_by_status_gpu_hours_speed_and_queues(org: tuple[str
     assert value(after, "ftsvc_http_requests_total", method="GET", route="/metrics", status="200") == 1
     routes = {dict(labels).get("route") for name, labels in after if name == "ftsvc_http_requests_total"}
     assert f"/v1/fine_tuning/jobs/{queued}" not in routes
+
+
+def test_metrics_count_live_workers_their_gpus_and_inference_servers(org: tuple[str, str, str]) -> None:
+    from core import inference_servers, worker_registry
+    from core.worker_registry import Device, Inventory
+
+    names = [f"metrics-{uuid.uuid4().hex[:8]}@host-a", f"metrics-{uuid.uuid4().hex[:8]}@host-b"]
+    url = f"http://metrics-{uuid.uuid4().hex[:8]}:8100"
+    h200 = Device(0, "NVIDIA H200", 141 << 30)
+    with make_client(org[1]) as client:
+        before = scrape(client)
+        with session_scope() as session:
+            worker_registry.advertise(session, names[0], "host-a", ["training"], Inventory((h200, h200), 1 << 40))
+            worker_registry.advertise(session, names[1], "host-b", ["training"], Inventory((), 1 << 34))
+            inference_servers.heartbeat(session, url, "cuda:0", "NVIDIA H200", 141 << 30, [], time.time())
+        try:
+            after = scrape(client)
+        finally:
+            with session_scope() as session:
+                for name in names:
+                    worker_registry.withdraw(session, name)
+                inference_servers.remove(session, url)
+        gone = scrape(client)
+
+    def grew(name: str, **labels: str) -> float:  # (a series with no sample before: 0)
+        key = (name, frozenset(labels.items()))
+        return after[key] - before.get(key, 0.0)
+
+    assert grew("ftsvc_live_workers") == 2
+    assert grew("ftsvc_live_gpus", gpu="NVIDIA H200") == 2
+    assert grew("ftsvc_live_inference_servers", device="NVIDIA H200") == 1
+    assert value(gone, "ftsvc_live_workers") == value(before, "ftsvc_live_workers")
+    assert value(after, "ftsvc_metrics_source_up", source="workers") == 1
 
 
 def test_queue_depth_counts_the_messages_waiting_in_each_queue() -> None:
