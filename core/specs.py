@@ -342,6 +342,14 @@ class Performance(_Strict):
     upcast_unquantized: bool | Literal["auto"] = "auto"
 
 
+class Resources(_Strict):
+    """What a job runs on. `gpus`: how many GPUs of one host train it; more than one runs
+    the same recipe once per GPU with torch DDP (each GPU loads the 4-bit base and trains
+    on its share of every batch; README, "Multi-GPU jobs")."""
+
+    gpus: int = Field(1, ge=1, le=8)
+
+
 class QLoRA(_Strict):
     # null: no quantization (the base in the compute dtype), for adapters that need it.
     quantization: Quantization | None = Quantization()
@@ -349,6 +357,7 @@ class QLoRA(_Strict):
     training: Training = Training()
     data: Data = Data()
     performance: Performance = Performance()
+    resources: Resources = Resources()
 
     @model_validator(mode="after")
     def _performance_fits(self) -> QLoRA:
@@ -556,6 +565,8 @@ class ResolvedQLoRA(_Strict):
     data: ResolvedData
     # Resolved by the worker for its device (worker.training.speed), reported on the job.
     performance: Performance
+    # Jobs created before multi-GPU jobs existed have none in their stored spec.
+    resources: Resources = Resources()
 
 
 class ResolvedSpec(_Strict):
@@ -617,6 +628,7 @@ def resolve(
             training=qlora.training,
             data=data,
             performance=qlora.performance,
+            resources=qlora.resources,
         ),
         from_checkpoint=spec.from_checkpoint,
         integrations=spec.integrations,

@@ -36,6 +36,8 @@ os.environ.update(
     FTSVC_MAINTENANCE_INTERVAL_SECONDS="0",
     # Short leases so a killed worker's job is taken over within seconds.
     FTSVC_LEASE_SECONDS="6",
+    # Multi-GPU jobs run their ranks as CPU processes over gloo here (no GPU).
+    FTSVC_CPU_RANKS="1",
 )
 
 
