@@ -135,7 +135,8 @@ def _rank_main(rank: int, ranked: RankedJob) -> None:
     try:
         with session_scope() as session:
             job = session.scalars(select(Job).where(Job.id == ranked.job_id)).one()
-            checkpoint = session.get(Checkpoint, ranked.checkpoint_id) if ranked.checkpoint_id else None
+            resume_from = select(Checkpoint).where(Checkpoint.id == ranked.checkpoint_id)
+            checkpoint = session.scalars(resume_from).one() if ranked.checkpoint_id else None
         run_rank(leases.Claim(job, ranked.attempt, checkpoint), ranked.owner, rank, ranked.workdir, shutdown)
     finally:
         distributed.leave()

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from core.db import session_scope
 from core.models import Checkpoint
@@ -23,7 +24,8 @@ pytestmark = pytest.mark.slow
 
 
 def spec(training_file: str, gpus: int, **training: Any) -> dict[str, Any]:
-    hyperparameters = {"batch_size": 2, "n_epochs": 1}
+    """One epoch, or `max_steps` (in `training`)."""
+    hyperparameters = {"batch_size": 2} | ({} if "max_steps" in training else {"n_epochs": 1})
     return {
         "model": "tiny-llama",
         "training_file": training_file,
@@ -43,7 +45,7 @@ def rank_pids(client, job_id: str) -> list[int]:  # type: ignore[no-untyped-def]
                 return [rank["pid"] for rank in event["data"]["ranks"]]
         return None
 
-    return wait_until(named, 120, "the ranks' event")  # type: ignore[no-any-return]
+    return wait_until(named, 300, "the ranks' event")  # type: ignore[no-any-return]
 
 
 def alive(pid: int) -> bool:
@@ -85,13 +87,13 @@ def test_a_paused_two_rank_job_resumes_exactly(client_module, chat_file: str, wo
     job = client.post("/v1/fine_tuning/jobs", json=body).json()
     url = f"/v1/fine_tuning/jobs/{job['id']}"
     pids = rank_pids(client, job["id"])
-    wait_until(lambda: max(train_losses(client, job["id"]), default=0) >= 3, 120, "step 3")
+    wait_until(lambda: max(train_losses(client, job["id"]), default=0) >= 3, 300, "step 3")
     client.post(f"{url}/pause")
     wait_for(client, job["id"], {"paused"}, timeout=60)
     wait_gone(pids)  # both ranks stopped with rank 0
     [checkpoint] = client.get(f"{url}/checkpoints").json()["data"]
     with session_scope() as session:
-        state_key = session.get(Checkpoint, checkpoint["id"]).state_key  # type: ignore[union-attr]
+        state_key = session.scalars(select(Checkpoint.state_key).where(Checkpoint.id == checkpoint["id"])).one()
     with get_storage().open(state_key) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
         names = {name.rsplit("/", 1)[-1] for name in tar.getnames()}
     assert {"rng_state_0.pth", "rng_state_1.pth", "optimizer.pt", "trainer_state.json"} <= names
@@ -111,7 +113,7 @@ def test_a_killed_rank_fails_the_job_and_stops_the_others(client_module, chat_fi
     client = client_module
     job = client.post("/v1/fine_tuning/jobs", json=spec(chat_file, 2, max_steps=500)).json()
     rank0, rank1 = rank_pids(client, job["id"])
-    wait_until(lambda: max(train_losses(client, job["id"]), default=0) >= 2, 120, "step 2")
+    wait_until(lambda: max(train_losses(client, job["id"]), default=0) >= 2, 300, "step 2")
     os.kill(rank1, signal.SIGKILL)
 
     failed = wait_for(client, job["id"], {"failed"}, timeout=60)
@@ -127,7 +129,7 @@ def test_cancelling_a_two_rank_job_stops_every_rank(client_module, chat_file: st
     client = client_module
     job = client.post("/v1/fine_tuning/jobs", json=spec(chat_file, 2, max_steps=500)).json()
     pids = rank_pids(client, job["id"])
-    wait_until(lambda: max(train_losses(client, job["id"]), default=0) >= 1, 120, "step 1")
+    wait_until(lambda: max(train_losses(client, job["id"]), default=0) >= 1, 300, "step 1")
     started = time.monotonic()
     assert client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
     wait_gone(pids)

@@ -212,6 +212,10 @@ class Recipe:
             "report_to": [],
             "disable_tqdm": True,
             "dataloader_num_workers": 0,
+            # Under DDP: every trainable parameter (the adapter's) takes part in every
+            # forward pass, so DDP need not search the graph for unused ones each step
+            # (the Trainer would, for a model that is not a transformers PreTrainedModel).
+            "ddp_find_unused_parameters": False,
             **evaluation,
         }
 
