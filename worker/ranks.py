@@ -23,12 +23,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from sqlalchemy import select
 from torch.multiprocessing.spawn import ProcessContext, ProcessException, ProcessExitedException, start_processes
 
-from core import leases
+from core import checkpoints, jobs, leases
 from core.db import session_scope
-from core.models import Checkpoint, Job
+from core.models import Job
 from core.settings import get_settings
 from worker.failure_reports import FailureReport, Phase, classify, left_report, phase_said
 from worker.job_process import stop_on_signals
@@ -50,6 +49,7 @@ PR_SET_PDEATHSIG = 1
 class RankedJob:
     """What each rank is given (pickled to its process): the claim, by ids."""
 
+    organization_id: str
     job_id: str
     owner: str
     attempt: int
@@ -65,14 +65,14 @@ def run_ranks(claim: leases.Claim, owner: str, gpus: int, workdir: Path, shutdow
         fail_attempt(job.id, owner, claim.attempt, classify(exc, "loading", 0))
         return
     checkpoint = claim.resume_from.id if claim.resume_from else None
-    ranked = RankedJob(job.id, owner, claim.attempt, checkpoint, workdir)
+    ranked = RankedJob(job.organization_id, job.id, owner, claim.attempt, checkpoint, workdir)
     context: ProcessContext = start_processes(  # type: ignore[no-untyped-call]
         _rank_main, args=(ranked,), nprocs=gpus, join=False, start_method="spawn"
     )
     try:
         _wait(context, shutdown)
     except ProcessException as exc:
-        failure = _rank_failure(exc, job.id, workdir, gpus)
+        failure = _rank_failure(exc, job, workdir, gpus)
         log.error("job %s: rank %d failed: %s", job.id, exc.error_index, failure.message)
         fail_attempt(job.id, owner, claim.attempt, failure)
 
@@ -133,10 +133,10 @@ def _rank_main(rank: int, ranked: RankedJob) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank {rank} %(name)s %(levelname)s %(message)s")
     distributed.join()
     try:
+        org_id, job_id, checkpoint_id = ranked.organization_id, ranked.job_id, ranked.checkpoint_id
         with session_scope() as session:
-            job = session.scalars(select(Job).where(Job.id == ranked.job_id)).one()
-            resume_from = select(Checkpoint).where(Checkpoint.id == ranked.checkpoint_id)
-            checkpoint = session.scalars(resume_from).one() if ranked.checkpoint_id else None
+            job = jobs.get_job(session, org_id, job_id)
+            checkpoint = checkpoints.get_checkpoint(session, org_id, job_id, checkpoint_id) if checkpoint_id else None
         run_rank(leases.Claim(job, ranked.attempt, checkpoint), ranked.owner, rank, ranked.workdir, shutdown)
     finally:
         distributed.leave()
@@ -153,7 +153,7 @@ def report_ranks(reporter: Reporter, runtime: Runtime) -> None:
     )
 
 
-def _rank_failure(exc: ProcessException, job_id: str, workdir: Path, world: int) -> FailureReport:
+def _rank_failure(exc: ProcessException, job: Job, workdir: Path, world: int) -> FailureReport:
     """The job's failure, from the first rank that failed: what it reported (its own
     error: data, memory, ...), or how it ended."""
     rank = exc.error_index
@@ -161,7 +161,7 @@ def _rank_failure(exc: ProcessException, job_id: str, workdir: Path, world: int)
     if reported is not None:
         return replace(reported, message=f"{reported.message} (rank {rank} of {world})")
     with session_scope() as session:
-        progress = session.scalar(select(Job.progress).where(Job.id == job_id))
+        progress = jobs.get_job(session, job.organization_id, job.id).progress
     step = int(progress["step"]) if progress else 0
     phase: Phase = "training" if progress else "loading"
     said = phase_said(phase, step)
