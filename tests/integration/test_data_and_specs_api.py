@@ -88,8 +88,8 @@ def test_pre_flight_resolves_auto_hyperparameters_from_the_examples_that_train(c
         ({"adapter": {"type": "p_tuning"}, "data": {"packing": True}}, "qlora", "packing to false"),
         ({"data": {"format": "qa"}}, "qlora.data.format", "validated as 'chat'"),
         ({"data": {"validation_split": 0.7}}, "qlora.data.validation_split", "less than 0.5"),
-        ({"resources": {"gpus": 9}}, "qlora.resources.gpus", "less than or equal to 8"),
-        ({"resources": {"gpus": 0}}, "qlora.resources.gpus", "greater than or equal to 1"),
+        ({"resources": {"gpus": 9}}, "qlora.resources.gpus", "must be at most 8 (got 9)"),
+        ({"resources": {"gpus": 0}}, "qlora.resources.gpus", "must be at least 1 (got 0)"),
         ({"resources": {"gpu": 2}}, "qlora.resources.gpu", "gpu"),
     ],
 )
