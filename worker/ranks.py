@@ -39,8 +39,9 @@ from worker.training.runtime import Runtime
 
 log = logging.getLogger("ftsvc.worker")
 
-# After a rank failed, how long the others have to stop on SIGTERM before SIGKILL (a rank
-# waiting in a collective for the dead one does not get to handle the signal).
+# After a rank failed, how long the others have to end on their own, and then after a
+# SIGTERM, before SIGKILL (a rank waiting in a collective for the dead one does not get
+# to handle the signal).
 RANK_STOP_GRACE_SECONDS = 10.0
 PR_SET_PDEATHSIG = 1
 

@@ -135,3 +135,28 @@ def test_cancelling_a_two_rank_job_stops_every_rank(client_module, chat_file: st
     wait_gone(pids)
     assert time.monotonic() - started < 30
     assert attempts(job["id"])[0]["outcome"] == "cancelled"
+
+
+def test_a_stopped_worker_checkpoints_a_two_rank_job_and_gives_it_back(client_module, chat_file: str, worker) -> None:  # type: ignore[no-untyped-def]
+    client = client_module
+    for name in list(worker.processes):
+        worker.stop(name)
+    name = worker.start(FTSVC_WORKER_STOP_GRACE_SECONDS="90")
+    job = client.post("/v1/fine_tuning/jobs", json=spec(chat_file, 2, max_steps=16, checkpoint_steps=1000)).json()
+    url = f"/v1/fine_tuning/jobs/{job['id']}"
+    pids = rank_pids(client, job["id"])
+    wait_until(lambda: max(train_losses(client, job["id"]), default=0) >= 2, 300, "step 2")
+
+    process = worker.processes.pop(name)
+    process.send_signal(signal.SIGTERM)  # the worker forwards it to the job process, which forwards it to the ranks
+    process.wait(timeout=120)
+    wait_gone(pids)
+    assert client.get(url).json()["status"] == "queued"
+    [checkpoint] = client.get(f"{url}/checkpoints").json()["data"]
+    assert max(train_losses(client, job["id"])) == checkpoint["step_number"] < 16  # saved after its last step
+    assert [a["outcome"] for a in attempts(job["id"])] == ["worker_stopped"]
+
+    worker.start()
+    done = wait_for(client, job["id"], {"succeeded"}, timeout=300)
+    assert done["attempts"] == 2 and attempts(job["id"])[1]["resumed_from_step"] == checkpoint["step_number"]
+    assert sorted(train_losses(client, job["id"])) == list(range(1, 17))
