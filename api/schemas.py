@@ -276,6 +276,9 @@ class Runtime(_Wire):
     device_name: str
     compute_dtype: Literal["bfloat16", "float16", "float32"]
     memory_bytes: int = Field(description="Of the GPU, or of the host on a CPU")
+    world_size: int = Field(
+        default=1, description="The job's training processes, one per GPU (qlora.resources.gpus); 1: no DDP"
+    )
     torch: str
     transformers: str
     peft: str

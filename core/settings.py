@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     # what a lost worker can cost, against about 3 s per save of an 8B adapter's state.
     checkpoint_interval_seconds: float = 600.0
     max_attempts: int = 3
+    # A job with qlora.resources.gpus above 1 on a worker without CUDA: refused (failed
+    # with a clear error) unless this allows its ranks to train on the CPU, each a
+    # process of its own over gloo (tests and development).
+    cpu_ranks: bool = False
     # The largest safetensors file of a merged model (transformers' max_shard_size).
     merge_max_shard_size: str = "5GB"
     # A worker asked to stop (SIGTERM, SIGINT) lets its job finish the current step, save

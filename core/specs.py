@@ -368,9 +368,11 @@ class EvaluationRequest(_Strict):
 
 
 class Resources(_Strict):
-    """What a job is given to run on: GPUs of one worker, each to the job alone."""
+    """What a job runs on. `gpus`: how many GPUs of one host train it; more than one runs
+    the same recipe once per GPU with torch DDP (each GPU loads the 4-bit base and trains
+    on its share of every batch; README, "Multi-GPU jobs")."""
 
-    gpus: Annotated[int, Field(ge=1, le=8)] = 1
+    gpus: int = Field(1, ge=1, le=8)
 
 
 class QLoRA(_Strict):

@@ -43,6 +43,8 @@ os.environ.update(
     FTSVC_WEBHOOK_QUEUE="webhooks",
     FTSVC_WEBHOOK_RETRY_BASE_SECONDS="0.3",
     FTSVC_WEBHOOK_ALLOW_HTTP="true",
+    # Multi-GPU jobs run their ranks as CPU processes over gloo here (no GPU).
+    FTSVC_CPU_RANKS="1",
 )
 
 

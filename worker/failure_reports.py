@@ -5,7 +5,9 @@ their model, their settings) or we must."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 from core.errors import ServiceError
@@ -40,7 +42,7 @@ class FailureReport:
         }
 
 
-def _phase_said(phase: Phase, step: int) -> str:
+def phase_said(phase: Phase, step: int) -> str:
     if phase == "loading":
         return "Loading failed"
     if phase == "training":
@@ -52,7 +54,7 @@ def classify(exc: BaseException, phase: Phase, step: int) -> FailureReport:
     """`step`: the last step training finished."""
     cause = exc.__cause__ or exc
     exception = f"{type(cause).__name__}: {cause}"[:2000]
-    said = _phase_said(phase, step)
+    said = phase_said(phase, step)
     if isinstance(exc, JobFailure):
         return FailureReport(exc.code, f"{said}: {exc.message}", exc.param, exc.user_error, phase, exception)
     if isinstance(exc, ServiceError):  # a domain check that failed while training
@@ -69,3 +71,14 @@ def classify(exc: BaseException, phase: Phase, step: int) -> FailureReport:
             exception,
         )
     return FailureReport(f"{phase}_failed", f"{said} ({type(exc).__name__}: {exc})", None, False, phase, exception)
+
+
+def leave_report(workdir: Path, rank: int, failure: FailureReport) -> None:
+    """A failed rank's report, for the job process that records it (worker.ranks)."""
+    (workdir / f"failure-rank-{rank}.json").write_text(json.dumps(asdict(failure)))
+
+
+def left_report(workdir: Path, rank: int) -> FailureReport | None:
+    """The report the rank left, if it could (a rank that was killed leaves none)."""
+    path = workdir / f"failure-rank-{rank}.json"
+    return FailureReport(**json.loads(path.read_text())) if path.is_file() else None

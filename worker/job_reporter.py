@@ -15,16 +15,17 @@ from core.events import add_event, record_metric
 from core.models import Job
 from core.states import Level, StopReason
 from worker.checkpoint_storage import publish_checkpoint
-from worker.heartbeat import Heartbeat
 
 
 class JobReporter:
     saves_checkpoints = True
 
     def __init__(
-        self, job: Job, owner: str, heartbeat: Heartbeat, keep_checkpoints: int, shutdown: threading.Event
+        self, job: Job, owner: str, lease_lost: threading.Event, keep_checkpoints: int, shutdown: threading.Event
     ) -> None:
-        self.job, self.job_id, self.owner, self.heartbeat = job, job.id, owner, heartbeat
+        """`lease_lost`: set by the heartbeat renewing the lease when it finds it lost
+        (worker.heartbeat), at once; the job's record says so too, at the next step."""
+        self.job, self.job_id, self.owner, self.lease_lost = job, job.id, owner, lease_lost
         self.keep_checkpoints, self.shutdown = keep_checkpoints, shutdown
 
     def event(self, message: str, level: Level = "info", data: dict[str, Any] | None = None) -> None:
@@ -51,7 +52,7 @@ class JobReporter:
         # then reports it lost), and must read as the cancel it is.
         with session_scope() as session:
             reason = leases.stop_reason(session, self.job_id, self.owner)
-        if reason is None and self.heartbeat.lost.is_set():
+        if reason is None and self.lease_lost.is_set():
             reason = "lease_lost"
         # A cancel, a lost lease or a pause says more about the job than the stop does.
         return reason or ("shutdown" if self.shutdown.is_set() else None)

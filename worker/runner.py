@@ -13,6 +13,7 @@ import shutil
 import socket
 import tempfile
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 
 from core import evaluations, files, fine_tuned_models, jobs, leases, registered_models
@@ -24,10 +25,11 @@ from core.settings import get_settings
 from core.specs import EvaluationRequest, ResolvedSpec
 from core.states import JobStatus
 from core.storage import get_storage
-from worker.failure_reports import Phase, classify
+from worker.failure_reports import FailureReport, Phase, classify, leave_report
 from worker.heartbeat import Heartbeat, new_owner
 from worker.job_reporter import JobReporter
 from worker.training.failures import CheckpointMissing, DataError
+from worker.training.reporting import OtherRankReporter, Reporter
 
 log = logging.getLogger("ftsvc.worker")
 
@@ -42,7 +44,8 @@ def _data_file(job: Job, file_id: str, param: str) -> DataFile:
 
 def execute_job(job_id: str, shutdown: threading.Event) -> None:
     """`shutdown`: set when the worker is asked to stop; the run then checkpoints after
-    its current step and gives the job back."""
+    its current step and gives the job back. A job on several GPUs trains in one process
+    per GPU (worker.ranks) while this one holds the lease."""
     owner = new_owner()
     with session_scope() as session:
         claim = leases.claim(session, job_id, owner, socket.gethostname())
@@ -51,21 +54,49 @@ def execute_job(job_id: str, shutdown: threading.Event) -> None:
     if claim is None:
         log.info("job %s is not queued; message dropped", job_id)
         return
+    if shutdown.is_set():  # asked to stop before anything was loaded
+        _give_back(job_id, owner, claim.attempt, claim.resume_from.step if claim.resume_from else 0)
+        return
+    gpus = ResolvedSpec.model_validate(claim.job.spec).qlora.resources.gpus
     workdir = Path(tempfile.mkdtemp(prefix=f"{job_id}-"))
     try:
         with Heartbeat(job_id, owner) as heartbeat:
-            _run(claim, owner, heartbeat, workdir, shutdown)
+            if gpus == 1:
+                _run(claim, owner, heartbeat.lost, workdir, shutdown)
+            else:
+                from worker.ranks import run_ranks  # torch, which only a job's process imports
+
+                run_ranks(claim, owner, gpus, workdir, shutdown)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, shutdown: threading.Event) -> None:
+def run_rank(claim: leases.Claim, owner: str, rank: int, workdir: Path, shutdown: threading.Event) -> None:
+    """One rank of a job on several GPUs, in a process of its own (worker.ranks), in the
+    job's process group. The job process renews the lease: this rank learns that it was
+    lost from the job's record."""
+    _run(claim, owner, threading.Event(), workdir, shutdown, rank)
+
+
+def _run(
+    claim: leases.Claim,
+    owner: str,
+    lease_lost: threading.Event,
+    workdir: Path,
+    shutdown: threading.Event,
+    rank: int | None = None,
+) -> None:
+    """`rank`: this process's rank when the job trains on several GPUs, None on one. Rank
+    0 reports, publishes and ends the attempt as a single process does; the others only
+    train. A failure on any rank is recorded by the job process (worker.ranks), from the
+    report the rank leaves in `workdir`."""
     job, attempt = claim.job, claim.attempt
     spec = ResolvedSpec.model_validate(job.spec)
-    reporter = JobReporter(job, owner, heartbeat, spec.qlora.training.keep_checkpoints, shutdown)
-    if shutdown.is_set():  # asked to stop before anything was loaded
-        _give_back(job.id, owner, attempt, claim.resume_from.step if claim.resume_from else 0)
-        return
+    main = rank in (None, 0)
+    keep = spec.qlora.training.keep_checkpoints
+    reporter: Reporter = JobReporter(job, owner, lease_lost, keep, shutdown) if main else OtherRankReporter()
+    # Each rank's own copies of what it loads from storage; the trainer's directory is shared.
+    scratch = workdir if rank is None else workdir / f"rank-{rank}"
     phase: Phase = "loading"
     recipe = None
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES")  # set by the worker: the GPUs given to this job alone
@@ -80,6 +111,7 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
         from worker.checkpoint_storage import fetch_adapter, restore_state
         from worker.model_download import fetch_model
         from worker.publish import publish_success
+        from worker.ranks import report_ranks
         from worker.training import log_through_root
         from worker.training.recipe import JobData, Recipe
         from worker.training.runtime import pick_runtime
@@ -96,12 +128,14 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
             f"{runtime.memory_bytes / 2**30:.0f} GiB), {runtime.compute_dtype} compute, torch {described['torch']}",
             data=dict(described),
         )
-        resume_from = restore_state(claim.resume_from, workdir) if claim.resume_from else None
+        if rank is not None:
+            report_ranks(reporter, runtime)
+        resume_from = restore_state(claim.resume_from, scratch) if claim.resume_from else None
         initial_adapter = None
         continued = fine_tuned_models.continued_from(job.model, spec.from_checkpoint)
         if continued and resume_from is None:
             name, param = continued
-            initial_adapter = fetch_adapter(job.organization_id, name, param, workdir)
+            initial_adapter = fetch_adapter(job.organization_id, name, param, scratch)
             if initial_adapter is None:
                 raise CheckpointMissing(f"{name} was deleted before the job started", param=param)
         validation = job.validation_file
@@ -114,8 +148,10 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
         model = fetch_model(base, reporter)
         interval = get_settings().checkpoint_interval_seconds
         recipe = Recipe(spec, model, data, workdir, runtime, reporter, resume_from, initial_adapter, interval)
-        with tracking_callbacks(job.id, spec, reporter, workdir) as callbacks:
+        with tracking_callbacks(job.id, spec, reporter, workdir) if main else nullcontext(()) as callbacks:
             result = recipe.run(callbacks)
+        if not main:
+            return
         if result.stopped is None:
             phase = "publishing"
             published = publish_success(
@@ -137,20 +173,11 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
         if phase == "loading" and progress and progress.training_started:
             phase = "training"
         failure = classify(exc, phase, progress.step if progress else 0)
+        if rank is not None:
+            leave_report(workdir, rank, failure)
+            raise
         log.exception("job %s failed (%s)", job.id, failure.code)
-        with session_scope() as session:
-            leases.end_run(
-                session,
-                job.id,
-                owner,
-                attempt,
-                "failed",
-                JobStatus.FAILED,
-                level="error",
-                message=f"Job failed ({failure.code}): {failure.message}",
-                data=failure.details(),
-                error=failure.as_error(),
-            )
+        fail_attempt(job.id, owner, attempt, failure)
         return
     if result.stopped == "shutdown":
         _give_back(job.id, owner, attempt, result.steps)
@@ -178,13 +205,29 @@ def _run(claim: leases.Claim, owner: str, heartbeat: Heartbeat, workdir: Path, s
             )
 
 
-def _start_evaluation(job: Job, request: EvaluationRequest, reporter: JobReporter) -> None:
+def _start_evaluation(job: Job, request: EvaluationRequest, reporter: Reporter) -> None:
     """The evaluation the job's spec asks for, once it succeeded (its examples' file may
     have been deleted meanwhile: the job stays succeeded and its log says so)."""
     try:
         evaluations.submit_evaluation(job.organization_id, job.id, request)
     except ServiceError as exc:
         reporter.event(f"The evaluation asked for in qlora.evaluation could not start: {exc.message}", level="warn")
+
+
+def fail_attempt(job_id: str, owner: str, attempt: int, failure: FailureReport) -> None:
+    with session_scope() as session:
+        leases.end_run(
+            session,
+            job_id,
+            owner,
+            attempt,
+            "failed",
+            JobStatus.FAILED,
+            level="error",
+            message=f"Job failed ({failure.code}): {failure.message}",
+            data=failure.details(),
+            error=failure.as_error(),
+        )
 
 
 def _give_back(job_id: str, owner: str, attempt: int, steps: int) -> None:

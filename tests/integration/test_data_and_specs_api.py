@@ -88,6 +88,9 @@ def test_pre_flight_resolves_auto_hyperparameters_from_the_examples_that_train(c
         ({"adapter": {"type": "p_tuning"}, "data": {"packing": True}}, "qlora", "packing to false"),
         ({"data": {"format": "qa"}}, "qlora.data.format", "validated as 'chat'"),
         ({"data": {"validation_split": 0.7}}, "qlora.data.validation_split", "less than 0.5"),
+        ({"resources": {"gpus": 9}}, "qlora.resources.gpus", "must be at most 8 (got 9)"),
+        ({"resources": {"gpus": 0}}, "qlora.resources.gpus", "must be at least 1 (got 0)"),
+        ({"resources": {"gpu": 2}}, "qlora.resources.gpu", "gpu"),
     ],
 )
 def test_adapter_and_data_options_that_do_not_apply_are_refused(client_module, chat_file, qlora, param, words) -> None:  # type: ignore[no-untyped-def]

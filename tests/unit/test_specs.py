@@ -25,6 +25,15 @@ def test_defaults_follow_the_qlora_recipe() -> None:
     assert q.quantization.compute_dtype == "auto"
     assert (q.adapter.r, q.adapter.alpha, q.adapter.target_modules) == (16, 32, "all-linear")
     assert q.training.learning_rate == 2e-4
+    assert q.resources.gpus == 1
+
+
+def test_gpus_reach_the_resolved_spec_and_older_stored_specs_have_one() -> None:
+    resolved = resolve(spec(qlora={"resources": {"gpus": 4}}), n_examples=10, seed=1, data_format="chat")
+    assert resolved.qlora.resources.gpus == 4
+    stored = resolved.model_dump(mode="json")
+    del stored["qlora"]["resources"]  # a job created before multi-GPU jobs existed
+    assert ResolvedSpec.model_validate(stored).qlora.resources.gpus == 1
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
+from accelerate import Accelerator
 
 from core.registry import ModelRef
 from worker.model_download import fetch_hub_model
@@ -14,11 +17,13 @@ from worker.training.reporting import ConsoleReporter
 
 def test_trained_tokens_count_the_labels_the_loss_predicts() -> None:
     counter = TrainedTokens()
+    # One process: the accelerator's gather over ranks is the count itself.
+    trainer = SimpleNamespace(accelerator=Accelerator(cpu=True))
     # A padded batch: a row's first label predicts nothing (the causal shift); -100 is masked.
-    counter.add(torch.tensor([[7, -100, 5, 6, -100], [-100, -100, 9, -100, -100]]))
+    counter.add(trainer, TrainedTokens.in_loss(torch.tensor([[7, -100, 5, 6, -100], [-100, -100, 9, -100, -100]])))
     assert counter.count == 3
     # A packed row (padding-free): each example's first label is already -100.
-    counter.add(torch.tensor([[-100, -100, 4, -100, 8, 8]]))
+    counter.add(trainer, TrainedTokens.in_loss(torch.tensor([[-100, -100, 4, -100, 8, 8]])))
     assert counter.count == 6
     assert TrainedTokens(**counter.state()["args"]).count == 6  # what a checkpoint keeps
 

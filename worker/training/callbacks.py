@@ -16,6 +16,7 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from core.states import StopReason
+from worker.training import distributed
 from worker.training.reporting import Reporter
 
 # TRL's DPO trainer logs these beside the loss; the job's metrics keep them as columns.
@@ -37,17 +38,25 @@ PROGRESS_SECONDS = 2.0
 
 
 class TrainedTokens(TrainerCallback, ExportableState):
-    """The tokens the loss is computed on so far: labels other than -100, after the
-    causal shift (a row's first label predicts nothing). The trainer adds each training
-    micro-batch (worker.training.recipe); the count is saved with every checkpoint in
-    the trainer state (transformers' stateful callbacks) and taken back from it when a
-    run resumes, so a resumed job goes on counting where its checkpoint was."""
+    """The tokens the loss is computed on so far, over all the job's ranks: labels other
+    than -100, after the causal shift (a row's first label predicts nothing). The trainer
+    adds each training micro-batch (worker.training.recipe); the count is saved with
+    every checkpoint in the trainer state (transformers' stateful callbacks) and taken
+    back from it when a run resumes, so a resumed job goes on counting where its
+    checkpoint was."""
 
     def __init__(self, count: int = 0) -> None:
         self.count = count
 
-    def add(self, labels: torch.Tensor) -> None:
-        self.count += int((labels[..., 1:] != -100).sum())
+    @staticmethod
+    def in_loss(labels: torch.Tensor) -> torch.Tensor:
+        """The tokens of a causal LM batch's loss."""
+        return (labels[..., 1:] != -100).sum()
+
+    def add(self, trainer: Any, tokens: torch.Tensor) -> None:
+        """`tokens`: this rank's count of a micro-batch, summed with the other ranks'
+        (the trainer's accelerator gathers them; on one GPU it is the count itself)."""
+        self.count += int(trainer.accelerator.gather(tokens.reshape(1)).sum())
 
     @staticmethod
     def of(trainer: Any) -> TrainedTokens:
@@ -178,19 +187,29 @@ class JobProgressCallback(TrainerCallback):
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
         self.step = state.global_step
         self._report_progress(state)
-        reason = self.reporter.stop_reason()
+        # Every rank stops and saves when rank 0 does (it alone asks the job's record).
+        reason, save = distributed.from_main(self._decide(state))
         if reason is None:
-            due = self.checkpoint_seconds is not None and time.monotonic() - self._last_save >= self.checkpoint_seconds
-            if due and state.global_step < state.max_steps:
-                control.should_save = True
+            control.should_save = control.should_save or save
             return
         self.stopped = reason
         control.should_training_stop = True
+        control.should_save = save
+
+    def _decide(self, state: TrainerState) -> tuple[StopReason | None, bool]:
+        """Whether to stop, and whether to save a checkpoint now."""
+        reason = self.reporter.stop_reason()
+        if reason is None:
+            due = self.checkpoint_seconds is not None and time.monotonic() - self._last_save >= self.checkpoint_seconds
+            return None, due and state.global_step < state.max_steps
         # A pause or a worker's shutdown keeps its place: the trainer saves a checkpoint
         # before it stops.
-        control.should_save = reason in ("pause", "shutdown")
+        return reason, reason in ("pause", "shutdown")
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
+        # Each rank writes its own RNG state into the checkpoint: all of them are there
+        # once every rank got here.
+        distributed.barrier()
         self._last_save = time.monotonic()
         step = state.global_step
         if step >= state.max_steps and self.stopped is None:

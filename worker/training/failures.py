@@ -26,3 +26,9 @@ class DataError(JobFailure):
 class CheckpointMissing(JobFailure):
     code = "checkpoint_not_found"
     user_error = True
+
+
+class GpusUnavailable(JobFailure):
+    """A multi-GPU job on a worker with fewer GPUs than it asks for."""
+
+    code = "gpus_unavailable"

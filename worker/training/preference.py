@@ -21,6 +21,7 @@ from core.specs import ResolvedDpoHyperparameters, ResolvedSpec
 from core.tokenization import PreparedTokenizer
 from worker.training.callbacks import TrainedTokens
 from worker.training.data import from_generator
+from worker.training.distributed import accumulation_per_rank
 from worker.training.resume import ExactAdapterResume
 
 
@@ -57,7 +58,7 @@ class ResumableDPOTrainer(ExactAdapterResume, DPOTrainer):
         # Called for every training micro-batch: the tokens in DPO's loss are the replies'
         # (preferred and rejected), TRL's completion mask.
         super()._track_num_input_tokens(inputs)
-        TrainedTokens.of(self).count += int(inputs["completion_mask"].sum())
+        TrainedTokens.of(self).add(self, inputs["completion_mask"].sum())
 
 
 def dpo_config(spec: ResolvedSpec, common: dict[str, Any]) -> DPOConfig:
@@ -71,5 +72,5 @@ def dpo_config(spec: ResolvedSpec, common: dict[str, Any]) -> DPOConfig:
         max_length=training.max_seq_length,
         per_device_train_batch_size=hp.batch_size,
         per_device_eval_batch_size=hp.batch_size,
-        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        gradient_accumulation_steps=accumulation_per_rank(training.gradient_accumulation_steps),
     )

@@ -33,10 +33,11 @@ from core.registry import ModelRef
 from core.specs import ResolvedDpoHyperparameters, ResolvedSpec
 from core.states import StopReason
 from core.tokenization import PreparedTokenizer, prepare_tokenizer
-from worker.training import attention
+from worker.training import attention, distributed
 from worker.training.adapters import AdaLoraBudgetCallback, peft_config, planned_steps, saved_prompt_learning
 from worker.training.callbacks import JobProgressCallback, TrainedTokens
 from worker.training.data import encoded_dataset, hold_out
+from worker.training.distributed import accumulation_per_rank
 from worker.training.failures import DataError, ModelLoadError
 from worker.training.multitask import TaskIdsCollator, task_ids, write_tasks
 from worker.training.preference import ResumableDPOTrainer, dpo_config, pair_dataset
@@ -52,7 +53,7 @@ class ResumableSFTTrainer(ExactAdapterResume, SFTTrainer):
     def _track_num_input_tokens(self, inputs: dict[str, Any]) -> None:
         # Called for every training micro-batch: also count the tokens in the loss.
         super()._track_num_input_tokens(inputs)
-        TrainedTokens.of(self).add(inputs["labels"])
+        TrainedTokens.of(self).add(self, TrainedTokens.in_loss(inputs["labels"]))
 
 
 class MultitaskSFTTrainer(ResumableSFTTrainer):
@@ -158,7 +159,8 @@ class Recipe:
 
     def load_datasets(self, prepared: PreparedTokenizer) -> tuple[Dataset, Dataset | None]:
         data, training = self.spec.qlora.data, self.spec.qlora.training
-        cache = self.workdir / "datasets"
+        # Each rank encodes the data itself (the trainer then hands each its share).
+        cache = self.workdir / "datasets" / f"rank-{distributed.rank()}"
 
         def encode(source: DataFile) -> Dataset:
             if self.spec.method.type == "dpo":
@@ -221,6 +223,10 @@ class Recipe:
             "report_to": [],
             "disable_tqdm": True,
             "dataloader_num_workers": 0,
+            # Under DDP: every trainable parameter (the adapter's) takes part in every
+            # forward pass, so DDP need not search the graph for unused ones each step
+            # (the Trainer would, for a model that is not a transformers PreTrainedModel).
+            "ddp_find_unused_parameters": False,
             **evaluation,
         }
 
@@ -236,7 +242,7 @@ class Recipe:
                 "max_length": speed.tokens_per_step,
                 "per_device_train_batch_size": 1,
                 "per_device_eval_batch_size": 1,
-                "gradient_accumulation_steps": max(1, round(wanted / speed.tokens_per_step)),
+                "gradient_accumulation_steps": accumulation_per_rank(max(1, round(wanted / speed.tokens_per_step))),
             }
         else:
             # Examples arrive truncated to max_seq_length; padding-free needs no max_length.
@@ -245,7 +251,7 @@ class Recipe:
                 "max_length": None,
                 "per_device_train_batch_size": hp.batch_size,
                 "per_device_eval_batch_size": hp.batch_size,
-                "gradient_accumulation_steps": training.gradient_accumulation_steps,
+                "gradient_accumulation_steps": accumulation_per_rank(training.gradient_accumulation_steps),
             }
         return SFTConfig(
             **self.common_args(has_validation, speed),
@@ -365,9 +371,9 @@ class Recipe:
         trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)
         steps, stopped = trainer.state.global_step, self.progress.stopped
         adapter_dir = self.workdir / "adapter"
-        if stopped is None:
-            if valid is not None and self.progress.last_eval_step != steps:
-                trainer.evaluate()  # the final evaluation, when the schedule did not end on one
+        if stopped is None and valid is not None and self.progress.last_eval_step != steps:
+            trainer.evaluate()  # the final evaluation (on every rank), when the schedule did not end on one
+        if stopped is None and distributed.is_main():  # the trained adapter, the same on every rank
             peft_model = trainer.model
             assert isinstance(peft_model, PeftModel), "the trainer wraps the model in its adapter"
             peft_model.save_pretrained(str(adapter_dir), safe_serialization=True)

@@ -65,3 +65,29 @@ class ConsoleReporter:
 
     def stop_reason(self) -> StopReason | None:
         return None
+
+
+class OtherRankReporter:
+    """The reporter of a multi-GPU job's ranks other than 0 (worker.training.distributed):
+    rank 0 reports for all of them, so this one says nothing; it saves checkpoints as
+    rank 0 does (each rank writes its RNG state into them), and follows rank 0's stop."""
+
+    saves_checkpoints = True
+
+    def event(self, message: str, level: Level = "info", data: dict[str, Any] | None = None) -> None:
+        return None
+
+    def metric(self, step: int, values: dict[str, Any], split: str = "train") -> None:
+        return None
+
+    def runtime(self, description: dict[str, Any]) -> None:
+        return None
+
+    def checkpoint(self, step: int, directory: Path, metrics: dict[str, Any]) -> None:
+        return None
+
+    def progress(self, step: int, total_steps: int, epochs: int, seconds_per_step: float | None) -> None:
+        return None
+
+    def stop_reason(self) -> StopReason | None:
+        return None

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from worker.training import distributed
+
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
@@ -16,6 +18,8 @@ class Runtime:
     device_name: str
     compute_dtype: str
     memory_bytes: int  # of the GPU, or of the host on CPU
+    # The job's ranks (worker.training.distributed): one process per GPU, each a Runtime.
+    world_size: int = 1
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -44,14 +48,16 @@ class Runtime:
 def pick_runtime(compute_dtype: str = "auto") -> Runtime:
     """bf16 compute on GPUs that have it (the QLoRA recipe), fp16 on older GPUs, and
     float32 on CPU, where bf16 matmuls are slow on most processors."""
+    ranks = distributed.world_size()
     if torch.cuda.is_available():
-        index = torch.cuda.current_device()
+        index = torch.cuda.current_device()  # a rank's own GPU (distributed.join)
         auto = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         return Runtime(
             f"cuda:{index}",
             torch.cuda.get_device_name(index),
             auto if compute_dtype == "auto" else compute_dtype,
             torch.cuda.get_device_properties(index).total_memory,
+            ranks,
         )
     host_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return Runtime("cpu", "cpu", "float32" if compute_dtype == "auto" else compute_dtype, host_memory)
+    return Runtime("cpu", "cpu", "float32" if compute_dtype == "auto" else compute_dtype, host_memory, ranks)
