@@ -80,7 +80,23 @@ class File(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
 
-class Job(Base):
+class LeasedWork:
+    """The columns of work a worker runs under a lease (jobs, merges, evaluations: core.leases,
+    core.leased_runs): when it was created, first started and ended; who runs it now and
+    until when, renewed by its heartbeat (`attempt` counts the runs that claimed it); and
+    when its message last reached the broker (None: it must be (re)sent). Times of the
+    lease and the message are Unix seconds as floats."""
+
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    enqueued_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Job(LeasedWork, Base):
     __tablename__ = "jobs"
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -123,16 +139,6 @@ class Job(Base):
     # step, total_steps, epochs, seconds_per_step and when it was measured (`at`).
     progress: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
-    started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    # The lease (core.leases): who runs the job now and until when, renewed by its
-    # heartbeat; `attempt` counts the runs that claimed it. Times are Unix seconds.
-    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    # When the job's message last reached the broker; None: it must be (re)sent.
-    enqueued_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     # Set by POST .../pause on a running job; the worker checkpoints and stops.
     pause_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Where its training message goes (core.routing): {"queue", "gpus", "estimate"}; None
@@ -295,7 +301,7 @@ class Artifact(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
 
-class Merge(Base):
+class Merge(LeasedWork, Base):
     """A merge operation: a trained adapter (a fine-tuned model or a checkpoint) merged
     into its full-precision base model by a worker, published as one archive, and, when
     `registered_as` is set, a base model of the organization once it succeeded."""
@@ -330,15 +336,6 @@ class Merge(Base):
     storage_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
-    started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    # The lease of the worker that runs it (as a job's, core.leases), and when its
-    # message last reached the broker (None: to be sent).
-    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    enqueued_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class MergeEvent(Base):
@@ -414,7 +411,7 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
-class Evaluation(Base):
+class Evaluation(LeasedWork, Base):
     """A fine-tuned model judged against its base model on a set of examples (a file of
     the organization, by default its job's validation file), run by a training worker
     under a lease as a merge is: loss and perplexity on the trained tokens, exact match
@@ -445,14 +442,6 @@ class Evaluation(Base):
     results: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     sample: Mapped[list[Any] | None] = mapped_column(nullable=True)
     result_files: Mapped[list[Any]] = mapped_column(default=list)
-    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
-    started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    # The lease of the worker that runs it (as a merge's, core.leased_runs).
-    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    enqueued_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class InferenceServer(Base):
@@ -486,6 +475,7 @@ __all__ = [
     "JobAttempt",
     "JobEvent",
     "JobMetric",
+    "LeasedWork",
     "LOCAL_ORG",
     "Merge",
     "MergeEvent",
