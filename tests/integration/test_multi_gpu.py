@@ -4,10 +4,13 @@ two ranks in two processes training the tiny 4-bit Llama with DDP over gloo on t
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import tarfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,11 +19,27 @@ from sqlalchemy import select
 from core.db import session_scope
 from core.models import Checkpoint
 from core.storage import get_storage
+from tests.conftest import Workers
 from tests.faults.conftest import attempts
 from tests.faults.test_worker_faults import LOSS_TOLERANCE, train_losses, wait_until
 from tests.helpers import all_events, wait_for
 
 pytestmark = pytest.mark.slow
+
+# This CPU machine's workers here describe two GPUs (FTSVC_WORKER_DEVICES), so that
+# routing sends them two-GPU jobs (core.routing refuses those where no live worker has
+# two); their ranks then train on the CPU (the tests' FTSVC_CPU_RANKS).
+TWO_GPUS = {"FTSVC_WORKER_DEVICES": json.dumps([{"name": "Fake GPU", "memory_gib": 22}] * 2)}
+
+
+@pytest.fixture(scope="module")
+def worker(tiny_model: Path) -> Iterator[Workers]:
+    """This module's training worker, with its two described GPUs."""
+    workers = Workers()
+    workers.start(**TWO_GPUS)
+    yield workers
+    for name in list(workers.processes):
+        workers.stop(name)
 
 
 def spec(training_file: str, gpus: int, **training: Any) -> dict[str, Any]:
@@ -141,7 +160,7 @@ def test_a_stopped_worker_checkpoints_a_two_rank_job_and_gives_it_back(client_mo
     client = client_module
     for name in list(worker.processes):
         worker.stop(name)
-    name = worker.start(FTSVC_WORKER_STOP_GRACE_SECONDS="90")
+    name = worker.start(FTSVC_WORKER_STOP_GRACE_SECONDS="90", **TWO_GPUS)
     job = client.post("/v1/fine_tuning/jobs", json=spec(chat_file, 2, max_steps=16, checkpoint_steps=1000)).json()
     url = f"/v1/fine_tuning/jobs/{job['id']}"
     pids = rank_pids(client, job["id"])
@@ -156,7 +175,7 @@ def test_a_stopped_worker_checkpoints_a_two_rank_job_and_gives_it_back(client_mo
     assert max(train_losses(client, job["id"])) == checkpoint["step_number"] < 16  # saved after its last step
     assert [a["outcome"] for a in attempts(job["id"])] == ["worker_stopped"]
 
-    worker.start()
+    worker.start(**TWO_GPUS)
     done = wait_for(client, job["id"], {"succeeded"}, timeout=300)
     assert done["attempts"] == 2 and attempts(job["id"])[1]["resumed_from_step"] == checkpoint["step_number"]
     assert sorted(train_losses(client, job["id"])) == list(range(1, 17))
