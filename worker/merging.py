@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 from peft import PeftConfig, PeftModel
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from core.specs import Quantization
-from worker.training.runtime import DTYPES
+from worker.training.runtime import DTYPES, four_bit_config
 
 WEIGHTS = "*.safetensors"
 
@@ -72,16 +72,7 @@ def load_full_precision(
 ) -> PreTrainedModel:
     """The base in `dtype`: its own weights, or (`dequantize_from`) those weights
     quantized to 4 bits as training quantized them, then dequantized."""
-    quantization = (
-        None
-        if dequantize_from is None
-        else BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type=dequantize_from.quant_type,
-            bnb_4bit_use_double_quant=dequantize_from.double_quant,
-            bnb_4bit_compute_dtype=DTYPES[dtype],
-        )
-    )
+    quantization = four_bit_config(dequantize_from, DTYPES[dtype])
     model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
         str(base),
         dtype=DTYPES[dtype],

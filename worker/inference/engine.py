@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 from peft import PeftModel
-from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import AutoConfig, AutoModelForCausalLM, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from core.errors import InferenceBusy, InvalidRequest, ServiceError
@@ -42,7 +42,7 @@ from core.specs import Quantization
 from core.tokenization import PreparedTokenizer, prepare_tokenizer
 from worker.inference.adapters import fetch_adapter
 from worker.inference.text import StreamText
-from worker.training.runtime import DTYPES
+from worker.training.runtime import DTYPES, four_bit_config
 
 log = logging.getLogger("ftsvc.inference")
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
@@ -398,20 +398,10 @@ class Engine:
             gc.collect()
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
-        q = target.quantization
         # As training loaded it: 4 bits (NF4 by default) where the spec quantized, on CPU
         # too (bitsandbytes runs 4-bit layers there): the adapter learned against those
         # quantized weights, and full-precision ones would shift what it answers.
-        quantization = (
-            None
-            if q is None
-            else BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type=q.quant_type,
-                bnb_4bit_use_double_quant=q.double_quant,
-                bnb_4bit_compute_dtype=self.dtype,
-            )
-        )
+        quantization = four_bit_config(target.quantization, self.dtype)
         started = time.monotonic()
         model = AutoModelForCausalLM.from_pretrained(
             ref.source,

@@ -19,7 +19,6 @@ from peft import PeftConfig, PeftModel, prepare_model_for_kbit_training
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
-    BitsAndBytesConfig,
     PreTrainedModel,
     TrainerCallback,
 )
@@ -43,7 +42,7 @@ from worker.training.multitask import TaskIdsCollator, task_ids, write_tasks
 from worker.training.preference import ResumableDPOTrainer, dpo_config, pair_dataset
 from worker.training.reporting import Reporter
 from worker.training.resume import ExactAdapterResume
-from worker.training.runtime import Runtime
+from worker.training.runtime import Runtime, four_bit_config
 from worker.training.speed import Speed, resolve_speed
 
 
@@ -94,17 +93,7 @@ def load_base_model(spec: ResolvedSpec, model_ref: ModelRef, runtime: Runtime, a
     """The base model as a job trains on it: in 4 bits as its spec quantizes it (or
     unquantized), computing in the runtime's dtype, on its device. Evaluations load it
     this way too, so that the adapter applies to the weights it was trained against."""
-    q = spec.qlora.quantization
-    quantization = (
-        None
-        if q is None
-        else BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type=q.quant_type,
-            bnb_4bit_use_double_quant=q.double_quant,
-            bnb_4bit_compute_dtype=runtime.torch_dtype,
-        )
-    )
+    quantization = four_bit_config(spec.qlora.quantization, runtime.torch_dtype)
     try:
         model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
             model_ref.source,
@@ -118,7 +107,7 @@ def load_base_model(spec: ResolvedSpec, model_ref: ModelRef, runtime: Runtime, a
     except torch.OutOfMemoryError:
         raise
     except Exception as exc:
-        how = "in 4 bits" if q else f"in {runtime.compute_dtype}"
+        how = "in 4 bits" if quantization else f"in {runtime.compute_dtype}"
         raise ModelLoadError(f"Cannot load {model_ref.name} {how}: {exc}", param="model") from exc
     return model
 

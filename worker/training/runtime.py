@@ -6,10 +6,26 @@ import os
 from dataclasses import asdict, dataclass
 
 import torch
+from transformers import BitsAndBytesConfig
 
+from core.specs import Quantization
 from worker.training import distributed
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def four_bit_config(quantization: Quantization | None, compute_dtype: torch.dtype) -> BitsAndBytesConfig | None:
+    """How training loads a base: in 4 bits as the spec quantizes it, computing in
+    `compute_dtype` (None: unquantized). Inference, evaluation and the QLoRA merge load it
+    the same way, so that an adapter meets the weights it was trained against."""
+    if quantization is None:
+        return None
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quantization.quant_type,
+        bnb_4bit_use_double_quant=quantization.double_quant,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
 
 
 @dataclass(frozen=True)
