@@ -5,10 +5,6 @@ part up and with parts down (an API process whose broker and store cannot be rea
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -30,7 +26,8 @@ from core.models import Job, JobAttempt
 from core.queue import get_celery, queue_depths
 from core.settings import get_settings
 from core.states import JobStatus
-from tests.conftest import DATA_DIR, ROOT, make_client
+from tests.conftest import make_client
+from tests.faults.test_outages import api_server
 from tests.helpers import (
     EXAMPLES,
     assert_error,
@@ -41,7 +38,6 @@ from tests.helpers import (
     succeeded_job,
     unsent_queued_job,
     upload_ok,
-    wait_healthy,
 )
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -213,28 +209,13 @@ def api_with_parts_down(tmp_path: Path) -> Iterator[int]:
     and its store under a regular file (no directory can be made there)."""
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    port = free_port()
-    env = os.environ | {
-        "FTSVC_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
-        "FTSVC_STORAGE_ROOT": str(blocker / "storage"),
-        "FTSVC_READINESS_TIMEOUT_SECONDS": "3",
-    }
-    log_path = DATA_DIR / "api-parts-down.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ftsvc.cli", "api", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_healthy(port, process, 60, log_path)
+    with api_server(
+        "api-parts-down.log",
+        FTSVC_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0",
+        FTSVC_STORAGE_ROOT=str(blocker / "storage"),
+        FTSVC_READINESS_TIMEOUT_SECONDS="3",
+    ) as port:
         yield port
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
 
 
 def get(port: int, path: str) -> tuple[int, str]:
