@@ -263,6 +263,7 @@ class Speed(_Wire):
     optimizer: str
     attention: str
     upcast_unquantized: bool
+    fused_lora: bool = Field(False, description="LoRA computed in one autograd function per 4-bit layer")
 
 
 class Runtime(_Wire):

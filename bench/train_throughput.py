@@ -30,11 +30,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from worker.model_shapes import LLAMA_1B, LLAMA_8B, TINY  # noqa: E402  (after the path is set)
+from worker.model_shapes import LLAMA_1B, LLAMA_8B, LLAMA_70B, TINY  # noqa: E402  (after the path is set)
 
 PEAK_FLOPS = 790e12
 # The tiny shape with the vocabulary of random token ids the dry run trains on.
-SHAPES: dict[str, dict[str, Any]] = {"8b": LLAMA_8B, "1b": LLAMA_1B, "tiny": TINY | {"vocab_size": 1024}}
+SHAPES: dict[str, dict[str, Any]] = {
+    "70b": LLAMA_70B,
+    "8b": LLAMA_8B,
+    "1b": LLAMA_1B,
+    "tiny": TINY | {"vocab_size": 1024},
+}
+# Written directly in 4 bits (bench/four_bit_model.py): in bf16 they would not fit the
+# GPU machine's disk.
+FOUR_BIT_SHAPES = {"70b"}
 
 
 # -- model and data ----------------------------------------------------------------------------
@@ -57,11 +65,16 @@ def build_model(shape: str, models: Path) -> Path:
         pad_token_id=5,
     )
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM._from_config(config, dtype=torch.bfloat16)
     staging = models / f".llama-{shape}.tmp"
-    model.save_pretrained(staging, max_shard_size="5GB")
+    if shape in FOUR_BIT_SHAPES:
+        from bench.four_bit_model import build_four_bit
+
+        build_four_bit(config, staging, device)
+    else:
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = LlamaForCausalLM._from_config(config, dtype=torch.bfloat16)
+        model.save_pretrained(staging, max_shard_size="5GB")
     build_tokenizer().save_pretrained(staging)
     staging.rename(target)
     return target
@@ -403,7 +416,9 @@ def table(rows: list[tuple[str, dict[str, Any]]], baseline: dict[str, Any] | Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", default="8b", help="comma-separated: 8b, 1b, long, memory, equiv, profile, tiny")
+    parser.add_argument(
+        "--rows", default="8b", help="comma-separated: 8b, 1b, unfused, long, memory, equiv, profile, tiny"
+    )
     parser.add_argument("--models", default=str(ROOT / "var" / "bench-models"))
     parser.add_argument("--out", default=str(ROOT / "var" / "bench-out"))
     parser.add_argument("--steps", type=int, default=20)
@@ -509,6 +524,39 @@ def main() -> None:
                 + " bf16 residual, checkpointing if needed) |\n|---|---|---|\n"
                 + "\n".join(f"| {i + 1} | {x:.5f} | {y:.5f} |" for i, (x, y) in enumerate(pairs))
                 + f"\n\nlargest relative difference: {worst:.2e}"
+            )
+        elif row == "70b":
+            # The Llama-3-70B shape on one GPU, rows of 8,192 tokens of the same data.
+            big = spawn(
+                "70b-ours",
+                out,
+                path="ours",
+                shape="70b",
+                steps=3,
+                warmup=1,
+                models=args.models,
+                performance=json.dumps({"tokens_per_step": 8192}),
+            )
+            report.append(
+                "### 70b shape (written in 4 bits), 8,192-token packed rows\n\n"
+                + table([("ours, 70b", big)], None)
+                + f"\n\nours resolved: {big.get('speed')}"
+            )
+        elif row == "unfused":
+            # The same as ours on the 8b shape, with peft's own LoRA forward: what the
+            # fused LoRA layer (worker.training.fused_lora) buys.
+            plain_lora = spawn(
+                "8b-ours-unfused",
+                out,
+                path="ours",
+                shape="8b",
+                steps=max(3, args.steps // 4),
+                warmup=max(2, args.warmup // 2),
+                models=args.models,
+                performance=json.dumps({"fused_lora": False}),
+            )
+            report.append(
+                "### ours without the fused LoRA layer (8b)\n\n" + table([("ours, fused_lora off", plain_lora)], None)
             )
         elif row == "memory":
             # Memory against the baseline's at about the same tokens per step: ours with

@@ -340,6 +340,9 @@ class Performance(_Strict):
     # head) to fp32, which keeps the whole residual stream in fp32. "auto": off with bf16
     # compute on a GPU (norms compute in fp32 internally anyway), on elsewhere.
     upcast_unquantized: bool | Literal["auto"] = "auto"
+    # LoRA on a 4-bit layer as one autograd function (worker.training.fused_lora): the
+    # adapter's output added by the matmul itself, not by separate passes. "auto": on a GPU.
+    fused_lora: bool | Literal["auto"] = "auto"
 
 
 MAX_EVALUATION_EXAMPLES = 10_000

@@ -24,12 +24,22 @@ def test_cpu_keeps_the_plain_recipe() -> None:
     speed = resolve_speed(spec(), pick_runtime(), LLAMA_8B)
     assert speed.tokens_per_step is None and speed.gradient_checkpointing and not speed.liger_kernel
     assert (speed.optimizer, speed.attention, speed.upcast_unquantized) == ("adamw_torch", "sdpa", True)
+    assert not speed.fused_lora
 
 
 def test_a_large_gpu_packs_8k_rows_without_recomputation() -> None:
     speed = resolve_speed(spec(), H200, LLAMA_8B)
     assert speed.tokens_per_step == 8192 and not speed.gradient_checkpointing
     assert speed.optimizer == "adamw_torch_fused" and not speed.upcast_unquantized
+    assert speed.fused_lora
+
+
+def test_fused_lora_applies_to_lora_on_a_quantized_base_only() -> None:
+    assert not resolve_speed(
+        spec(adapter={"type": "lora", "use_dora": False}, quantization=None), H200, LLAMA_8B
+    ).fused_lora
+    assert not resolve_speed(spec(adapter={"type": "ia3"}), H200, LLAMA_8B).fused_lora
+    assert not resolve_speed(spec(performance={"fused_lora": False}), H200, LLAMA_8B).fused_lora
 
 
 def test_a_smaller_gpu_recomputes_activations_at_16k() -> None:
@@ -59,6 +69,7 @@ def test_explicit_settings_win() -> None:
         "optimizer": "paged_adamw_32bit",
         "attention": "sdpa",
         "upcast_unquantized": True,
+        "fused_lora": False,
     }
     speed = resolve_speed(spec(performance=chosen), H200, LLAMA_8B)
     assert speed.describe() == chosen

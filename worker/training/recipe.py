@@ -32,7 +32,7 @@ from core.registry import ModelRef
 from core.specs import ResolvedDpoHyperparameters, ResolvedSpec
 from core.states import StopReason
 from core.tokenization import PreparedTokenizer, prepare_tokenizer
-from worker.training import attention, distributed
+from worker.training import attention, distributed, fused_lora
 from worker.training.adapters import AdaLoraBudgetCallback, peft_config, planned_steps, saved_prompt_learning
 from worker.training.callbacks import JobProgressCallback, TrainedTokens
 from worker.training.data import encoded_dataset, hold_out
@@ -312,7 +312,8 @@ class Recipe:
             f"Loaded {self.model_ref.name} {how} on {self.runtime.device_name} in {seconds:.1f} s; "
             f"training a {adapter.type} adapter {self.described_method()} on {batches}"
             f"{', gradient checkpointing' if speed.gradient_checkpointing else ''}"
-            f"{', Liger kernels' if speed.liger_kernel else ''}, {speed.attention} attention",
+            f"{', Liger kernels' if speed.liger_kernel else ''}{', fused LoRA' if speed.fused_lora else ''}"
+            f", {speed.attention} attention",
             data=speed.describe() | {"load_seconds": round(seconds, 2)},
         )
         callbacks: list[TrainerCallback] = [self.progress, self.progress.trained_tokens, *extra_callbacks]
@@ -355,6 +356,8 @@ class Recipe:
                     trainer = ResumableSFTTrainer(args=sft, **given)
         except ValueError as exc:
             raise DataError(f"Cannot prepare training: {exc}", param="qlora") from exc
+        if speed.fused_lora:
+            fused_lora.fuse(trainer.model)
         if weights_from is not None:
             trainer.load_adapter_weights(weights_from)
         trainer.train(resume_from_checkpoint=str(self.resume_from) if self.resume_from else None)

@@ -7,8 +7,8 @@ carries, whether activations are recomputed and which kernels run.
 "auto" on a GPU: micro-batches of 16,384 tokens (8,192 when that saves recomputing
 activations), gradient checkpointing only when the activations would not fit, Liger's
 fused layer kernels when installed, fused AdamW, FlashAttention per packed example, and
-unquantized weights kept in bf16. On a CPU: batches of batch_size examples,
-checkpointing on, no Liger (it needs CUDA), plain AdamW, SDPA, peft's fp32 upcast.
+unquantized weights kept in bf16, LoRA fused into its 4-bit layer's matmuls. On a CPU: batches of batch_size examples,
+checkpointing on, no Liger (it needs CUDA), plain AdamW, SDPA, peft's fp32 upcast, peft's own LoRA forward.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class Speed:
     optimizer: str
     attention: str
     upcast_unquantized: bool
+    fused_lora: bool
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,4 +81,8 @@ def resolve_speed(spec: ResolvedSpec, runtime: Runtime, shape: ModelShape) -> Sp
     upcast = perf.upcast_unquantized
     if upcast == "auto":
         upcast = not (runtime.on_cuda and runtime.compute_dtype == "bfloat16")
-    return Speed(budget, checkpointing, liger, optimizer, attention, upcast)
+    fused = perf.fused_lora
+    if fused == "auto":
+        fused = runtime.on_cuda
+    fused = fused and adapter == "lora" and spec.qlora.quantization is not None
+    return Speed(budget, checkpointing, liger, optimizer, attention, upcast, fused)
