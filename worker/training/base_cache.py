@@ -53,9 +53,11 @@ SHARD_SIZE = "1GB"
 # Staging and removed directories of processes that died are removed after this long.
 STALE_SECONDS = 3600.0
 
-# Loads a model from a directory: with the quantization to apply, or None for weights
-# that are quantized already (the config says how).
-Loader = Callable[[str, BitsAndBytesConfig | None], PreTrainedModel]
+# Loads a model from a directory, with these arguments of `from_pretrained` besides the
+# run's own: the quantization to apply to a source, none for a pre-quantized copy (whose
+# config says how it is quantized: an explicit quantization_config=None would override
+# that and load it as unquantized).
+Loader = Callable[[str, dict[str, Any]], PreTrainedModel]
 
 
 @dataclass(frozen=True)
@@ -181,14 +183,14 @@ def load(
     settings = get_settings()
     root, keep = settings.base_cache_dir, settings.base_cache_entries
     if keep == 0 or not Path(source).is_dir():
-        return loader(source, quantization), OFF
+        return loader(source, {"quantization_config": quantization}), OFF
     entry = root / entry_key(Path(source), quantization)
     if (entry / MANIFEST).is_file():
         started = time.monotonic()
         try:
             _check(entry)
             checked = time.monotonic() - started
-            model = loader(str(entry), None)
+            model = loader(str(entry), {})
         except torch.OutOfMemoryError:
             raise
         except Exception as exc:
@@ -205,7 +207,7 @@ def load(
             # What adapters record as their base: the source, as for a model quantized from it.
             model.name_or_path = model.config._name_or_path = source
             return model, CacheUse("hit", {"check_seconds": checked})
-    model = loader(source, quantization)
+    model = loader(source, {"quantization_config": quantization})
     started = time.monotonic()
     try:
         root.mkdir(parents=True, exist_ok=True)

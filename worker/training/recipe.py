@@ -19,7 +19,6 @@ from peft import PeftConfig, PeftModel, prepare_model_for_kbit_training
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
-    BitsAndBytesConfig,
     PreTrainedModel,
     TrainerCallback,
 )
@@ -102,11 +101,11 @@ def load_base_model(
     trained against."""
     quantization = four_bit_config(spec.qlora.quantization, runtime.torch_dtype)
 
-    def load(source: str, applied: BitsAndBytesConfig | None) -> PreTrainedModel:
+    def load(source: str, quantizing: dict[str, Any]) -> PreTrainedModel:
         try:
             model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
                 source,
-                quantization_config=applied,
+                **quantizing,
                 dtype=runtime.torch_dtype,
                 device_map={"": runtime.device},
                 attn_implementation=attn,
@@ -121,7 +120,7 @@ def load_base_model(
         return model
 
     if quantization is None:
-        return load(model_ref.source, None), base_cache.OFF
+        return load(model_ref.source, {"quantization_config": None}), base_cache.OFF
     return base_cache.load(model_ref.name, model_ref.source, quantization, load, events)
 
 
