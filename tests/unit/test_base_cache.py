@@ -16,6 +16,7 @@ from transformers import PreTrainedModel
 from core.registry import ModelRef
 from core.specs import JobSpec, resolve
 from tests.helpers import changed_settings
+from worker.training import base_cache
 from worker.training.base_cache import MANIFEST, CacheUse
 from worker.training.recipe import load_base_model
 from worker.training.reporting import ConsoleReporter
@@ -136,3 +137,14 @@ def test_a_failed_write_warns_and_the_load_goes_on(
         model, use = load(tiny_model)
     assert use.outcome == "unstored" and model.is_loaded_in_4bit
     assert "[warn] Could not store a pre-quantized copy of tiny-llama on this worker" in capsys.readouterr().out
+
+
+def test_a_writer_that_finishes_second_keeps_the_first_ones_entry(tiny_model: Path, cache_dir: Path) -> None:
+    """Two ranks or two jobs quantize the same base at once: both write, one rename wins."""
+    model, _ = load(tiny_model)
+    [entry] = entries(cache_dir)
+    manifest = (cache_dir / entry / MANIFEST).read_text()
+    base_cache._store(model, cache_dir / entry)  # the loser: its staging directory goes
+    assert [p.name for p in cache_dir.iterdir()] == [entry]
+    assert (cache_dir / entry / MANIFEST).read_text() == manifest
+    assert load(tiny_model)[1].outcome == "hit"
