@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     # Where a host keeps the organizations' registered models (merged models, stored as
     # archives in artifact storage), extracted on their first use on the host.
     model_cache_root: Path = Path("var/model-cache")
+    # Where a training worker keeps pre-quantized 4-bit copies of the bases it trained on
+    # (worker.training.base_cache), and how many (the least recently used go); 0: none.
+    base_cache_dir: Path = Path("var/base-cache")
+    base_cache_entries: int = Field(default=2, ge=0)
 
     max_upload_bytes: int = 1 << 30
     # Per organization: jobs queued or running at once, and bytes stored (uploads, result
@@ -186,6 +190,7 @@ class Settings(BaseSettings):
             "models_root": Path(values.get("models_root") or data_dir / "models").resolve(),
             "storage_root": Path(values.get("storage_root") or data_dir / "storage").resolve(),
             "model_cache_root": Path(values.get("model_cache_root") or data_dir / "model-cache").resolve(),
+            "base_cache_dir": Path(values.get("base_cache_dir") or data_dir / "base-cache").resolve(),
             "webhook_queue": values.get("webhook_queue") or values.get("preflight_queue") or "preflight",
         }
 

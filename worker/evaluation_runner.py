@@ -151,7 +151,8 @@ def _run(run: Run[Evaluation], workdir: Path) -> None:
         runtime = pick_runtime(quantization.compute_dtype if quantization else "auto")
         how = "in 4 bits" if quantization else "unquantized"
         events.event(f"Loading {base.name} {how} with the adapter of {evaluation.model} on {runtime.device_name}")
-        model = PeftModel.from_pretrained(load_base_model(spec, base, runtime, "sdpa"), str(adapter))
+        base_model, _ = load_base_model(spec, base, runtime, "sdpa", events)
+        model = PeftModel.from_pretrained(base_model, str(adapter))
         model.eval()
         with session_scope() as session:
             evaluations.RUNS.record_runtime(

@@ -148,6 +148,11 @@ def test_pause_checkpoints_and_frees_the_worker_and_resume_continues(
     assert done["attempts"] == 2 and attempts(job["id"])[1]["resumed_from_step"] == step
     assert sorted(train_losses(client, job["id"])) == list(range(1, 41))
     assert client.post(f"{url}/resume").json()["error"]["code"] == "job_not_paused"
+    # Each attempt's process reports its own first step; the second loads the base from
+    # the worker's pre-quantized copy that the first one left.
+    events = all_events(client, job["id"])
+    assert [e["data"]["step"] for e in events if e["message"].startswith("First training step done")] == [1, step + 1]
+    assert [e["data"]["base_cache"] for e in events if e["message"].startswith("Loaded tiny-llama")][-1] == "hit"
 
 
 def test_a_redelivered_long_task_does_not_run_twice(client_module, chat_file: str, worker: Workers) -> None:  # type: ignore[no-untyped-def]

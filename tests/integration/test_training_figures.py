@@ -56,18 +56,30 @@ def test_epochs_steps_and_trained_tokens_are_what_training_did(client: TestClien
     assert [p["trained_tokens"] for p in train] == sorted(p["trained_tokens"] for p in train)
     assert job["estimated_finish"] is None and job["queue_position"] is None  # it is over
 
-    messages = [e["message"] for e in all_events(client, job_id)]
+    events = all_events(client, job_id)
+    messages = [e["message"] for e in events]
     in_order = [
         "Job process ",
         "Running on ",
         "Loading tiny-llama in 4 bits on cpu",
         "Loaded tiny-llama in 4 bits on cpu in ",
         "Training started: 10 steps, 2 epochs of 5 steps (5 batches)",
+        "First training step done ",
         "Step 10: ",
         "Job succeeded",
     ]
     positions = [next(i for i, m in enumerate(messages) if m.startswith(prefix)) for prefix in in_order]
     assert positions == sorted(positions), messages
+    # Start-up times: the base loaded (from this worker's pre-quantized copy, or quantized
+    # and then stored for the next job), then the first step, counted from the process's start.
+    loaded, first_step = events[positions[3]], events[positions[5]]
+    assert loaded["data"]["base_cache"] in ("stored", "hit"), loaded
+    assert ("pre-quantized copy" in loaded["message"]) and loaded["data"]["process_seconds"] >= loaded["data"][
+        "load_seconds"
+    ]
+    assert first_step["data"]["step"] == 1
+    assert first_step["data"]["process_seconds"] >= loaded["data"]["process_seconds"]
+    assert len([m for m in messages if m.startswith("First training step done")]) == 1
 
 
 def test_max_steps_progress_estimated_finish_and_validations(client: TestClient, worker) -> None:  # type: ignore[no-untyped-def]

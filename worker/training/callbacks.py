@@ -16,6 +16,7 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from core.states import StopReason
+from worker import job_clock
 from worker.training import distributed
 from worker.training.reporting import Reporter
 
@@ -97,6 +98,7 @@ class JobProgressCallback(TrainerCallback):
         self._begin_time, self._begin_step = time.perf_counter(), 0
         self._last_progress: float | None = None
         self._epochs = 0
+        self._first_step_done = False
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -184,8 +186,22 @@ class JobProgressCallback(TrainerCallback):
                 split="valid",
             )
 
+    def _report_first_step(self, state: TrainerState) -> None:
+        """How long this process took to its first optimizer step (a resumed run's first
+        one here is past step 1): what a job's start-up costs, loading included."""
+        if self._first_step_done:
+            return
+        self._first_step_done = True
+        if distributed.is_main():
+            seconds = job_clock.seconds()
+            self.reporter.event(
+                f"First training step done {seconds:.1f} s after the job process started",
+                data={"process_seconds": round(seconds, 2), "step": state.global_step},
+            )
+
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
         self.step = state.global_step
+        self._report_first_step(state)
         self._report_progress(state)
         # Every rank stops and saves when rank 0 does (it alone asks the job's record).
         reason, save = distributed.from_main(self._decide(state))

@@ -32,7 +32,8 @@ from core.registry import ModelRef
 from core.specs import ResolvedDpoHyperparameters, ResolvedSpec
 from core.states import StopReason
 from core.tokenization import PreparedTokenizer, prepare_tokenizer
-from worker.training import attention, distributed, fused_lora
+from worker import job_clock
+from worker.training import attention, base_cache, distributed, fused_lora
 from worker.training.adapters import AdaLoraBudgetCallback, peft_config, planned_steps, saved_prompt_learning
 from worker.training.callbacks import JobProgressCallback, TrainedTokens
 from worker.training.data import encoded_dataset, hold_out
@@ -40,7 +41,7 @@ from worker.training.distributed import accumulation_per_rank
 from worker.training.failures import DataError, ModelLoadError
 from worker.training.multitask import TaskIdsCollator, task_ids, write_tasks
 from worker.training.preference import ResumableDPOTrainer, dpo_config, pair_dataset
-from worker.training.reporting import Reporter
+from worker.training.reporting import EventLog, Reporter
 from worker.training.resume import ExactAdapterResume
 from worker.training.runtime import Runtime, four_bit_config
 from worker.training.speed import Speed, resolve_speed
@@ -89,27 +90,38 @@ class JobData:
     validation: DataFile | None
 
 
-def load_base_model(spec: ResolvedSpec, model_ref: ModelRef, runtime: Runtime, attn: str) -> PreTrainedModel:
+def load_base_model(
+    spec: ResolvedSpec, model_ref: ModelRef, runtime: Runtime, attn: str, events: EventLog
+) -> tuple[PreTrainedModel, base_cache.CacheUse]:
     """The base model as a job trains on it: in 4 bits as its spec quantizes it (or
-    unquantized), computing in the runtime's dtype, on its device. Evaluations load it
-    this way too, so that the adapter applies to the weights it was trained against."""
+    unquantized), computing in the runtime's dtype, on its device; a quantized base from
+    the worker's pre-quantized copy when it has one (worker.training.base_cache), and
+    how that cache was used.
+    Evaluations load it this way too, so that the adapter applies to the weights it was
+    trained against."""
     quantization = four_bit_config(spec.qlora.quantization, runtime.torch_dtype)
-    try:
-        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
-            model_ref.source,
-            quantization_config=quantization,
-            dtype=runtime.torch_dtype,
-            device_map={"": runtime.device},
-            attn_implementation=attn,
-            use_safetensors=True,
-            trust_remote_code=False,
-        )
-    except torch.OutOfMemoryError:
-        raise
-    except Exception as exc:
-        how = "in 4 bits" if quantization else f"in {runtime.compute_dtype}"
-        raise ModelLoadError(f"Cannot load {model_ref.name} {how}: {exc}", param="model") from exc
-    return model
+
+    def load(source: str, quantizing: dict[str, Any]) -> PreTrainedModel:
+        try:
+            model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
+                source,
+                **quantizing,
+                dtype=runtime.torch_dtype,
+                device_map={"": runtime.device},
+                attn_implementation=attn,
+                use_safetensors=True,
+                trust_remote_code=False,
+            )
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:
+            how = "in 4 bits" if quantization else f"in {runtime.compute_dtype}"
+            raise ModelLoadError(f"Cannot load {model_ref.name} {how}: {exc}", param="model") from exc
+        return model
+
+    if quantization is None:
+        return load(model_ref.source, {"quantization_config": None}), base_cache.OFF
+    return base_cache.load(model_ref.name, model_ref.source, quantization, load, events)
 
 
 class Recipe:
@@ -167,7 +179,7 @@ class Recipe:
 
     def load_model(self, speed: Speed) -> PreTrainedModel:
         attn = attention.register() if speed.attention == attention.NAME else speed.attention
-        model = load_base_model(self.spec, self.model_ref, self.runtime, attn)
+        model, self.base_cache = load_base_model(self.spec, self.model_ref, self.runtime, attn, self.reporter)
         q = self.spec.qlora.quantization
         checkpointing = speed.gradient_checkpointing
         if q is not None and speed.upcast_unquantized:
@@ -309,12 +321,15 @@ class Recipe:
         model = self.load_model(speed)
         seconds = time.monotonic() - started
         self.reporter.event(
-            f"Loaded {self.model_ref.name} {how} on {self.runtime.device_name} in {seconds:.1f} s; "
+            f"Loaded {self.model_ref.name} {how} on {self.runtime.device_name} in {seconds:.1f} s"
+            f"{self.base_cache.said}; "
             f"training a {adapter.type} adapter {self.described_method()} on {batches}"
             f"{', gradient checkpointing' if speed.gradient_checkpointing else ''}"
             f"{', Liger kernels' if speed.liger_kernel else ''}{', fused LoRA' if speed.fused_lora else ''}"
             f", {speed.attention} attention",
-            data=speed.describe() | {"load_seconds": round(seconds, 2)},
+            data=speed.describe()
+            | {"load_seconds": round(seconds, 2), "process_seconds": round(job_clock.seconds(), 2)}
+            | self.base_cache.describe(),
         )
         callbacks: list[TrainerCallback] = [self.progress, self.progress.trained_tokens, *extra_callbacks]
         if adapter.type == "adalora":
