@@ -102,18 +102,28 @@ class Observed:
 
     submitted: float
     seen: dict[str, float] = field(default_factory=dict)  # status -> when first seen
-    first_progress: dict[str, Any] | None = None
-    last_progress: dict[str, Any] | None = None
+    # Each progress the job showed: the worker writes one when training begins (no step
+    # time yet), one at the first step, then at most every 2 s, and one at the last step.
+    progress: list[dict[str, Any]] = field(default_factory=list)
     ended: float | None = None
 
     def saw(self, job: dict[str, Any], now: float) -> None:
         self.seen.setdefault(job["status"], now)
         progress = job.get("progress")
-        if progress and progress.get("at") is not None:
-            self.first_progress = self.first_progress or progress
-            self.last_progress = progress
+        if progress and progress.get("at") is not None and progress not in self.progress[-1:]:
+            self.progress.append(progress)
         if job["status"] in TERMINAL and self.ended is None:
             self.ended = now
+
+    def first_step(self) -> float | None:
+        """When the first step ended: the time of the progress written then, or, if a
+        later one was the first seen, that one's taken back by its mean step time."""
+        begun = next((p for p in self.progress if p["seconds_per_step"] is None), None)
+        first = next((p for p in self.progress if p["seconds_per_step"] is not None), None)
+        if first is None:
+            return None
+        steps_after_first = first["step"] - (begun["step"] if begun else 0) - 1
+        return float(first["at"] - steps_after_first * first["seconds_per_step"])
 
 
 def event_data(events: Sequence[dict[str, Any]], prefix: str, key: str | None = None) -> dict[str, Any] | None:
@@ -144,12 +154,9 @@ def parts(observed: Observed, events: Sequence[dict[str, Any]], metrics: Sequenc
         return None if start is None or end is None else round(end - start, 2)
 
     picked_up = observed.seen.get("running")
-    first_step = last_step = None
-    if observed.first_progress is not None and observed.last_progress is not None:
-        first, last = observed.first_progress, observed.last_progress
-        # The progress is written at the first step; one seen later is taken back by its mean step time.
-        first_step = first["at"] - (first["step"] - 1) * (first["seconds_per_step"] or 0)
-        last_step = last["at"]
+    first_step = observed.first_step()
+    last = observed.progress[-1] if first_step is not None else None
+    last_step = last["at"] if last else None
     loaded = event_data(events, "Loaded ", "load_seconds") or {}
     stepped = event_data(events, "First training step done") or {}
     rate = training_rate(metrics)
@@ -163,7 +170,7 @@ def parts(observed: Observed, events: Sequence[dict[str, Any]], metrics: Sequenc
         "first_step_after_pickup_s": since(picked_up, first_step),
         "first_step_process_s": stepped.get("process_seconds"),
         "train_s": since(first_step, last_step),
-        "steps": observed.last_progress["step"] if observed.last_progress else None,
+        "steps": last["step"] if last else None,
         "real_tokens_per_s": None if rate is None else round(rate, 1),
         "publish_s": since(last_step, observed.ended),
     }
@@ -173,7 +180,9 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     def cell(value: Any, unit: str = "") -> str:
         if value is None:
             return "–"
-        return f"{value:,.1f}{unit}" if isinstance(value, float | int) else str(value)
+        if isinstance(value, float):
+            return f"{value:,.1f}{unit}"
+        return f"{value:,}{unit}" if isinstance(value, int) else str(value)
 
     lines = [
         "| job | status | total | start (pre-flight) | load (base cache) | first step after pickup "
@@ -268,7 +277,7 @@ class Bench:
         events = self.pages(f"/fine_tuning/jobs/{job['id']}/events")
         metrics = self.call("GET", f"/fine_tuning/jobs/{job['id']}/metrics")["data"]
         print(f"{job['id']}: {job['status']}; error: {job['error']}", flush=True)
-        for event in events:
+        for event in (e for e in events if e["type"] == "message"):
             print(f"  [{event['level']}] {event['message'][:160]}")
         result = {"id": job["id"], "status": job["status"], **parts(observed, events, metrics)}
         return result | {
@@ -346,7 +355,7 @@ def main() -> None:
         file = bench.call(
             "POST", "/files", data={"purpose": "fine-tune"}, files={"file": ("chats.jsonl", data, "application/jsonl")}
         )
-        print(f"uploaded {file['id']}: {file['bytes']:,} bytes, {file['status_details']}", flush=True)
+        print(f"uploaded {file['id']}: {file['bytes']:,} bytes, {file['examples']} examples", flush=True)
         bench.until("a pre-flight worker", lambda: bench.previewed(file["id"], model_dir.name))
         bench.until("a live training worker", lambda: bench.live_workers() > 0)
         body: dict[str, Any] = {"model": model_dir.name, "training_file": file["id"]}

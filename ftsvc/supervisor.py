@@ -12,8 +12,8 @@ import subprocess
 import threading
 import time
 import urllib.request
-from typing import IO
 from types import FrameType
+from typing import IO
 
 
 class Supervisor:
