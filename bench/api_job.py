@@ -281,6 +281,7 @@ class Bench:
             print(f"  [{event['level']}] {event['message'][:160]}")
         result = {"id": job["id"], "status": job["status"], **parts(observed, events, metrics)}
         return result | {
+            "loaded": event_data(events, "Loaded ", "load_seconds"),
             "trained_tokens": job["trained_tokens"],
             "statistics": job["statistics"],
             "runtime": job["runtime"],
@@ -374,7 +375,7 @@ def main() -> None:
     report = (
         f"### a job through the API: {args.shape} shape, {len(examples)} chats "
         f"({stats.get('tokens_total', sum(lengths)):,} tokens; {stats.get('truncated_examples')} truncated "
-        f"at {stats.get('max_seq_length')}), {body}\n\n"
+        f"at {stats.get('max_seq_length')}); the job: {json.dumps(body | {'training_file': '...'})}\n\n"
         + table(results)
         + "\n\ntrained tokens (loss tokens, all steps): "
         + ", ".join(f"{r['trained_tokens']}" for r in results)
