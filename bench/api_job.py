@@ -313,7 +313,12 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900, help="seconds each wait may take (a job, start-up)")
     parser.add_argument("--max-steps", type=int, default=None, help="qlora.training.max_steps (default: the job's)")
     parser.add_argument("--jobs", type=int, default=2, help="jobs on the same base, one after the other")
-    parser.add_argument("--gap", type=float, default=10, help="seconds between a job's end and the next one's start")
+    parser.add_argument(
+        "--gap",
+        type=float,
+        default=15,
+        help="seconds between a job's end and the next one's submission (a standby process starts)",
+    )
     args = parser.parse_args()
 
     models = Path(args.models).resolve()
