@@ -204,7 +204,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
 class Bench:
     """The embedded service's processes and an HTTP client of its API."""
 
-    def __init__(self, data_dir: Path, models: Path, timeout: float) -> None:
+    def __init__(self, data_dir: Path, timeout: float) -> None:
         from ftsvc.cli import free_local_port, preflight_worker_command, worker_command
         from ftsvc.supervisor import Supervisor
 
@@ -353,7 +353,7 @@ def main() -> None:
     upgrade_database()
     with session_scope() as session:  # what `ftsvc serve` does on its first run
         ensure_local_key(session, data_dir)
-    bench = Bench(data_dir, models, args.timeout)
+    bench = Bench(data_dir, args.timeout)
     results: list[dict[str, Any]] = []
     try:
         bench.connect()
