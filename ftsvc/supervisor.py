@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.request
 from types import FrameType
+from typing import IO
 
 
 class Supervisor:
@@ -27,8 +28,19 @@ class Supervisor:
     def _request_stop(self, signum: int, _: FrameType | None) -> None:
         self._asked.set()
 
-    def start(self, name: str, command: list[str]) -> None:
-        self.processes[name] = subprocess.Popen(command, start_new_session=True)
+    def start(self, name: str, command: list[str], output: IO[bytes] | None = None) -> None:
+        """`output`: where its stdout and stderr go (default: this process's)."""
+        stderr = None if output is None else subprocess.STDOUT
+        self.processes[name] = subprocess.Popen(command, start_new_session=True, stdout=output, stderr=stderr)
+
+    @property
+    def stop_requested(self) -> bool:
+        """SIGTERM or SIGINT arrived."""
+        return self._asked.is_set()
+
+    def exited(self) -> str | None:
+        """The name of a process that has exited, if one has."""
+        return next((name for name, process in self.processes.items() if process.poll() is not None), None)
 
     def wait_until_answers(self, name: str, url: str, timeout: float) -> None:
         """Until the process `name` answers `url` (a health check); an error if it exits
@@ -50,9 +62,8 @@ class Supervisor:
     def wait_for_stop(self) -> str | None:
         """Until SIGTERM or SIGINT arrives (None) or a process exits (its name)."""
         while not self._asked.wait(0.2):
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    return name
+            if (name := self.exited()) is not None:
+                return name
         return None
 
     def stop(self, bound: float) -> None:
