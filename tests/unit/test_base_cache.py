@@ -5,6 +5,7 @@ used copies go; 0 entries turns the cache off; a failed write does not fail the 
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -148,3 +149,22 @@ def test_a_writer_that_finishes_second_keeps_the_first_ones_entry(tiny_model: Pa
     assert [p.name for p in cache_dir.iterdir()] == [entry]
     assert (cache_dir / entry / MANIFEST).read_text() == manifest
     assert load(tiny_model)[1].outcome == "hit"
+
+
+def test_a_base_stored_in_4_bits_is_loaded_as_it_is(tiny_model: Path, cache_dir: Path, tmp_path: Path) -> None:
+    """A source that is a 4-bit copy already (an entry's layout, as the 70B benchmark
+    model is written) needs no second copy: it loads as it is and nothing is stored."""
+    first, _ = load(tiny_model)
+    entry = next(p for p in cache_dir.iterdir() if not p.name.startswith("."))
+    four_bit = tmp_path / "four-bit-base"
+    shutil.copytree(entry, four_bit)
+    expected = fingerprint(first)
+    spec = resolve(
+        JobSpec.model_validate({"model": "tiny-4bit", "training_file": "file-x"}),
+        n_examples=10,
+        seed=1,
+        data_format="chat",
+    )
+    model, use = load_base_model(spec, ModelRef("tiny-4bit", str(four_bit), True), RUNTIME, "sdpa", ConsoleReporter())
+    assert use.outcome == "prequantized" and entries(cache_dir) == {entry.name}
+    assert_same(expected, fingerprint(model))

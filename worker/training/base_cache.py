@@ -37,13 +37,15 @@ from core.settings import get_settings
 from worker.training.reporting import EventLog
 
 # hit: loaded from the cache; stored: quantized from the source and written to the
-# cache; unstored: quantized from the source, the write failed; off: no cache.
-Outcome = Literal["hit", "stored", "unstored", "off"]
+# cache; unstored: quantized from the source, the write failed; prequantized: the source
+# is in 4 bits already (a copy would be the same files); off: no cache.
+Outcome = Literal["hit", "stored", "unstored", "prequantized", "off"]
 # How a job's "Loaded ..." event says it.
 SAID: dict[Outcome, str] = {
     "hit": " from this worker's pre-quantized copy",
     "stored": ", then stored a pre-quantized copy on this worker for the next job",
     "unstored": "",
+    "prequantized": " (stored in 4 bits)",
     "off": "",
 }
 
@@ -100,6 +102,15 @@ def entry_key(source: Path, quantization: BitsAndBytesConfig) -> str:
         "versions": {"transformers": transformers.__version__, "bitsandbytes": bitsandbytes.__version__},
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def _quantized_already(source: Path) -> bool:
+    """A base saved in 4 bits (as an entry is): its config says how it is quantized."""
+    try:
+        config = json.loads((source / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "quantization_config" in config
 
 
 def _sha256(path: Path) -> str:
@@ -184,6 +195,8 @@ def load(
     root, keep = settings.base_cache_dir, settings.base_cache_entries
     if keep == 0 or not Path(source).is_dir():
         return loader(source, {"quantization_config": quantization}), OFF
+    if _quantized_already(Path(source)):
+        return loader(source, {}), CacheUse("prequantized")
     entry = root / entry_key(Path(source), quantization)
     if (entry / MANIFEST).is_file():
         started = time.monotonic()
