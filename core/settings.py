@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     # model loading if a stop may come then. docker-compose.yml's stop_grace_period
     # must be a little longer.
     worker_stop_grace_seconds: float = 120.0
+    # Standby job processes (worker.standbys): after each job, the worker starts the next
+    # job's process ahead on the same GPU, torch and the training stack imported, so the
+    # next job skips those seconds. "auto": on a worker with GPUs; off on a CPU-only one,
+    # where an idle standby's half a gigabyte of memory counts more than the seconds.
+    standby_process: Literal["auto", "on", "off"] = "auto"
     # Redis redelivers a message not acknowledged within this time; a long job's second
     # delivery is harmless (the lease refuses it), so it only bounds redelivery delay.
     broker_visibility_timeout: float = 3600.0

@@ -65,3 +65,10 @@ def _stop_jobs(**_: Any) -> None:
     for heartbeat in _registration:
         heartbeat.stop()
     job_processes.stop(get_settings().worker_stop_grace_seconds)
+
+
+@signals.worker_shutdown.connect
+def _end_standbys(**_: Any) -> None:
+    # After the pool's threads ended: the standby job processes waiting for a next job
+    # end with the worker.
+    job_processes.close()

@@ -7,11 +7,18 @@ from __future__ import annotations
 import time
 
 _started = time.monotonic()
+_handed_over = False
 
 
 def mark_started() -> None:
-    global _started
-    _started = time.monotonic()
+    """Called by a standby process when it is handed its job."""
+    global _started, _handed_over
+    _started, _handed_over = time.monotonic(), True
+
+
+def handed_over() -> bool:
+    """Whether this process was a standby, started before it was handed its job."""
+    return _handed_over
 
 
 def seconds() -> float:

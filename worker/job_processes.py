@@ -1,8 +1,8 @@
-"""The Celery worker's side of running jobs: each job in a new process of its own
-(`python -m worker.job_process`), so the worker itself never imports torch and every
-job's GPU and host memory is returned in full when its process exits; the GPUs each
-process is given, to it alone; and the stop of those processes when the worker shuts
-down."""
+"""The Celery worker's side of running jobs: each job in a process of its own
+(`python -m worker.job_process`, or a standby of it started ahead: worker.standbys), so
+the worker itself never imports torch and every job's GPU and host memory is returned
+in full when its process exits; the GPUs each process is given, to it alone; and the
+stop of those processes when the worker shuts down."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+
+from worker import standbys
 
 log = logging.getLogger("ftsvc.worker")
 
@@ -74,28 +76,49 @@ class GpuPool:
 
 class JobProcesses:
     """The job processes this worker runs (one per pool thread; a GPU worker has a
-    thread per GPU). `stop` asks each to checkpoint and give its job back; one still
-    running `grace` seconds later is killed, and its job is left to the lease reaper."""
+    thread per GPU), and the standby processes waiting for the next training job
+    (worker.standbys). `stop` asks each job process to checkpoint and give its job back;
+    one still running `grace` seconds later is killed, and its job is left to the lease
+    reaper. `close`, at the worker's exit, ends the standbys."""
 
     def __init__(self) -> None:
         self.gpus = GpuPool()
         self._running: set[subprocess.Popen[bytes]] = set()
+        self._standbys = standbys.Standbys()
         self._lock = threading.Lock()
         self._deadline: float | None = None
 
-    def run(self, job_id: str, module: str = "worker.job_process", gpus: int = 1) -> int:
+    def run(self, job_id: str, module: str = standbys.TRAINING_MODULE, gpus: int = 1) -> int:
         """Run the job's process (`python -m <module> <job_id>`; a merge's is
         worker.merge_process) to its end on `gpus` GPUs of its own (CUDA_VISIBLE_DEVICES,
         numbered as nvidia-smi does; waiting for them if other jobs hold them); returns
-        its exit status. Raises WorkerStopping if the worker stops while the job waits."""
+        its exit status. A training job on one GPU (or on the CPU) goes to the standby
+        waiting for its GPU when there is one, and leaves a new standby behind.
+        Raises WorkerStopping if the worker stops while the job waits."""
         with self.gpus.held(gpus, stopping=lambda: self._deadline is not None) as indices:
             env = os.environ.copy()
             if indices:
                 env |= {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(map(str, indices))}
-            return self._run(job_id, [sys.executable, "-m", module, job_id], env)
+            command = [sys.executable, "-m", module, job_id]
+            if not standbys.wanted(module, gpus, self.gpus.size):
+                return self._run(job_id, subprocess.Popen(command, env=env))
+            key = tuple(indices)
+            try:
+                return self._run(job_id, self._handed_over(key, job_id) or subprocess.Popen(command, env=env))
+            finally:
+                with self._lock:
+                    if self._deadline is None:
+                        self._standbys.start(key, env)
 
-    def _run(self, job_id: str, command: list[str], env: dict[str, str]) -> int:
-        process = subprocess.Popen(command, env=env)
+    def _handed_over(self, key: standbys.GpuKey, job_id: str) -> subprocess.Popen[bytes] | None:
+        with self._lock:
+            process = self._standbys.take(key)
+        if process is None or not standbys.hand_over(process, job_id):
+            return None
+        log.info("job %s: handed to standby process %d", job_id, process.pid)
+        return process
+
+    def _run(self, job_id: str, process: subprocess.Popen[bytes]) -> int:
         with self._lock:
             self._running.add(process)
             stopping = self._deadline is not None
@@ -122,8 +145,17 @@ class JobProcesses:
             if self._deadline is None:
                 self._deadline = time.monotonic() + grace
             running = list(self._running)
+            self._standbys.dismiss_all()
         for process in running:
             process.send_signal(signal.SIGTERM)
+
+    def close(self) -> None:
+        """At the worker's exit, once its jobs ended: no standby outlives it."""
+        with self._lock:
+            if self._deadline is None:
+                self._deadline = time.monotonic()
+            dismissed = self._standbys.dismiss_all()
+        standbys.reap(dismissed)
 
 
 job_processes = JobProcesses()

@@ -25,6 +25,7 @@ from core.settings import get_settings
 from core.specs import EvaluationRequest, ResolvedSpec
 from core.states import JobStatus
 from core.storage import get_storage
+from worker import job_clock
 from worker.failure_reports import FailureReport, Phase, classify, leave_report
 from worker.heartbeat import Heartbeat, new_owner
 from worker.job_reporter import JobReporter
@@ -100,11 +101,12 @@ def _run(
     phase: Phase = "loading"
     recipe = None
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES")  # set by the worker: the GPUs given to this job alone
+    standby = job_clock.handed_over()  # started ahead, its imports done (worker.standbys)
     reporter.event(
         f"Job process {os.getpid()} started on {socket.gethostname()}"
         + (f" with GPU(s) {gpus}" if gpus is not None else "")
-        + "; loading the training stack",
-        data={"host": socket.gethostname(), "cuda_visible_devices": gpus},
+        + ("; a standby process, the training stack already loaded" if standby else "; loading the training stack"),
+        data={"host": socket.gethostname(), "cuda_visible_devices": gpus, "standby_process": standby},
     )
     try:
         # Imported here so that a failure to import the stack also ends the job cleanly.
