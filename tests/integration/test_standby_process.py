@@ -1,0 +1,97 @@
+"""Standby job processes (FTSVC_STANDBY_PROCESS=on), with a real worker training real
+jobs: a job's process leaves a standby behind (its imports done), which the next job on
+the worker runs in; a standby that died is replaced, and a worker that stops leaves no
+process behind."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from core.queue import RUN_JOB_TASK, get_celery
+from tests.conftest import TEST_ORG, Workers
+from tests.faults.test_worker_faults import wait_until
+from tests.helpers import EXAMPLES, all_events, unsent_queued_job, upload_ok, wait_for
+from worker.job_process import STANDBY_FLAG
+
+pytestmark = pytest.mark.slow
+
+# A queue of this module's own: its worker alone takes these jobs, whatever other
+# workers the session runs.
+QUEUE = "ops-standby"
+
+
+class StandbyWorker:
+    """A training worker that keeps a standby although it has no GPU, and the jobs it ran."""
+
+    def __init__(self, client: Any, training_file: str) -> None:
+        self.client, self.training_file = client, training_file
+        self.workers = Workers()
+        self.name = self.workers.start([QUEUE], FTSVC_STANDBY_PROCESS="on")
+        self.process = psutil.Process(self.workers.processes[self.name].pid)
+        self.job_pids: set[int] = set()
+
+    def run_job(self) -> dict[str, Any]:
+        """A two-step job; the data of its process's first event, and that process's pid."""
+        job_id = unsent_queued_job(TEST_ORG, self.training_file, qlora={"training": {"max_steps": 2}})
+        get_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=QUEUE)
+        assert wait_for(self.client, job_id, {"succeeded", "failed"})["status"] == "succeeded"
+        [started] = [e for e in all_events(self.client, job_id) if e["message"].startswith("Job process ")]
+        pid = int(started["message"].split()[2])
+        self.job_pids.add(pid)
+        return started["data"] | {"pid": pid}
+
+    def standby(self) -> psutil.Process:
+        """Its standby process (waits for it: one starts after each job), not one that
+        ran a job (and may still be ending)."""
+
+        def waiting() -> psutil.Process | None:
+            live = [p for p in self.process.children() if p.pid not in self.job_pids and is_live_standby(p)]
+            assert len(live) <= 1, live
+            return live[0] if live else None
+
+        return wait_until(waiting, 30, "a standby process")  # type: ignore[no-any-return]
+
+
+def is_live_standby(process: psutil.Process) -> bool:
+    try:
+        return STANDBY_FLAG in process.cmdline() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # a job's process that just ended
+        return False
+
+
+@pytest.fixture(scope="module")
+def worker(client_module: Any, tiny_model: Path) -> Iterator[StandbyWorker]:
+    training_file = upload_ok(client_module, (EXAMPLES / "chat.jsonl").read_bytes(), "chat.jsonl")
+    worker = StandbyWorker(client_module, training_file)
+    yield worker
+    for name in list(worker.workers.processes):
+        worker.workers.stop(name)
+
+
+def test_the_next_job_runs_in_the_standby_the_last_one_left(worker: StandbyWorker) -> None:
+    first = worker.run_job()
+    assert first["standby_process"] is False  # the worker's first job: no standby yet
+    standby = worker.standby()
+    second = worker.run_job()
+    assert second["standby_process"] is True and second["pid"] == standby.pid
+    assert worker.standby().pid != standby.pid  # and it left the next one
+
+
+def test_a_standby_that_died_is_replaced(worker: StandbyWorker) -> None:
+    killed = worker.standby()
+    killed.kill()
+    wait_until(lambda: killed.status() == psutil.STATUS_ZOMBIE, 10, "the standby to die")  # the worker reaps it
+    job = worker.run_job()
+    assert job["standby_process"] is False and job["pid"] != killed.pid  # a new process ran it
+    assert worker.standby().pid != killed.pid
+
+
+def test_a_stopped_worker_leaves_no_standby_behind(worker: StandbyWorker) -> None:
+    standby = worker.standby()
+    worker.workers.stop(worker.name)
+    assert not psutil.pid_exists(standby.pid)

@@ -1,0 +1,77 @@
+"""A standby job process's side (worker.job_process --standby): it waits for a job id on
+stdin, ends quietly at EOF or on a stop, and a job id already handed over wins over a
+stop that follows it (the run then gives the job back, as a stopped run does)."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import ROOT
+from worker.job_process import STANDBY_FLAG, await_job, stop_on_signals
+
+
+@pytest.fixture
+def stdin(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.BufferedWriter]:
+    """A pipe in place of this process's stdin; yields its writing end, as the worker holds it."""
+    read_end, write_end = os.pipe()
+    reader = os.fdopen(read_end, "r")
+    monkeypatch.setattr(sys, "stdin", reader)
+    with os.fdopen(write_end, "wb", buffering=0) as writer:
+        yield writer
+    reader.close()
+
+
+@pytest.fixture
+def stop() -> Iterator[threading.Event]:
+    """The job process's own signal handling, the test runner's restored afterwards."""
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    yield stop_on_signals()
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+def test_the_job_id_on_stdin_is_the_job(stdin: io.BufferedWriter, stop: threading.Event) -> None:
+    stdin.write(b"ftjob-abc\n")
+    stdin.close()
+    assert await_job(stop) == "ftjob-abc"
+
+
+def test_eof_without_a_job_id_is_no_job(stdin: io.BufferedWriter, stop: threading.Event) -> None:
+    stdin.close()
+    assert await_job(stop) is None
+
+
+def test_a_sigterm_while_waiting_ends_the_wait(stdin: io.BufferedWriter, stop: threading.Event) -> None:
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    assert await_job(stop) is None  # the write end stays open: only the signal ends the wait
+    assert stop.is_set()
+    timer.join()
+
+
+def test_a_job_handed_over_before_the_stop_still_runs(stdin: io.BufferedWriter, stop: threading.Event) -> None:
+    stdin.write(b"ftjob-abc\n")
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert stop.is_set()
+    assert await_job(stop) == "ftjob-abc"
+
+
+def test_a_standby_told_to_end_exits_quietly() -> None:
+    """The whole process: its imports, then EOF on stdin (the worker stopping)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.job_process", STANDBY_FLAG],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert b"Traceback" not in done.stderr
