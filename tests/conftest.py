@@ -45,6 +45,10 @@ os.environ.update(
     FTSVC_WEBHOOK_ALLOW_HTTP="true",
     # Multi-GPU jobs run their ranks as CPU processes over gloo here (no GPU).
     FTSVC_CPU_RANKS="1",
+    # No standby job processes (on by default for the workers here that describe GPUs):
+    # their imports would compete with training on this machine's few cores. Their own
+    # tests turn them on (tests/integration/test_standby_process.py).
+    FTSVC_STANDBY_PROCESS="off",
 )
 
 

@@ -1,10 +1,11 @@
-"""Standby job processes (FTSVC_STANDBY_PROCESS=on), with a real worker training real
-jobs: a job's process leaves a standby behind (its imports done), which the next job on
-the worker runs in; a standby that died is replaced, and a worker that stops leaves no
-process behind."""
+"""Standby job processes (FTSVC_STANDBY_PROCESS, `auto`: on for a worker with GPUs), with
+a real worker training real jobs: a job's process leaves a standby behind for its GPU
+(its imports done), which the next job on that GPU runs in; a standby that died is
+replaced, and a worker that stops leaves no process behind."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,25 +21,30 @@ from worker.job_process import STANDBY_FLAG
 
 pytestmark = pytest.mark.slow
 
-# A queue of this module's own: its worker alone takes these jobs, whatever other
-# workers the session runs.
-QUEUE = "ops-standby"
+# A training queue of this module's own: its worker alone takes these jobs, whatever
+# other workers the session runs. The worker describes one GPU (its jobs train on this
+# machine's CPU), so the standby's default turns on, keyed by that GPU.
+WORKER_ENV = {
+    "FTSVC_TRAINING_QUEUE": "ops-standby",
+    "FTSVC_WORKER_DEVICES": json.dumps([{"name": "Fake GPU", "memory_gib": 22}]),
+    "FTSVC_STANDBY_PROCESS": "auto",
+}
 
 
 class StandbyWorker:
-    """A training worker that keeps a standby although it has no GPU, and the jobs it ran."""
+    """The training worker, and the processes of the jobs it ran."""
 
     def __init__(self, client: Any, training_file: str) -> None:
         self.client, self.training_file = client, training_file
         self.workers = Workers()
-        self.name = self.workers.start([QUEUE], FTSVC_STANDBY_PROCESS="on")
+        self.name = self.workers.start([WORKER_ENV["FTSVC_TRAINING_QUEUE"]], **WORKER_ENV)
         self.process = psutil.Process(self.workers.processes[self.name].pid)
         self.job_pids: set[int] = set()
 
     def run_job(self) -> dict[str, Any]:
         """A two-step job; the data of its process's first event, and that process's pid."""
         job_id = unsent_queued_job(TEST_ORG, self.training_file, qlora={"training": {"max_steps": 2}})
-        get_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=QUEUE)
+        get_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=WORKER_ENV["FTSVC_TRAINING_QUEUE"])
         assert wait_for(self.client, job_id, {"succeeded", "failed"})["status"] == "succeeded"
         [started] = [e for e in all_events(self.client, job_id) if e["message"].startswith("Job process ")]
         pid = int(started["message"].split()[2])
@@ -77,6 +83,7 @@ def test_the_next_job_runs_in_the_standby_the_last_one_left(worker: StandbyWorke
     first = worker.run_job()
     assert first["standby_process"] is False  # the worker's first job: no standby yet
     standby = worker.standby()
+    assert standby.environ()["CUDA_VISIBLE_DEVICES"] == first["cuda_visible_devices"] == "0"
     second = worker.run_job()
     assert second["standby_process"] is True and second["pid"] == standby.pid
     assert worker.standby().pid != standby.pid  # and it left the next one

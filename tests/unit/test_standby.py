@@ -1,6 +1,7 @@
-"""A standby job process's side (worker.job_process --standby): it waits for a job id on
-stdin, ends quietly at EOF or on a stop, and a job id already handed over wins over a
-stop that follows it (the run then gives the job back, as a stopped run does)."""
+"""Standby job processes. The worker's side (worker.standbys): which jobs run in one.
+The standby's side (worker.job_process --standby): it waits for a job id on stdin, ends
+quietly at EOF or on a stop, and a job id already handed over wins over a stop that
+follows it (the run then gives the job back, as a stopped run does)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,25 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import ROOT
+from tests.helpers import changed_settings
 from worker.job_process import STANDBY_FLAG, await_job, stop_on_signals
+from worker.standbys import TRAINING_MODULE, wanted
+
+
+@pytest.mark.parametrize(
+    ("setting", "worker_gpus", "expected"),
+    [("auto", 2, True), ("auto", 0, False), ("on", 0, True), ("off", 2, False)],
+)
+def test_the_setting_and_the_worker_s_gpus_decide(setting: str, worker_gpus: int, expected: bool) -> None:
+    with changed_settings(FTSVC_STANDBY_PROCESS=setting):
+        assert wanted(TRAINING_MODULE, 1, worker_gpus) is expected
+
+
+def test_jobs_on_several_gpus_merges_and_evaluations_start_new_processes() -> None:
+    with changed_settings(FTSVC_STANDBY_PROCESS="on"):
+        assert not wanted(TRAINING_MODULE, 2, 2)
+        assert not wanted("worker.merge_process", 1, 2)
+        assert not wanted("worker.evaluation_process", 1, 2)
 
 
 @pytest.fixture
