@@ -82,7 +82,10 @@ class Standbys:
         if waiting is not None and waiting.poll() is None:
             return
         command = [sys.executable, "-m", TRAINING_MODULE, STANDBY_FLAG]
-        self._waiting[key] = subprocess.Popen(command, env=env, stdin=subprocess.PIPE)
+        try:
+            self._waiting[key] = subprocess.Popen(command, env=env, stdin=subprocess.PIPE)
+        except OSError:  # the next job then starts a process of its own, as without standbys
+            log.exception("a standby job process (GPUs %s) could not be started", key)
 
     def dismiss_all(self) -> list[subprocess.Popen[bytes]]:
         """The worker is stopping: every waiting standby is told to end. Returns all those
