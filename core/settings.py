@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     # model loading if a stop may come then. docker-compose.yml's stop_grace_period
     # must be a little longer.
     worker_stop_grace_seconds: float = 120.0
-    # Standby job processes (worker.standbys): after each job, the worker starts the next
+    # Standby job processes (worker.standbys): with each job, the worker starts the next
     # job's process ahead on the same GPU, torch and the training stack imported, so the
     # next job skips those seconds. "auto": on a worker with GPUs; off on a CPU-only one,
     # where an idle standby's half a gigabyte of memory counts more than the seconds.

@@ -93,7 +93,7 @@ class JobProcesses:
         worker.merge_process) to its end on `gpus` GPUs of its own (CUDA_VISIBLE_DEVICES,
         numbered as nvidia-smi does; waiting for them if other jobs hold them); returns
         its exit status. A training job on one GPU (or on the CPU) goes to the standby
-        waiting for its GPU when there is one, and leaves a new standby behind.
+        waiting for its GPU when there is one, and starts the next one.
         Raises WorkerStopping if the worker stops while the job waits."""
         with self.gpus.held(gpus, stopping=lambda: self._deadline is not None) as indices:
             env = os.environ.copy()
@@ -103,12 +103,19 @@ class JobProcesses:
             if not standbys.wanted(module, gpus, self.gpus.size):
                 return self._run(job_id, subprocess.Popen(command, env=env))
             key = tuple(indices)
+            process = self._handed_over(key, job_id) or subprocess.Popen(command, env=env)
+            # The next job's standby imports while this job runs, so that a job queued
+            # behind this one finds it ready; one that died meanwhile is replaced at the end.
+            self._start_standby(key, env)
             try:
-                return self._run(job_id, self._handed_over(key, job_id) or subprocess.Popen(command, env=env))
+                return self._run(job_id, process)
             finally:
-                with self._lock:
-                    if self._deadline is None:
-                        self._standbys.start(key, env)
+                self._start_standby(key, env)
+
+    def _start_standby(self, key: standbys.GpuKey, env: dict[str, str]) -> None:
+        with self._lock:
+            if self._deadline is None:
+                self._standbys.start(key, env)
 
     def _handed_over(self, key: standbys.GpuKey, job_id: str) -> subprocess.Popen[bytes] | None:
         with self._lock:

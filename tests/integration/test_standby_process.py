@@ -1,6 +1,6 @@
 """Standby job processes (FTSVC_STANDBY_PROCESS, `auto`: on for a worker with GPUs), with
-a real worker training real jobs: a job's process leaves a standby behind for its GPU
-(its imports done), which the next job on that GPU runs in; a standby that died is
+a real worker training real jobs: a job starts a standby for its GPU (which does its
+imports while the job runs), and the next job on that GPU runs in it; a standby that died is
 replaced, and a worker that stops leaves no process behind."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class StandbyWorker:
         return started["data"] | {"pid": pid}
 
     def standby(self) -> psutil.Process:
-        """Its standby process (waits for it: one starts after each job), not one that
+        """Its standby process (waits for it: one starts with each job), not one that
         ran a job (and may still be ending)."""
 
         def waiting() -> psutil.Process | None:
@@ -86,15 +86,16 @@ def test_the_next_job_runs_in_the_standby_the_last_one_left(worker: StandbyWorke
     assert standby.environ()["CUDA_VISIBLE_DEVICES"] == first["cuda_visible_devices"] == "0"
     second = worker.run_job()
     assert second["standby_process"] is True and second["pid"] == standby.pid
-    assert worker.standby().pid != standby.pid  # and it left the next one
+    assert worker.standby().pid != standby.pid  # and it started the next one
 
 
 def test_a_standby_that_died_is_replaced(worker: StandbyWorker) -> None:
     killed = worker.standby()
     killed.kill()
     wait_until(lambda: killed.status() == psutil.STATUS_ZOMBIE, 10, "the standby to die")  # the worker reaps it
-    job = worker.run_job()
-    assert job["standby_process"] is False and job["pid"] != killed.pid  # a new process ran it
+    # The next job runs, in a new process or in the standby that replaced the dead one
+    # (when the last job's end, which replaces it, came after the kill).
+    assert worker.run_job()["pid"] != killed.pid
     assert worker.standby().pid != killed.pid
 
 

@@ -13,12 +13,14 @@ import sys
 import threading
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
 from tests.conftest import ROOT
+from tests.faults.test_worker_faults import wait_until
 from tests.helpers import changed_settings
 from worker.job_process import STANDBY_FLAG, await_job, stop_on_signals
-from worker.standbys import TRAINING_MODULE, wanted
+from worker.standbys import TRAINING_MODULE, Standbys, hand_over, reap, wanted
 
 
 @pytest.mark.parametrize(
@@ -35,6 +37,33 @@ def test_jobs_on_several_gpus_merges_and_evaluations_start_new_processes() -> No
         assert not wanted(TRAINING_MODULE, 2, 2)
         assert not wanted("worker.merge_process", 1, 2)
         assert not wanted("worker.evaluation_process", 1, 2)
+
+
+def test_a_standby_that_died_is_dropped_and_the_next_one_is_new() -> None:
+    """Real standby processes, killed during their imports (no job runs)."""
+    standbys, key, env = Standbys(), (0,), dict(os.environ)
+    standbys.start(key, env)
+    [dead] = [p for p in psutil.Process().children() if STANDBY_FLAG in p.cmdline()]
+    dead.kill()
+    wait_until(lambda: dead.status() == psutil.STATUS_ZOMBIE, 10, "the standby to die")
+    assert standbys.take(key) is None  # the job then starts a process of its own
+
+    standbys.start(key, env)
+    replaced = standbys.take(key)
+    assert replaced is not None and replaced.poll() is None and replaced.pid != dead.pid
+    replaced.kill()
+    replaced.wait()
+    assert not hand_over(replaced, "ftjob-abc")  # one that dies between take and handover
+
+
+def test_dismissed_standbys_are_gone_once_reaped() -> None:
+    standbys, env = Standbys(), dict(os.environ)
+    standbys.start((0,), env)
+    standbys.start((1,), env)
+    dismissed = standbys.dismiss_all()
+    reap(dismissed)
+    assert len(dismissed) == 2 and all(process.poll() is not None for process in dismissed)
+    assert standbys.take((0,)) is None
 
 
 @pytest.fixture
