@@ -15,7 +15,7 @@ import pytest
 
 from core.queue import RUN_JOB_TASK, get_celery
 from tests.conftest import TEST_ORG, Workers
-from tests.faults.test_worker_faults import wait_until
+from tests.faults.test_worker_faults import train_losses, wait_until
 from tests.helpers import EXAMPLES, all_events, unsent_queued_job, upload_ok, wait_for
 from worker.job_process import STANDBY_FLAG
 
@@ -41,15 +41,28 @@ class StandbyWorker:
         self.process = psutil.Process(self.workers.processes[self.name].pid)
         self.job_pids: set[int] = set()
 
-    def run_job(self) -> dict[str, Any]:
-        """A two-step job; the data of its process's first event, and that process's pid."""
-        job_id = unsent_queued_job(TEST_ORG, self.training_file, qlora={"training": {"max_steps": 2}})
+    def send_job(self, steps: int) -> str:
+        job_id = unsent_queued_job(TEST_ORG, self.training_file, qlora={"training": {"max_steps": steps}})
         get_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=WORKER_ENV["FTSVC_TRAINING_QUEUE"])
-        assert wait_for(self.client, job_id, {"succeeded", "failed"})["status"] == "succeeded"
-        [started] = [e for e in all_events(self.client, job_id) if e["message"].startswith("Job process ")]
+        return job_id
+
+    def started(self, job_id: str) -> dict[str, Any]:
+        """The data of the job's process's first event, and that process's pid (waits for it)."""
+
+        def event() -> dict[str, Any] | None:
+            said = [e for e in all_events(self.client, job_id) if e["message"].startswith("Job process ")]
+            return said[0] if said else None
+
+        started = wait_until(event, 120, "the job's process")
         pid = int(started["message"].split()[2])
         self.job_pids.add(pid)
-        return started["data"] | {"pid": pid}
+        return started["data"] | {"pid": pid}  # type: ignore[no-any-return]
+
+    def run_job(self) -> dict[str, Any]:
+        """A two-step job, run to its end: what its process's first event says."""
+        job_id = self.send_job(2)
+        assert wait_for(self.client, job_id, {"succeeded", "failed"})["status"] == "succeeded"
+        return self.started(job_id)
 
     def standby(self) -> psutil.Process:
         """Its standby process (waits for it: one starts with each job), not one that
@@ -60,7 +73,7 @@ class StandbyWorker:
             assert len(live) <= 1, live
             return live[0] if live else None
 
-        return wait_until(waiting, 30, "a standby process")  # type: ignore[no-any-return]
+        return wait_until(waiting, 30, "a standby process")
 
 
 def is_live_standby(process: psutil.Process) -> bool:
@@ -99,7 +112,19 @@ def test_a_standby_that_died_is_replaced(worker: StandbyWorker) -> None:
     assert worker.standby().pid != killed.pid
 
 
-def test_a_stopped_worker_leaves_no_standby_behind(worker: StandbyWorker) -> None:
-    standby = worker.standby()
+def test_a_worker_stopped_mid_job_gives_it_back_and_leaves_no_process_behind(worker: StandbyWorker) -> None:
+    waiting = worker.standby()
+    job_id = worker.send_job(500)
+    job = worker.started(job_id)
+    assert job["standby_process"] is True and job["pid"] == waiting.pid
+    wait_until(lambda: train_losses(worker.client, job_id), 60, "a first step")
+    standby = worker.standby()  # the next job's, started with this one
     worker.workers.stop(worker.name)
-    assert not psutil.pid_exists(standby.pid)
+    assert not psutil.pid_exists(standby.pid) and not psutil.pid_exists(job["pid"])
+    # The job in the standby's process stopped as any job's does: given back at a step.
+    given_back = worker.client.get(f"/v1/fine_tuning/jobs/{job_id}").json()
+    assert given_back["status"] == "queued"
+    assert any(
+        e["message"].startswith("The worker was asked to stop at step") for e in all_events(worker.client, job_id)
+    )
+    worker.client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")  # no other worker takes it up

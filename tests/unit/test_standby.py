@@ -67,7 +67,7 @@ def test_dismissed_standbys_are_gone_once_reaped() -> None:
 
 
 @pytest.fixture
-def stdin(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.BufferedWriter]:
+def stdin(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.FileIO]:
     """A pipe in place of this process's stdin; yields its writing end, as the worker holds it."""
     read_end, write_end = os.pipe()
     reader = os.fdopen(read_end, "r")
@@ -86,18 +86,18 @@ def stop() -> Iterator[threading.Event]:
         signal.signal(signum, handler)
 
 
-def test_the_job_id_on_stdin_is_the_job(stdin: io.BufferedWriter, stop: threading.Event) -> None:
+def test_the_job_id_on_stdin_is_the_job(stdin: io.FileIO, stop: threading.Event) -> None:
     stdin.write(b"ftjob-abc\n")
     stdin.close()
     assert await_job(stop) == "ftjob-abc"
 
 
-def test_eof_without_a_job_id_is_no_job(stdin: io.BufferedWriter, stop: threading.Event) -> None:
+def test_eof_without_a_job_id_is_no_job(stdin: io.FileIO, stop: threading.Event) -> None:
     stdin.close()
     assert await_job(stop) is None
 
 
-def test_a_sigterm_while_waiting_ends_the_wait(stdin: io.BufferedWriter, stop: threading.Event) -> None:
+def test_a_sigterm_while_waiting_ends_the_wait(stdin: io.FileIO, stop: threading.Event) -> None:
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
     timer.start()
     assert await_job(stop) is None  # the write end stays open: only the signal ends the wait
@@ -105,7 +105,7 @@ def test_a_sigterm_while_waiting_ends_the_wait(stdin: io.BufferedWriter, stop: t
     timer.join()
 
 
-def test_a_job_handed_over_before_the_stop_still_runs(stdin: io.BufferedWriter, stop: threading.Event) -> None:
+def test_a_job_handed_over_before_the_stop_still_runs(stdin: io.FileIO, stop: threading.Event) -> None:
     stdin.write(b"ftjob-abc\n")
     os.kill(os.getpid(), signal.SIGTERM)
     assert stop.is_set()
