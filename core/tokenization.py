@@ -21,6 +21,7 @@ import json
 import math
 import threading
 from array import array
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,17 +202,22 @@ class PreparedTokenizer:
         else:
             text, spans = self._assistant_spans(example)
             encoding = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-            ids, mask = [], []
-            offsets = encoding["offset_mapping"]
-            for k, (token, (start, _)) in enumerate(zip(encoding["input_ids"], offsets, strict=True)):
-                span = next((s for s in spans if s[0] <= start < s[1]), None)
-                ids.append(token)
-                mask.append(span[2] if span else 0)
-                if span is None or not (self.append_eos and span[2]):
-                    continue
-                if k + 1 == len(offsets) or offsets[k + 1][0] >= span[1]:  # the turn's last token
+            tokens = encoding["input_ids"]
+            # A token is trained with the weight of the assistant turn its first character
+            # lies in. The offsets of one sequence never go back, so each turn's tokens are
+            # one run, found by bisection: no Python step per token (a job encodes millions).
+            starts = [start for start, _ in encoding["offset_mapping"]]
+            ids, mask, done = [], [], 0
+            for first, end, weight in spans:
+                lo, hi = bisect_left(starts, first, done), bisect_left(starts, end, done)
+                ids += tokens[done:hi]
+                mask += [0] * (lo - done) + [weight] * (hi - lo)
+                if self.append_eos and weight and hi > lo:  # after the turn's last token
                     ids.append(tok.eos_token_id)
                     mask.append(1)
+                done = hi
+            ids += tokens[done:]
+            mask += [0] * (len(tokens) - done)
         if train_on_inputs:
             mask = [1] * len(ids)
         return Encoded(ids[:max_length], mask[:max_length], len(ids))
