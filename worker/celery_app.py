@@ -51,6 +51,7 @@ def _advertise(sender: WorkController, **_: Any) -> None:  # celery-types lacks 
     if inventory.gpus:
         job_processes.gpus.configure([d.index for d in inventory.gpus])
         node.concurrency = len(inventory.gpus)  # one job per GPU, a GPU per job at least
+    job_processes.prewarm()  # the first jobs' processes import the training stack meanwhile
     gpus = ", ".join(f"{d.index}: {d.name} {d.memory_bytes / 2**30:.1f} GiB" for d in inventory.gpus) or "none"
     log.info("worker %s: GPUs %s; consuming %s", node.hostname, gpus, ", ".join(served))
     heartbeat = WorkerHeartbeat(node.hostname, served, inventory)

@@ -22,6 +22,15 @@ from worker import standbys
 log = logging.getLogger("ftsvc.worker")
 
 
+def job_env(indices: Sequence[int]) -> dict[str, str]:
+    """A job process's environment: the worker's, and the GPUs it may use (numbered as
+    nvidia-smi does)."""
+    env = os.environ.copy()
+    if indices:
+        env |= {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(map(str, indices))}
+    return env
+
+
 class WorkerStopping(Exception):
     """The worker began to stop before the job got its GPUs: it was not started."""
 
@@ -34,16 +43,23 @@ class GpuPool:
     def __init__(self) -> None:
         self._free: list[int] = []
         self._size = 0
+        self._indices: tuple[int, ...] = ()
         self._turns: collections.deque[object] = collections.deque()
         self._changed = threading.Condition()
 
     def configure(self, indices: Sequence[int]) -> None:
         with self._changed:
             self._free, self._size = list(indices), len(indices)
+            self._indices = tuple(indices)
 
     @property
     def size(self) -> int:
         return self._size
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        """All of the worker's GPUs, held or free."""
+        return self._indices
 
     @contextmanager
     def held(self, count: int, stopping: Callable[[], bool] = lambda: False) -> Iterator[list[int]]:
@@ -96,9 +112,7 @@ class JobProcesses:
         waiting for its GPU when there is one, and starts the next one.
         Raises WorkerStopping if the worker stops while the job waits."""
         with self.gpus.held(gpus, stopping=lambda: self._deadline is not None) as indices:
-            env = os.environ.copy()
-            if indices:
-                env |= {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": ",".join(map(str, indices))}
+            env = job_env(indices)
             command = [sys.executable, "-m", module, job_id]
             if not standbys.wanted(module, gpus, self.gpus.size):
                 return self._run(job_id, subprocess.Popen(command, env=env))
@@ -111,6 +125,14 @@ class JobProcesses:
                 return self._run(job_id, process)
             finally:
                 self._start_standby(key, env)
+
+    def prewarm(self) -> None:
+        """At the worker's start: a standby for each of its GPUs (the CPU's, on a worker
+        without GPUs, where standbys are on), so that its first jobs skip the imports too."""
+        keys: list[standbys.GpuKey] = [(index,) for index in self.gpus.indices] or [()]
+        for key in keys:
+            if standbys.wanted(standbys.TRAINING_MODULE, len(key), self.gpus.size):
+                self._start_standby(key, job_env(key))
 
     def _start_standby(self, key: standbys.GpuKey, env: dict[str, str]) -> None:
         with self._lock:

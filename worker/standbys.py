@@ -1,7 +1,8 @@
 """Standby job processes: a training job's process (`python -m worker.job_process
 --standby`) started before its job, which imports torch and the training stack and then
-waits for a job id on its stdin, so that the next job on its GPU skips those seconds. It
-is started when a job starts on that GPU, and imports while the job runs.
+waits for a job id on its stdin, so that the next job on its GPU skips those seconds. One
+is started for each GPU when the worker starts, and the next one when a job starts on
+that GPU (it imports while the job runs).
 
 A standby is kept per GPU (one on a CPU worker), keyed by the GPU indices whose
 CUDA_VISIBLE_DEVICES it was started with: importing bitsandbytes asks CUDA for its

@@ -1,6 +1,6 @@
 """Standby job processes (FTSVC_STANDBY_PROCESS, `auto`: on for a worker with GPUs), with
-a real worker training real jobs: a job starts a standby for its GPU (which does its
-imports while the job runs), and the next job on that GPU runs in it; a standby that died is
+a real worker training real jobs: the worker starts a standby for its GPU, and a job the
+next one (which does its imports while the job runs); each job on that GPU runs in one; a standby that died is
 replaced, and a worker that stops leaves no process behind."""
 
 from __future__ import annotations
@@ -92,11 +92,13 @@ def worker(client_module: Any, tiny_model: Path) -> Iterator[StandbyWorker]:
         worker.workers.stop(name)
 
 
-def test_the_next_job_runs_in_the_standby_the_last_one_left(worker: StandbyWorker) -> None:
+def test_jobs_run_in_standbys_the_first_started_with_the_worker(worker: StandbyWorker) -> None:
+    started_with_the_worker = worker.standby()
+    assert started_with_the_worker.environ()["CUDA_VISIBLE_DEVICES"] == "0"
     first = worker.run_job()
-    assert first["standby_process"] is False  # the worker's first job: no standby yet
-    standby = worker.standby()
-    assert standby.environ()["CUDA_VISIBLE_DEVICES"] == first["cuda_visible_devices"] == "0"
+    assert first["standby_process"] is True and first["pid"] == started_with_the_worker.pid
+    assert first["cuda_visible_devices"] == "0"
+    standby = worker.standby()  # the one the first job started
     second = worker.run_job()
     assert second["standby_process"] is True and second["pid"] == standby.pid
     assert worker.standby().pid != standby.pid  # and it started the next one
