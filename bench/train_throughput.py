@@ -414,6 +414,31 @@ def table(rows: list[tuple[str, dict[str, Any]]], baseline: dict[str, Any] | Non
     return "\n".join(lines)
 
 
+def one_variant(
+    name: str,
+    out: Path,
+    models: str,
+    shape: str,
+    timing: tuple[int, int],
+    performance: dict[str, Any],
+    title: str,
+    label: str,
+) -> str:
+    """A report section of one variant of ours (`timing`: timed and warm-up steps)."""
+    steps, warmup = timing
+    result = spawn(
+        name,
+        out,
+        path="ours",
+        shape=shape,
+        steps=steps,
+        warmup=warmup,
+        models=models,
+        performance=json.dumps(performance),
+    )
+    return f"### {title}\n\n" + table([(label, result)], None) + f"\n\nours resolved: {result.get('speed')}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -527,53 +552,48 @@ def main() -> None:
             )
         elif row == "70b":
             # The Llama-3-70B shape on one GPU, rows of 8,192 tokens of the same data.
-            big = spawn(
-                "70b-ours",
-                out,
-                path="ours",
-                shape="70b",
-                steps=3,
-                warmup=1,
-                models=args.models,
-                performance=json.dumps({"tokens_per_step": 8192}),
-            )
             report.append(
-                "### 70b shape (written in 4 bits), 8,192-token packed rows\n\n"
-                + table([("ours, 70b", big)], None)
-                + f"\n\nours resolved: {big.get('speed')}"
+                one_variant(
+                    "70b-ours",
+                    out,
+                    args.models,
+                    "70b",
+                    (3, 1),
+                    {"tokens_per_step": 8192},
+                    "70b shape (written in 4 bits), 8,192-token packed rows",
+                    "ours, 70b",
+                )
             )
         elif row == "unfused":
             # The same as ours on the 8b shape, with peft's own LoRA forward: what the
             # fused LoRA layer (worker.training.fused_lora) buys.
-            plain_lora = spawn(
-                "8b-ours-unfused",
-                out,
-                path="ours",
-                shape="8b",
-                steps=max(3, args.steps // 4),
-                warmup=max(2, args.warmup // 2),
-                models=args.models,
-                performance=json.dumps({"fused_lora": False}),
-            )
+            timing = (max(3, args.steps // 4), max(2, args.warmup // 2))
             report.append(
-                "### ours without the fused LoRA layer (8b)\n\n" + table([("ours, fused_lora off", plain_lora)], None)
+                one_variant(
+                    "8b-ours-unfused",
+                    out,
+                    args.models,
+                    "8b",
+                    timing,
+                    {"fused_lora": False},
+                    "ours without the fused LoRA layer (8b)",
+                    "ours, fused_lora off",
+                )
             )
         elif row == "memory":
             # Memory against the baseline's at about the same tokens per step: ours with
             # activations recomputed, as the baseline does.
-            lean = spawn(
-                "8b-ours-checkpointing",
-                out,
-                path="ours",
-                shape="8b",
-                steps=5,
-                warmup=2,
-                models=args.models,
-                performance=json.dumps({"gradient_checkpointing": True}),
-            )
             report.append(
-                "### ours with gradient checkpointing (8b, 8192 tokens per step)\n\n"
-                + table([("ours, checkpointing on", lean)], None)
+                one_variant(
+                    "8b-ours-checkpointing",
+                    out,
+                    args.models,
+                    "8b",
+                    (5, 2),
+                    {"gradient_checkpointing": True},
+                    "ours with gradient checkpointing (8b, 8192 tokens per step)",
+                    "ours, checkpointing on",
+                )
             )
         elif row == "long":
             rows = []

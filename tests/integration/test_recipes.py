@@ -142,8 +142,9 @@ def test_validation_split_and_periodic_evaluation(client_module, chat_file) -> N
 
 
 def test_token_budget_rows_and_recomputation_do_not_change_the_losses(client_module, chat_file) -> None:  # type: ignore[no-untyped-def]
-    """The GPU's fast path on the CPU: packed rows of a token budget, with and without
-    gradient checkpointing, give the same losses step by step."""
+    """The GPU's fast path on the CPU: packed rows of a token budget, with gradient
+    checkpointing and peft's LoRA, and without checkpointing with the fused LoRA layer,
+    give the same losses step by step."""
     adapter = {"type": "lora", "dropout": 0.0}
     runs = [
         train(
@@ -151,9 +152,9 @@ def test_token_budget_rows_and_recomputation_do_not_change_the_losses(client_mod
             chat_file,
             adapter=adapter,
             training={"max_seq_length": 256},
-            performance={"tokens_per_step": 512, "gradient_checkpointing": checkpointing},
+            performance={"tokens_per_step": 512, "gradient_checkpointing": checkpointing, "fused_lora": fast},
         )
-        for checkpointing in (True, False)
+        for checkpointing, fast in ((True, False), (False, True))
     ]
     losses = [train_losses(client_module, job["id"]) for job in runs]
     assert len(losses[0]) == len(losses[1]) == 12
@@ -162,8 +163,10 @@ def test_token_budget_rows_and_recomputation_do_not_change_the_losses(client_mod
         assert abs(a - b) <= 1e-2 * b, losses
     assert runs[0]["runtime"]["speed"]["tokens_per_step"] == 512
     assert [job["runtime"]["speed"]["gradient_checkpointing"] for job in runs] == [True, False]
+    assert [job["runtime"]["speed"]["fused_lora"] for job in runs] == [False, True]
     messages = [e["message"] for e in all_events(client_module, runs[0]["id"])]
     assert any("packed rows of 512 tokens" in m for m in messages)
+    assert any("fused LoRA" in e["message"] for e in all_events(client_module, runs[1]["id"]))
 
 
 MULTITASK = {"type": "multitask_prompt_tuning", "num_virtual_tokens": 4, "init_text": "Answer briefly."}
