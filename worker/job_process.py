@@ -18,7 +18,7 @@ import sys
 import threading
 from types import FrameType
 
-from worker import job_clock  # imported first: a job's start-up times count from here
+from worker.training import job_clock  # imported first: a job's start-up times count from here
 
 STANDBY_FLAG = "--standby"
 # What a job's run imports (worker.runner's `_run`): torch, transformers, peft (and with

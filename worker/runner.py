@@ -25,10 +25,10 @@ from core.settings import get_settings
 from core.specs import EvaluationRequest, ResolvedSpec
 from core.states import JobStatus
 from core.storage import get_storage
-from worker import job_clock
 from worker.failure_reports import FailureReport, Phase, classify, leave_report
 from worker.heartbeat import Heartbeat, new_owner
 from worker.job_reporter import JobReporter
+from worker.training import job_clock
 from worker.training.failures import CheckpointMissing, DataError
 from worker.training.reporting import OtherRankReporter, Reporter
 

@@ -20,7 +20,8 @@ SQL = re.compile(r"(?<![.\w])(select|update|delete|insert)\(|\bsession\.(execute
 # What worker/training/ may import from the project: the spec (and its validation errors
 # in the user's terms), data reading and tokenization (of examples and of preference
 # pairs), the examples' tasks, the vocabulary of states, the domain's errors, the memory
-# estimate its speed settings share with routing, and itself.
+# estimate its speed settings share with routing, the settings (where the worker keeps
+# its pre-quantized bases) and itself.
 RECIPE_MAY_IMPORT = {
     "core.datasets",
     "core.errors",
@@ -29,6 +30,7 @@ RECIPE_MAY_IMPORT = {
     "core.preference_format",
     "core.preferences",
     "core.registry",
+    "core.settings",
     "core.specs",
     "core.states",
     "core.tasks",

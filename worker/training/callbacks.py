@@ -16,8 +16,7 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from core.states import StopReason
-from worker import job_clock
-from worker.training import distributed
+from worker.training import distributed, job_clock
 from worker.training.reporting import Reporter
 
 # TRL's DPO trainer logs these beside the loss; the job's metrics keep them as columns.

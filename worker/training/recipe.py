@@ -32,8 +32,7 @@ from core.registry import ModelRef
 from core.specs import ResolvedDpoHyperparameters, ResolvedSpec
 from core.states import StopReason
 from core.tokenization import PreparedTokenizer, prepare_tokenizer
-from worker import job_clock
-from worker.training import attention, base_cache, distributed, fused_lora
+from worker.training import attention, base_cache, distributed, fused_lora, job_clock
 from worker.training.adapters import AdaLoraBudgetCallback, peft_config, planned_steps, saved_prompt_learning
 from worker.training.callbacks import JobProgressCallback, TrainedTokens
 from worker.training.data import encoded_dataset, hold_out
