@@ -69,7 +69,9 @@ def _stop_jobs(**_: Any) -> None:
 
 
 @signals.worker_shutdown.connect
-def _end_standbys(**_: Any) -> None:
-    # After the pool's threads ended: the standby job processes waiting for a next job
-    # end with the worker.
+def _at_exit(**_: Any) -> None:
+    # After the consumer closed and the pool's threads ended: the standby job processes
+    # waiting for a next job end with the worker, and the messages it took while stopping
+    # go back to the broker for another worker.
     job_processes.close()
+    worker.tasks.send_back_not_run()

@@ -6,6 +6,8 @@ at the cost of one query, and a real one runs in a process of its own."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from core import evaluations, jobs, leases, logs, merge_runs
@@ -16,6 +18,18 @@ from worker.job_processes import WorkerStopping, job_processes
 
 app = get_celery()
 log = logging.getLogger("ftsvc.worker")
+
+# The sends of messages this worker consumed while it stopped, without running them (their
+# rows were not claimed). Sent at its exit, once it consumes no more (worker.celery_app),
+# not at once: in its warm shutdown it can still receive them, and would drop them again.
+# (Their rows are also marked unsent: a worker that dies first leaves them to the
+# maintenance loop.)
+_not_run: list[Callable[[], bool]] = []
+
+
+def send_back_not_run() -> None:
+    while _not_run:
+        _not_run.pop()()
 
 
 @app.task(name=RUN_JOB_TASK, acks_late=True)
@@ -38,7 +52,8 @@ def _run_job(job_id: str) -> None:
     except WorkerStopping:
         with session_scope() as session:
             jobs.forget_sent_messages(session, job_id)
-        log.info("job %s: the worker stopped before it got its GPUs; it goes back to the queue", job_id)
+        _not_run.append(partial(jobs.publish, job_id))
+        log.info("job %s: the worker stopped before it got its GPUs; sent again as the worker exits", job_id)
         return
     if status != 0:
         log.warning("job %s: its process exited with status %d", job_id, status)
@@ -58,7 +73,8 @@ def _run_leased(runs: LeasedRuns[Any], row_id: str, module: str) -> None:
         except WorkerStopping:
             with session_scope() as session:
                 runs.forget_sent_messages(session, row_id)
-            log.info("%s %s: the worker stopped before it got a GPU; it goes back to the queue", runs.noun, row_id)
+            _not_run.append(partial(runs.publish, row_id))
+            log.info("%s %s: the worker stopped before it got a GPU; sent again as the worker exits", runs.noun, row_id)
             return
         if status != 0:
             log.warning("%s %s: its process exited with status %d", runs.noun, row_id, status)
