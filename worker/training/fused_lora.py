@@ -100,32 +100,40 @@ def _plain_adapter(layer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     return str(active[0])
 
 
-def _fused_forward(layer: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-    name = _plain_adapter(layer, args, kwargs)
-    base = layer.base_layer
-    quant_state = getattr(base.weight, "quant_state", None)
+def _applies(layer: Any, name: str, x: torch.Tensor) -> bool:
+    """Whether this call computes what peft's forward would with adapter `name`."""
+    quant_state = getattr(layer.base_layer.weight, "quant_state", None)
+    if quant_state is None or x.dtype != quant_state.dtype:
+        return False
     # (bitsandbytes repacks a CPU weight for its inference kernel, in a layout of its own.)
-    repacked = getattr(quant_state, "packing_format_for_cpu", False)
+    if getattr(quant_state, "packing_format_for_cpu", False):
+        return False
     # Outside autocast peft computes the adapter in its weights' dtype (fp32 by default),
     # casting the input up; only under autocast (how the Trainer runs bf16) is it the
     # input's dtype, as here.
-    adapter_dtype = name is not None and layer.lora_A[name].weight.dtype
-    in_own_dtype = torch.is_autocast_enabled(x.device.type) or adapter_dtype == x.dtype
-    if name is None or quant_state is None or repacked or x.dtype != quant_state.dtype or not in_own_dtype:
-        return layer._peft_forward(x, *args, **kwargs)  # type: ignore[no-any-return]
-    dropout = layer.lora_dropout[name]
+    return torch.is_autocast_enabled(x.device.type) or layer.lora_A[name].weight.dtype == x.dtype
+
+
+def _fused_forward(layer: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    name = _plain_adapter(layer, args, kwargs)
+    out: torch.Tensor
+    if name is None or not _applies(layer, name, x):
+        out = layer._peft_forward(x, *args, **kwargs)
+        return out
+    base, dropout = layer.base_layer, layer.lora_dropout[name]
     p = dropout.p if isinstance(dropout, nn.Dropout) and layer.training else 0.0
     bias = base.bias.to(x.dtype) if base.bias is not None else None
-    return LoraOn4Bit.apply(  # type: ignore[no-any-return]
+    out = LoraOn4Bit.apply(
         x,
         base.weight.data,
-        quant_state,
+        base.weight.quant_state,
         bias,
         layer.lora_A[name].weight,
         layer.lora_B[name].weight,
         float(layer.scaling[name]),
         p,
     )
+    return out
 
 
 def fuse(model: nn.Module) -> int:

@@ -176,22 +176,23 @@ class Recipe:
             train, valid = hold_out(train, data.validation_split, self.spec.seed)
         return train, valid
 
-    def load_model(self, speed: Speed) -> PreTrainedModel:
+    def load_model(self, speed: Speed) -> tuple[PreTrainedModel, base_cache.CacheUse]:
+        """The base prepared for training, and how the worker's base cache served it."""
         attn = attention.register() if speed.attention == attention.NAME else speed.attention
-        model, self.base_cache = load_base_model(self.spec, self.model_ref, self.runtime, attn, self.reporter)
+        model, cache_use = load_base_model(self.spec, self.model_ref, self.runtime, attn, self.reporter)
         q = self.spec.qlora.quantization
         checkpointing = speed.gradient_checkpointing
         if q is not None and speed.upcast_unquantized:
             # peft's QLoRA preparation: freezes the base, casts every unquantized weight
             # (norms, embeddings, head) to fp32, enables checkpointing.
             prepared: PreTrainedModel = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
-            return prepared
+            return prepared, cache_use
         # The same without the fp32 cast: the residual stream stays in the compute dtype.
         model.requires_grad_(False)
         if checkpointing:
             model.gradient_checkpointing_enable()
             model.enable_input_require_grads()
-        return model
+        return model, cache_use
 
     def common_args(self, has_validation: bool, speed: Speed) -> dict[str, Any]:
         """The Trainer's arguments every method shares."""
@@ -317,18 +318,18 @@ class Recipe:
         how = "in 4 bits" if self.spec.qlora.quantization else "unquantized"
         self.reporter.event(f"Loading {self.model_ref.name} {how} on {self.runtime.device_name}")
         started = time.monotonic()
-        model = self.load_model(speed)
+        model, cache_use = self.load_model(speed)
         seconds = time.monotonic() - started
         self.reporter.event(
             f"Loaded {self.model_ref.name} {how} on {self.runtime.device_name} in {seconds:.1f} s"
-            f"{self.base_cache.said}; "
+            f"{cache_use.said}; "
             f"training a {adapter.type} adapter {self.described_method()} on {batches}"
             f"{', gradient checkpointing' if speed.gradient_checkpointing else ''}"
             f"{', Liger kernels' if speed.liger_kernel else ''}{', fused LoRA' if speed.fused_lora else ''}"
             f", {speed.attention} attention",
             data=speed.describe()
             | {"load_seconds": round(seconds, 2), "process_seconds": round(job_clock.seconds(), 2)}
-            | self.base_cache.describe(),
+            | cache_use.describe(),
         )
         callbacks: list[TrainerCallback] = [self.progress, self.progress.trained_tokens, *extra_callbacks]
         if adapter.type == "adalora":
